@@ -1,0 +1,50 @@
+// sparsebudget/thread_pool.hpp - a small persistent pool for the convenience (threaded) paths.
+//
+// The kernels never create threads. An engine with its own pool calls the partitioned entry
+// points (ith, nth) directly; everyone else may create one ThreadPool and pass it to the calls.
+// Threads are created in the constructor and joined in the destructor, never in between.
+#pragma once
+
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace sparsebudget {
+
+class ThreadPool {
+ public:
+  // num_threads >= 1 counts the calling thread: num_threads - 1 workers are started.
+  explicit ThreadPool(int num_threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const noexcept { return num_threads_; }
+
+  // Runs fn(ctx, ith, size()) for every ith, the caller taking ith = 0, and returns when all are
+  // done (a full barrier). One Run at a time per pool: concurrent Runs are serialised.
+  void Run(void (*fn)(void* ctx, int ith, int nth), void* ctx);
+  template <typename F>
+  void Run(F&& f) {
+    Run([](void* c, int ith, int nth) { (*static_cast<std::remove_reference_t<F>*>(c))(ith, nth); },
+        static_cast<void*>(&f));
+  }
+
+ private:
+  void Worker(int ith);
+
+  int num_threads_;
+  std::vector<std::thread> workers_;
+  std::mutex run_mutex_;  // serialises Run
+  std::mutex mutex_;
+  std::condition_variable start_cv_, done_cv_;
+  void (*fn_)(void*, int, int) = nullptr;
+  void* ctx_ = nullptr;
+  unsigned long generation_ = 0;
+  int pending_ = 0;
+  bool stop_ = false;
+};
+
+}  // namespace sparsebudget

@@ -1,0 +1,276 @@
+// Attend: online-softmax attention over selected blocks, split into work items that any thread
+// partition executes with identical results; and the fused select + attend call.
+#include <cmath>
+#include <string>
+
+#include "attention/internal.hpp"
+#include "kernels/kernels.hpp"
+#include "sparsebudget/thread_pool.hpp"
+
+namespace sparsebudget {
+namespace detail {
+namespace {
+
+Status Bad(const std::string& m) { return Status(StatusCode::kInvalidArgument, m); }
+
+// Blocks of unit u to walk: the selection's count, or every causal block when dense.
+int64_t UnitBlockCount(const AttentionPlan& p, const ConstBlockSelection& sel, int64_t u) {
+  if (sel.indices == nullptr) return UnitOf(p, u).query_block + 1;
+  return sel.counts[u];
+}
+
+// Split-K chunks of a unit: a function of the plan and the unit's block count only.
+int64_t UnitChunks(const AttentionPlan& p, int64_t count) {
+  if (p.max_chunks <= 1 || count <= kMinChunkBlocks) return 1;
+  const int64_t c = (count + kMinChunkBlocks - 1) / kMinChunkBlocks;
+  return c < p.max_chunks ? c : p.max_chunks;
+}
+
+struct Ctx {
+  const AttentionPlan* plan;
+  const QueryView* q;
+  const KVCacheView* kv;
+  ConstBlockSelection sel;
+  OutputView out;
+  void* ws;
+  WorkspaceLayout w;
+};
+
+float* OutRow(const Ctx& c, int32_t i, int32_t head) {
+  return c.out.data + i * c.out.token_stride + head * c.out.head_stride;
+}
+
+void RunItem(const Ctx& c, int64_t u, int64_t chunk, int64_t nchunks, int64_t count) {
+  const AttentionPlan& p = *c.plan;
+  const kernels::KernelTable& kt = kernels::Kernels();
+  const Unit unit = UnitOf(p, u);
+  const int32_t dim = p.params.shape.head_dim;
+  const int64_t cs = (count + nchunks - 1) / nchunks;
+  const int64_t b0 = chunk * cs;
+  const int64_t b1 = b0 + cs < count ? b0 + cs : count;
+
+  kernels::AttendArgs args;
+  args.kv = c.kv;
+  args.head = unit.kv_head;
+  args.blocks = c.sel.indices ? c.sel.indices + u * c.sel.capacity + b0 : nullptr;
+  args.block_begin = b0;
+  args.num_blocks = b1 - b0;
+  args.block_size = p.params.shape.block_size;
+  args.head_dim = dim;
+  args.context_length = p.params.shape.context_length;
+  args.scale = p.scale;
+
+  // Partial state of this item: [m: max_rows][l: max_rows][acc: max_rows x dim].
+  float* part = nullptr;
+  if (nchunks > 1)
+    part = At<float>(c.ws, c.w.partials) + static_cast<size_t>(u * p.max_chunks + chunk) * c.w.partial_stride;
+
+  const int32_t h0 = unit.kv_head * p.group;
+  const int32_t nrows = (unit.q_end - unit.q_begin) * p.group;
+  for (int32_t r0 = 0; r0 < nrows; r0 += kernels::kMaxRows) {
+    kernels::RowTile tile;
+    tile.rows = nrows - r0 < kernels::kMaxRows ? nrows - r0 : kernels::kMaxRows;
+    for (int r = 0; r < tile.rows; ++r) {
+      const int32_t row = r0 + r;
+      const int32_t i = unit.q_begin + row / p.group;
+      const int32_t head = h0 + row % p.group;
+      tile.q[r] = c.q->data + i * c.q->token_stride + head * c.q->head_stride;
+      tile.pos[r] = p.first_query_pos + i;
+      tile.acc[r] = part ? part + 2 * p.max_rows + static_cast<size_t>(row) * static_cast<size_t>(dim)
+                         : OutRow(c, i, head);
+      for (int32_t d = 0; d < dim; ++d) tile.acc[r][d] = 0.0f;
+      tile.m[r] = -INFINITY;
+      tile.l[r] = 0.0f;
+    }
+    kt.attend_blocks(&tile, args);
+    for (int r = 0; r < tile.rows; ++r) {
+      if (part) {
+        part[r0 + r] = tile.m[r];
+        part[p.max_rows + r0 + r] = tile.l[r];
+      } else {
+        // l = 0 only if no key was visible (impossible: the query sees itself) or NaN inputs.
+        const float inv = 1.0f / tile.l[r];
+        for (int32_t d = 0; d < dim; ++d) tile.acc[r][d] *= inv;
+      }
+    }
+  }
+}
+
+// Merges the partial states of unit u (chunks in order) into the output. Log-sum-exp:
+// M = max_c m_c, l = sum_c l_c e^(m_c - M), out = sum_c acc_c e^(m_c - M) / l.
+void MergeUnit(const Ctx& c, int64_t u, int64_t nchunks) {
+  const AttentionPlan& p = *c.plan;
+  const Unit unit = UnitOf(p, u);
+  const int32_t dim = p.params.shape.head_dim;
+  const int32_t nrows = (unit.q_end - unit.q_begin) * p.group;
+  const float* base = At<float>(c.ws, c.w.partials) + static_cast<size_t>(u * p.max_chunks) * c.w.partial_stride;
+  for (int32_t row = 0; row < nrows; ++row) {
+    const int32_t i = unit.q_begin + row / p.group;
+    const int32_t head = unit.kv_head * p.group + row % p.group;
+    float* o = OutRow(c, i, head);
+    float mx = -INFINITY;
+    for (int64_t ch = 0; ch < nchunks; ++ch) {
+      const float m = base[static_cast<size_t>(ch) * c.w.partial_stride + static_cast<size_t>(row)];
+      if (m > mx) mx = m;
+    }
+    for (int32_t d = 0; d < dim; ++d) o[d] = 0.0f;
+    float l = 0.0f;
+    for (int64_t ch = 0; ch < nchunks; ++ch) {
+      const float* part = base + static_cast<size_t>(ch) * c.w.partial_stride;
+      const float m = part[row];
+      if (!(m > -INFINITY)) {
+        if (std::isnan(m)) l = NAN;
+        continue;
+      }
+      const float wgt = std::exp(m - mx);
+      l += part[p.max_rows + row] * wgt;
+      const float* acc = part + 2 * p.max_rows + static_cast<size_t>(row) * static_cast<size_t>(dim);
+      for (int32_t d = 0; d < dim; ++d) o[d] += acc[d] * wgt;
+    }
+    const float inv = 1.0f / l;
+    for (int32_t d = 0; d < dim; ++d) o[d] *= inv;
+  }
+}
+
+int64_t CountItems(const Ctx& c) {
+  int64_t n = 0;
+  for (int64_t u = 0; u < c.plan->num_units; ++u) n += UnitChunks(*c.plan, UnitBlockCount(*c.plan, c.sel, u));
+  return n;
+}
+
+void PartitionRun(const Ctx& c, int ith, int nth) {
+  const int64_t total = CountItems(c);
+  const int64_t lo = total * ith / nth, hi = total * (ith + 1) / nth;
+  int64_t item = 0;
+  for (int64_t u = 0; u < c.plan->num_units && item < hi; ++u) {
+    const int64_t count = UnitBlockCount(*c.plan, c.sel, u);
+    const int64_t nch = UnitChunks(*c.plan, count);
+    for (int64_t ch = 0; ch < nch; ++ch, ++item)
+      if (item >= lo && item < hi) RunItem(c, u, ch, nch, count);
+  }
+}
+
+void MergeRun(const Ctx& c, int ith, int nth) {
+  if (c.plan->max_chunks <= 1) return;
+  const int64_t U = c.plan->num_units;
+  for (int64_t u = U * ith / nth; u < U * (ith + 1) / nth; ++u) {
+    const int64_t nch = UnitChunks(*c.plan, UnitBlockCount(*c.plan, c.sel, u));
+    if (nch > 1) MergeUnit(c, u, nch);
+  }
+}
+
+Status CheckExec(const AttentionPlan& p, const QueryView& q, const ConstBlockSelection& sel,
+                 const OutputView& out, void* ws, int ith, int nth) {
+  if (nth < 1 || ith < 0 || ith >= nth)
+    return Bad("partition ith " + std::to_string(ith) + " of nth " + std::to_string(nth) + " is out of range");
+  if (q.data == nullptr) return Bad("q.data is null");
+  if (out.data == nullptr) return Bad("out.data is null");
+  if (ws == nullptr && p.workspace_bytes > 0) return Bad("workspace is null");
+  if (sel.indices != nullptr) {
+    if (sel.counts == nullptr) return Bad("selection.counts is null");
+    if (sel.capacity < p.num_blocks)
+      return Bad("selection capacity " + std::to_string(sel.capacity) + " is below num_blocks " +
+                 std::to_string(p.num_blocks));
+  }
+  return OkStatus();
+}
+
+// Checks a caller-made selection: counts in range, indices ascending and causal.
+Status CheckSelection(const AttentionPlan& p, const ConstBlockSelection& sel) {
+  if (sel.indices == nullptr) return OkStatus();
+  for (int64_t u = 0; u < p.num_units; ++u) {
+    const int64_t nb = UnitOf(p, u).query_block + 1;
+    const int32_t n = sel.counts[u];
+    if (n < 0 || n > nb)
+      return Status(StatusCode::kOutOfRange, "selection.counts[" + std::to_string(u) + "] = " +
+                                                 std::to_string(n) + " is outside [0, " + std::to_string(nb) + "]");
+    const int32_t* idx = sel.indices + u * sel.capacity;
+    for (int32_t j = 0; j < n; ++j) {
+      if (idx[j] < 0 || idx[j] >= nb || (j > 0 && idx[j] <= idx[j - 1]))
+        return Status(StatusCode::kOutOfRange,
+                      "selection.indices of unit " + std::to_string(u) + " at " + std::to_string(j) + " = " +
+                          std::to_string(idx[j]) + " is not ascending within [0, " + std::to_string(nb) + ")");
+    }
+  }
+  return OkStatus();
+}
+
+Ctx MakeCtx(const AttentionPlan& p, const QueryView& q, const KVCacheView& kv, ConstBlockSelection sel,
+            OutputView out, void* ws) {
+  Ctx c{&p, &q, &kv, sel, out, ws, {}};
+  ComputeLayout(p, &c.w);
+  return c;
+}
+
+}  // namespace
+}  // namespace detail
+
+Status AttendPartition(const AttentionPlan& plan, const QueryView& q, const KVCacheView& kv,
+                       ConstBlockSelection selection, OutputView out, void* workspace, int ith, int nth) {
+  if (plan.empty) return OkStatus();
+  if (Status st = detail::CheckExec(plan, q, selection, out, workspace, ith, nth); !st.ok()) return st;
+  if (kv.k == nullptr || kv.v == nullptr) return detail::Bad("kv.k or kv.v is null");
+  detail::PartitionRun(detail::MakeCtx(plan, q, kv, selection, out, workspace), ith, nth);
+  return OkStatus();
+}
+
+Status AttendMerge(const AttentionPlan& plan, ConstBlockSelection selection, OutputView out,
+                   void* workspace, int ith, int nth) {
+  if (plan.empty) return OkStatus();
+  QueryView none;
+  none.data = reinterpret_cast<const float*>(1);  // not read by the merge; passes the null check
+  if (Status st = detail::CheckExec(plan, none, selection, out, workspace, ith, nth); !st.ok()) return st;
+  KVCacheView kv;
+  detail::MergeRun(detail::MakeCtx(plan, none, kv, selection, out, workspace), ith, nth);
+  return OkStatus();
+}
+
+Status Attend(const AttentionPlan& plan, const QueryView& q, const KVCacheView& kv,
+              ConstBlockSelection selection, OutputView out, void* workspace, ThreadPool* pool) {
+  if (plan.empty) return OkStatus();
+  if (Status st = ValidateViews(plan, q, kv, &out); !st.ok()) return st;
+  if (Status st = detail::CheckExec(plan, q, selection, out, workspace, 0, 1); !st.ok()) return st;
+  if (Status st = detail::CheckSelection(plan, selection); !st.ok()) return st;
+  const detail::Ctx c = detail::MakeCtx(plan, q, kv, selection, out, workspace);
+  if (pool == nullptr || pool->size() == 1) {
+    detail::PartitionRun(c, 0, 1);
+    detail::MergeRun(c, 0, 1);
+  } else {
+    pool->Run([&](int ith, int nth) { detail::PartitionRun(c, ith, nth); });
+    pool->Run([&](int ith, int nth) { detail::MergeRun(c, ith, nth); });
+  }
+  return OkStatus();
+}
+
+Status SparseAttention(const AttentionPlan& plan, const QueryView& q, const KVCacheView& kv,
+                       const BlockSummaries* summaries, OutputView out, void* workspace, ThreadPool* pool,
+                       SelectionStats* stats, BlockSelection selection_out) {
+  if (stats) *stats = SelectionStats{};
+  if (plan.empty) return OkStatus();
+  if (plan.params.budget.mode == BudgetMode::kDense) {
+    if (stats) {
+      stats->units = plan.num_units;
+      stats->dense = true;
+      for (int64_t u = 0; u < plan.num_units; ++u) {
+        const int64_t nb = detail::UnitOf(plan, u).query_block + 1;
+        stats->kept_blocks += nb;
+        stats->causal_blocks += nb;
+      }
+    }
+    return Attend(plan, q, kv, ConstBlockSelection{}, out, workspace, pool);
+  }
+  if (summaries == nullptr) return detail::Bad("summaries are null but the budget is not dense");
+  if (workspace == nullptr) return detail::Bad("workspace is null");
+  BlockSelection sel = selection_out;
+  if (sel.indices == nullptr) {
+    detail::WorkspaceLayout w;
+    detail::ComputeLayout(plan, &w);
+    sel.indices = detail::At<int32_t>(workspace, w.sel_indices);
+    sel.counts = detail::At<int32_t>(workspace, w.sel_counts);
+    sel.capacity = plan.num_blocks;
+  }
+  if (Status st = SelectBlocks(plan, q, *summaries, sel, workspace, stats); !st.ok()) return st;
+  return Attend(plan, q, kv, ConstBlockSelection{sel.indices, sel.counts, sel.capacity}, out, workspace, pool);
+}
+
+}  // namespace sparsebudget

@@ -1,0 +1,54 @@
+// Internal helpers shared by the attention stages.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "sparsebudget/attention.hpp"
+
+namespace sparsebudget::detail {
+
+// Smallest split-K chunk, in blocks: below this the merge costs more than the parallelism gains.
+inline constexpr int64_t kMinChunkBlocks = 8;
+
+// Byte offsets of the workspace regions (each 64-byte aligned relative to the workspace start).
+struct WorkspaceLayout {
+  size_t sel_indices = 0;  // int32 [units][num_blocks]: the fused call's own selection
+  size_t sel_counts = 0;   // int32 [units]
+  size_t scores = 0;       // float [units][num_blocks]: block scores
+  size_t order = 0;        // int32 [units][num_blocks]: candidate ranking
+  size_t qsum = 0;         // float [units][head_dim]: summed query for mean scoring
+  size_t partials = 0;     // float [units][max_chunks][partial_stride]: split-K states
+  size_t partial_stride = 0;
+  size_t total = 0;
+};
+bool ComputeLayout(const AttentionPlan& plan, WorkspaceLayout* layout);
+
+// Query rows of unit u: the unit's kv head and query block, and its queries' index range.
+struct Unit {
+  int32_t kv_head;
+  int64_t query_block;
+  int32_t q_begin;  // first query index (0-based within num_queries)
+  int32_t q_end;
+};
+
+inline Unit UnitOf(const AttentionPlan& p, int64_t u) noexcept {
+  Unit unit;
+  unit.kv_head = static_cast<int32_t>(u / p.num_query_blocks);
+  unit.query_block = p.first_query_block + u % p.num_query_blocks;
+  const int64_t B = p.params.shape.block_size;
+  const int64_t lo = unit.query_block * B > p.first_query_pos ? unit.query_block * B : p.first_query_pos;
+  const int64_t hi_pos = (unit.query_block + 1) * B;
+  const int64_t L = p.params.shape.context_length;
+  const int64_t hi = hi_pos < L ? hi_pos : L;
+  unit.q_begin = static_cast<int32_t>(lo - p.first_query_pos);
+  unit.q_end = static_cast<int32_t>(hi - p.first_query_pos);
+  return unit;
+}
+
+template <typename T>
+inline T* At(void* base, size_t offset) noexcept {
+  return reinterpret_cast<T*>(static_cast<char*>(base) + offset);
+}
+
+}  // namespace sparsebudget::detail

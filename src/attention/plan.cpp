@@ -1,0 +1,216 @@
+// Plan: validate a shape once, precompute the work split and the workspace size.
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include "attention/internal.hpp"
+#include "kernels/kernels.hpp"
+
+namespace sparsebudget {
+
+const char* DTypeName(DType t) noexcept {
+  switch (t) {
+    case DType::kF32: return "f32";
+    case DType::kF16: return "f16";
+    case DType::kBF16: return "bf16";
+  }
+  return "unknown";
+}
+
+const char* ScoringName(Scoring s) noexcept {
+  switch (s) {
+    case Scoring::kMean: return "mean";
+    case Scoring::kBound: return "bound";
+  }
+  return "unknown";
+}
+
+size_t DTypeSize(DType t) noexcept { return t == DType::kF32 ? 4 : 2; }
+
+namespace detail {
+
+namespace {
+Status Bad(const std::string& m) { return Status(StatusCode::kInvalidArgument, m); }
+std::string S(int64_t v) { return std::to_string(v); }
+
+// Adds `bytes` rounded up to 64 to *total; false on overflow.
+bool AddRegion(size_t* total, size_t* offset, uint64_t count, uint64_t elem) {
+  uint64_t bytes;
+  if (__builtin_mul_overflow(count, elem, &bytes)) return false;
+  bytes = (bytes + 63) / 64 * 64;
+  *offset = *total;
+  return !__builtin_add_overflow(*total, bytes, total);
+}
+}  // namespace
+
+bool ComputeLayout(const AttentionPlan& p, WorkspaceLayout* w) {
+  size_t total = 0;
+  const auto units = static_cast<uint64_t>(p.num_units);
+  const auto nb = static_cast<uint64_t>(p.num_blocks);
+  const auto dim = static_cast<uint64_t>(p.params.shape.head_dim);
+  bool ok = AddRegion(&total, &w->sel_indices, units * nb, 4) &&
+            AddRegion(&total, &w->sel_counts, units, 4) &&
+            AddRegion(&total, &w->scores, units * nb, 4) &&
+            AddRegion(&total, &w->order, units * nb, 4) &&
+            AddRegion(&total, &w->qsum, units * dim, 4);
+  w->partial_stride = static_cast<size_t>(p.max_rows) * (dim + 2);
+  if (p.max_chunks > 1) {
+    ok = ok && AddRegion(&total, &w->partials,
+                         units * static_cast<uint64_t>(p.max_chunks) * w->partial_stride, 4);
+  } else {
+    w->partials = total;
+  }
+  w->total = total;
+  return ok;
+}
+
+}  // namespace detail
+
+Status MakePlan(const AttentionParams& params, AttentionPlan* plan) {
+  using detail::Bad;
+  using detail::S;
+  if (plan == nullptr) return Bad("plan is null");
+  const AttentionShape& s = params.shape;
+  if (s.num_q_heads < 1) return Bad("num_q_heads must be >= 1, got " + S(s.num_q_heads));
+  if (s.num_kv_heads < 1) return Bad("num_kv_heads must be >= 1, got " + S(s.num_kv_heads));
+  if (s.num_q_heads % s.num_kv_heads != 0)
+    return Bad("num_kv_heads (" + S(s.num_kv_heads) + ") must divide num_q_heads (" +
+               S(s.num_q_heads) + ")");
+  if (s.head_dim < 1 || s.head_dim > 4096)
+    return Bad("head_dim must be in [1, 4096], got " + S(s.head_dim));
+  if (s.block_size < 16 || s.block_size > kernels::kMaxBlock || (s.block_size & (s.block_size - 1)) != 0)
+    return Bad("block_size must be a power of two in [16, 256], got " + S(s.block_size));
+  if (s.num_queries < 0) return Bad("num_queries must be >= 0, got " + S(s.num_queries));
+  if (s.context_length < 0) return Bad("context_length must be >= 0, got " + S(s.context_length));
+  if (s.context_length < s.num_queries)
+    return Bad("context_length (" + S(s.context_length) + ") must be >= num_queries (" +
+               S(s.num_queries) + ")");
+  if (s.context_length / s.block_size >= (int64_t{1} << 31) - 1)
+    return Status(StatusCode::kOutOfRange, "context_length " + S(s.context_length) +
+                                               " has more blocks than 32-bit block indices hold");
+  const auto dt = static_cast<int>(params.kv_dtype);
+  if (dt < 0 || dt > 2) return Bad("kv_dtype is not a DType: " + S(dt));
+  const auto sc = static_cast<int>(params.scoring);
+  if (sc < 0 || sc > 1) return Bad("scoring is not a Scoring: " + S(sc));
+  if (!std::isfinite(params.scale))
+    return Bad("scale must be finite, got " + std::to_string(params.scale));
+  if (Status st = ValidateBudget(params.budget); !st.ok()) return st;
+
+  AttentionPlan p;
+  p.params = params;
+  p.scale = params.scale != 0.0f ? params.scale : 1.0f / std::sqrt(static_cast<float>(s.head_dim));
+  p.group = s.num_q_heads / s.num_kv_heads;
+  p.empty = s.num_queries == 0;
+  if (!p.empty) {
+    const int64_t L = s.context_length;
+    p.num_blocks = (L + s.block_size - 1) / s.block_size;
+    p.first_query_pos = L - s.num_queries;
+    p.first_query_block = p.first_query_pos / s.block_size;
+    p.num_query_blocks = (L - 1) / s.block_size - p.first_query_block + 1;
+    p.num_units = p.num_query_blocks * s.num_kv_heads;
+    const int64_t q_per_block = s.num_queries < s.block_size ? s.num_queries : s.block_size;
+    p.max_rows = static_cast<int32_t>(q_per_block * p.group);
+    // Split-K: few units (decode with few kv heads) are cut into chunks so that two or more
+    // threads have work; the cut depends on the shape and the selection only, never on the
+    // thread count, so results are bit-identical for every partition.
+    const int64_t want_chunks = p.num_units >= 16 ? 1 : (32 + p.num_units - 1) / p.num_units;
+    const int64_t possible = (p.num_blocks + detail::kMinChunkBlocks - 1) / detail::kMinChunkBlocks;
+    p.max_chunks = want_chunks < possible ? want_chunks : possible;
+    if (p.max_chunks < 1) p.max_chunks = 1;
+    p.chunk_blocks = (p.num_blocks + p.max_chunks - 1) / p.max_chunks;
+    detail::WorkspaceLayout w;
+    if (!detail::ComputeLayout(p, &w))
+      return Status(StatusCode::kOutOfRange, "workspace size overflows for context_length " + S(L));
+    p.workspace_bytes = w.total;
+  }
+  *plan = p;
+  return OkStatus();
+}
+
+namespace {
+
+// A (tokens x heads x dim) view with the dim contiguous: rows must not overlap and the largest
+// offset must fit. Either order of nesting is accepted (token-major or head-major).
+Status CheckRows(const char* what, int64_t ntok, int64_t nhead, int64_t dim, int64_t ts, int64_t hs,
+                 size_t elem) {
+  using detail::Bad;
+  using detail::S;
+  if (ts < 0 || hs < 0)
+    return Bad(std::string(what) + " strides must be >= 0, got token_stride " + S(ts) +
+               " head_stride " + S(hs));
+  const bool many_tok = ntok > 1, many_head = nhead > 1;
+  bool ok;
+  if (many_tok && many_head) {
+    ok = (hs >= dim && ts >= hs * nhead) || (ts >= dim && hs >= ts * ntok);
+    // ts >= hs * nhead may itself overflow for absurd strides; the offset check below catches it.
+  } else if (many_tok) {
+    ok = ts >= dim;
+  } else if (many_head) {
+    ok = hs >= dim;
+  } else {
+    ok = true;
+  }
+  if (!ok)
+    return Bad(std::string(what) + " rows overlap: token_stride " + S(ts) + ", head_stride " +
+               S(hs) + " for " + S(ntok) + " tokens x " + S(nhead) + " heads x head_dim " + S(dim));
+  int64_t a, b, c, bytes;
+  if (__builtin_mul_overflow(ntok - 1, ts, &a) || __builtin_mul_overflow(nhead - 1, hs, &b) ||
+      __builtin_add_overflow(a, b, &c) || __builtin_add_overflow(c, dim, &c) ||
+      __builtin_mul_overflow(c, static_cast<int64_t>(elem), &bytes))
+    return Status(StatusCode::kOutOfRange, std::string(what) + " byte extent overflows (token_stride " +
+                                               S(ts) + ", head_stride " + S(hs) + ")");
+  return OkStatus();
+}
+
+}  // namespace
+
+Status ValidateViews(const AttentionPlan& plan, const QueryView& q, const KVCacheView& kv,
+                     const OutputView* out) {
+  using detail::Bad;
+  using detail::S;
+  if (plan.empty) return OkStatus();
+  const AttentionShape& s = plan.params.shape;
+  if (q.data == nullptr) return Bad("q.data is null");
+  if (Status st = CheckRows("q", s.num_queries, s.num_q_heads, s.head_dim, q.token_stride, q.head_stride, 4);
+      !st.ok())
+    return st;
+  if (out != nullptr) {
+    if (out->data == nullptr) return Bad("out.data is null");
+    if (Status st = CheckRows("out", s.num_queries, s.num_q_heads, s.head_dim, out->token_stride,
+                              out->head_stride, 4);
+        !st.ok())
+      return st;
+  }
+  if (kv.k == nullptr) return Bad("kv.k is null");
+  if (kv.v == nullptr) return Bad("kv.v is null");
+  if (kv.dtype != plan.params.kv_dtype)
+    return Bad(std::string("kv.dtype ") + DTypeName(kv.dtype) + " differs from the plan's " +
+               DTypeName(plan.params.kv_dtype));
+  const size_t elem = DTypeSize(kv.dtype);
+  if (kv.page_table == nullptr)
+    return CheckRows("kv", s.context_length, s.num_kv_heads, s.head_dim, kv.token_stride,
+                     kv.head_stride, elem);
+  if (kv.page_size < s.block_size || kv.page_size % s.block_size != 0)
+    return Bad("kv.page_size must be a positive multiple of block_size (" + S(s.block_size) +
+               "), got " + S(kv.page_size));
+  const int64_t tok_in_page = s.context_length < kv.page_size ? s.context_length : kv.page_size;
+  if (Status st = CheckRows("kv page", tok_in_page, s.num_kv_heads, s.head_dim, kv.token_stride,
+                            kv.head_stride, elem);
+      !st.ok())
+    return st;
+  const int64_t page_extent = (tok_in_page - 1) * kv.token_stride + (s.num_kv_heads - 1) * kv.head_stride + s.head_dim;
+  const int64_t pages = (s.context_length + kv.page_size - 1) / kv.page_size;
+  if (pages > 1 && kv.page_stride < page_extent)
+    return Bad("kv.page_stride " + S(kv.page_stride) + " is smaller than one page's extent " +
+               S(page_extent));
+  for (int64_t i = 0; i < pages; ++i) {
+    const int64_t pg = kv.page_table[i];
+    int64_t off;
+    if (pg < 0 || __builtin_mul_overflow(pg, kv.page_stride, &off) ||
+        __builtin_mul_overflow(off + page_extent, static_cast<int64_t>(elem), &off))
+      return Bad("kv.page_table[" + S(i) + "] = " + S(pg) + " is negative or overflows");
+  }
+  return OkStatus();
+}
+
+}  // namespace sparsebudget

@@ -1,0 +1,170 @@
+// Block selection: score every causal block of a unit, keep forced + top-k (or top-p) blocks.
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "attention/internal.hpp"
+#include "kernels/kernels.hpp"
+
+namespace sparsebudget {
+namespace detail {
+
+namespace {
+
+// Rank order: higher score first, NaN last, then the lower block index.
+struct Better {
+  const float* s;
+  bool operator()(int32_t a, int32_t b) const {
+    const float sa = s[a], sb = s[b];
+    const bool na = std::isnan(sa), nb = std::isnan(sb);
+    if (na != nb) return nb;
+    if (!na && sa != sb) return sa > sb;
+    return a < b;
+  }
+};
+
+}  // namespace
+
+// Selects the blocks of unit u into indices (ascending); returns the count. `clamped` reports a
+// clamp or a request larger than what exists.
+int64_t SelectUnit(const AttentionPlan& p, const QueryView& q, const BlockSummaries& sum, int64_t u,
+                   void* ws, const WorkspaceLayout& w, int32_t* indices, bool* clamped) {
+  const kernels::KernelTable& kt = kernels::Kernels();
+  const Unit unit = UnitOf(p, u);
+  const int64_t nb = unit.query_block + 1;
+  const Budget& budget = p.params.budget;
+  const int32_t dim = p.params.shape.head_dim;
+  *clamped = false;
+
+  ResolvedBudget r = ResolveBudget(budget, nb);
+  // Forced blocks: [0, sink) and [nb - max(local,1), nb).
+  const int64_t sink_end = std::min<int64_t>(budget.sink_blocks, nb);
+  const int64_t local_begin = std::max<int64_t>(sink_end, nb - std::max<int32_t>(1, budget.local_blocks));
+  if (budget.mode != BudgetMode::kTopP &&
+      (r.scored_blocks == 0 || r.scored_blocks >= local_begin - sink_end)) {
+    // Nothing to rank: forced blocks only, or everything.
+    int64_t n = 0;
+    for (int64_t j = 0; j < nb; ++j)
+      if (r.scored_blocks > 0 || j < sink_end || j >= local_begin) indices[n++] = static_cast<int32_t>(j);
+    *clamped = r.clamped;
+    return n;
+  }
+
+  float* scores = At<float>(ws, w.scores) + u * p.num_blocks;
+  int32_t* order = At<int32_t>(ws, w.order) + u * p.num_blocks;
+  std::fill(scores, scores + nb, 0.0f);
+  const int32_t h0 = unit.kv_head * p.group;
+  int64_t rows = 0;
+  if (p.params.scoring == Scoring::kMean) {
+    // sum_rows q . mean(K_j) = (sum_rows q) . sum(K_j) / count_j
+    float* qsum = At<float>(ws, w.qsum) + u * dim;
+    std::fill(qsum, qsum + dim, 0.0f);
+    for (int32_t i = unit.q_begin; i < unit.q_end; ++i)
+      for (int32_t g = 0; g < p.group; ++g, ++rows) {
+        const float* qr = q.data + i * q.token_stride + (h0 + g) * q.head_stride;
+        for (int32_t d = 0; d < dim; ++d) qsum[d] += qr[d];
+      }
+    kt.dot_rows(qsum, sum.key_sum(unit.kv_head, 0), dim, nb, dim, scores);
+    for (int64_t j = 0; j < nb; ++j) scores[j] /= static_cast<float>(sum.block_count(j));
+  } else {
+    for (int32_t i = unit.q_begin; i < unit.q_end; ++i)
+      for (int32_t g = 0; g < p.group; ++g, ++rows) {
+        const float* qr = q.data + i * q.token_stride + (h0 + g) * q.head_stride;
+        kt.bound_rows(qr, sum.key_min(unit.kv_head, 0), sum.key_max(unit.kv_head, 0), dim, nb, dim, scores);
+      }
+  }
+
+  int64_t ncand = 0;
+  for (int64_t j = sink_end; j < local_begin; ++j) order[ncand++] = static_cast<int32_t>(j);
+
+  int64_t k = r.scored_blocks;
+  if (budget.mode == BudgetMode::kTopP) {
+    // Mass estimate: softmax of the scale * mean score per row, over all causal blocks.
+    const float inv = p.scale / static_cast<float>(rows);
+    float smax = -INFINITY;
+    for (int64_t j = 0; j < nb; ++j)
+      if (scores[j] * inv > smax) smax = scores[j] * inv;
+    double z = 0.0, forced = 0.0;
+    auto weight = [&](int64_t j) {
+      const float x = scores[j] * inv - smax;
+      return std::isnan(x) ? 0.0 : std::exp(static_cast<double>(x));
+    };
+    for (int64_t j = 0; j < nb; ++j) {
+      const double wj = weight(j);
+      z += wj;
+      if (j < sink_end || j >= local_begin) forced += wj;
+    }
+    std::sort(order, order + ncand, Better{scores});
+    k = 0;
+    double mass = forced;
+    while (k < ncand && !(z > 0.0 && mass >= budget.top_p * z)) mass += weight(order[k++]);
+    int64_t total = r.forced_blocks + k;
+    int64_t clamped_total = total;
+    if (budget.min_blocks > 0 && clamped_total < budget.min_blocks) clamped_total = budget.min_blocks;
+    if (budget.max_blocks > 0 && clamped_total > budget.max_blocks) clamped_total = budget.max_blocks;
+    clamped_total = std::min(std::max(clamped_total, r.forced_blocks), nb);
+    *clamped = clamped_total != total;
+    k = clamped_total - r.forced_blocks;
+  } else {
+    *clamped = r.clamped;
+    if (k < ncand) {
+      std::nth_element(order, order + k, order + ncand, Better{scores});
+    }
+  }
+  if (k > ncand) k = ncand;
+
+  // Forced + the first k candidates, ascending.
+  int64_t n = 0;
+  for (int64_t j = 0; j < sink_end; ++j) indices[n++] = static_cast<int32_t>(j);
+  for (int64_t j = 0; j < k; ++j) indices[n++] = order[j];
+  for (int64_t j = local_begin; j < nb; ++j) indices[n++] = static_cast<int32_t>(j);
+  std::sort(indices + sink_end, indices + sink_end + k);
+  return n;
+}
+
+}  // namespace detail
+
+Status SelectBlocks(const AttentionPlan& plan, const QueryView& q, const BlockSummaries& summaries,
+                    BlockSelection out, void* workspace, SelectionStats* stats) {
+  auto bad = [](const std::string& m) { return Status(StatusCode::kInvalidArgument, m); };
+  if (stats) *stats = SelectionStats{};
+  if (plan.empty) return OkStatus();
+  if (q.data == nullptr) return bad("q.data is null");
+  if (out.indices == nullptr || out.counts == nullptr) return bad("selection buffers are null");
+  if (out.capacity < plan.num_blocks)
+    return bad("selection capacity " + std::to_string(out.capacity) + " is below num_blocks " +
+               std::to_string(plan.num_blocks));
+  if (workspace == nullptr && plan.workspace_bytes > 0) return bad("workspace is null");
+  const BlockSummaries::Config& c = summaries.config();
+  const AttentionShape& s = plan.params.shape;
+  if (c.num_kv_heads != s.num_kv_heads || c.head_dim != s.head_dim || c.block_size != s.block_size)
+    return bad("summaries (kv heads " + std::to_string(c.num_kv_heads) + ", head_dim " +
+               std::to_string(c.head_dim) + ", block " + std::to_string(c.block_size) +
+               ") do not match the plan");
+  if (summaries.num_tokens() < s.context_length)
+    return bad("summaries cover " + std::to_string(summaries.num_tokens()) +
+               " tokens, fewer than context_length " + std::to_string(s.context_length));
+  if (!summaries.has(plan.params.scoring))
+    return bad(std::string("summaries do not keep what scoring '") + ScoringName(plan.params.scoring) +
+               "' needs");
+  detail::WorkspaceLayout w;
+  detail::ComputeLayout(plan, &w);
+  SelectionStats st;
+  st.units = plan.num_units;
+  st.dense = true;
+  for (int64_t u = 0; u < plan.num_units; ++u) {
+    bool clamped = false;
+    int32_t* idx = out.indices + u * out.capacity;
+    const int64_t n = detail::SelectUnit(plan, q, summaries, u, workspace, w, idx, &clamped);
+    out.counts[u] = static_cast<int32_t>(n);
+    const int64_t nb = detail::UnitOf(plan, u).query_block + 1;
+    st.units_clamped += clamped ? 1 : 0;
+    st.kept_blocks += n;
+    st.causal_blocks += nb;
+    st.dense = st.dense && n == nb;
+  }
+  if (stats) *stats = st;
+  return OkStatus();
+}
+
+}  // namespace sparsebudget

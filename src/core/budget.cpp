@@ -1,0 +1,100 @@
+#include "sparsebudget/budget.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+namespace sparsebudget {
+
+const char* BudgetModeName(BudgetMode mode) noexcept {
+  switch (mode) {
+    case BudgetMode::kDense: return "dense";
+    case BudgetMode::kBlocks: return "blocks";
+    case BudgetMode::kFraction: return "fraction";
+    case BudgetMode::kTopP: return "top_p";
+  }
+  return "unknown";
+}
+
+Budget Budget::ForLayer(int layer) const {
+  Budget b = *this;
+  b.layer_scale.clear();
+  if (layer < 0 || static_cast<size_t>(layer) >= layer_scale.size()) return b;
+  const double s = layer_scale[static_cast<size_t>(layer)];
+  if (mode == BudgetMode::kBlocks) b.blocks = static_cast<int64_t>(std::ceil(static_cast<double>(blocks) * s));
+  if (mode == BudgetMode::kFraction) b.fraction = std::min(1.0, fraction * s);
+  return b;
+}
+
+Status ValidateBudget(const Budget& b) {
+  auto bad = [](const std::string& m) { return Status(StatusCode::kInvalidArgument, m); };
+  switch (b.mode) {
+    case BudgetMode::kDense: break;
+    case BudgetMode::kBlocks:
+      if (b.blocks < 0) return bad("budget.blocks must be >= 0, got " + std::to_string(b.blocks));
+      break;
+    case BudgetMode::kFraction:
+      if (!(b.fraction >= 0.0 && b.fraction <= 1.0))
+        return bad("budget.fraction must be in [0, 1], got " + std::to_string(b.fraction));
+      break;
+    case BudgetMode::kTopP:
+      if (!(b.top_p > 0.0 && b.top_p <= 1.0))
+        return bad("budget.top_p must be in (0, 1], got " + std::to_string(b.top_p));
+      break;
+    default:
+      return bad("budget.mode is not a BudgetMode: " + std::to_string(static_cast<int>(b.mode)));
+  }
+  if (b.min_blocks < 0) return bad("budget.min_blocks must be >= 0, got " + std::to_string(b.min_blocks));
+  if (b.max_blocks < 0) return bad("budget.max_blocks must be >= 0, got " + std::to_string(b.max_blocks));
+  if (b.max_blocks != 0 && b.max_blocks < b.min_blocks)
+    return bad("budget.max_blocks (" + std::to_string(b.max_blocks) + ") must be >= min_blocks (" +
+               std::to_string(b.min_blocks) + ")");
+  if (b.sink_blocks < 0) return bad("budget.sink_blocks must be >= 0, got " + std::to_string(b.sink_blocks));
+  if (b.local_blocks < 0) return bad("budget.local_blocks must be >= 0, got " + std::to_string(b.local_blocks));
+  for (size_t i = 0; i < b.layer_scale.size(); ++i) {
+    if (!(b.layer_scale[i] > 0.0) || !std::isfinite(b.layer_scale[i]))
+      return bad("budget.layer_scale[" + std::to_string(i) + "] must be finite and > 0, got " +
+                 std::to_string(b.layer_scale[i]));
+  }
+  return OkStatus();
+}
+
+int64_t ForcedBlocks(const Budget& b, int64_t causal_blocks) noexcept {
+  if (causal_blocks <= 0) return 0;
+  const int64_t local = std::max<int64_t>(1, b.local_blocks);
+  // sink covers [0, sink), local covers [n - local, n): count their union.
+  const int64_t sink_end = std::min<int64_t>(b.sink_blocks, causal_blocks);
+  const int64_t local_begin = std::max<int64_t>(0, causal_blocks - local);
+  return sink_end + (causal_blocks - std::max(local_begin, sink_end));
+}
+
+ResolvedBudget ResolveBudget(const Budget& b, int64_t causal_blocks) noexcept {
+  ResolvedBudget r;
+  if (causal_blocks <= 0) return r;
+  r.forced_blocks = ForcedBlocks(b, causal_blocks);
+  int64_t want = causal_blocks;
+  switch (b.mode) {
+    case BudgetMode::kDense: want = causal_blocks; break;
+    case BudgetMode::kBlocks:
+      want = b.blocks > causal_blocks ? causal_blocks + 1 : r.forced_blocks + b.blocks;
+      break;
+    case BudgetMode::kFraction:
+      want = static_cast<int64_t>(std::ceil(b.fraction * static_cast<double>(causal_blocks) - 1e-9));
+      break;
+    case BudgetMode::kTopP: want = r.forced_blocks; break;
+  }
+  int64_t total = want;
+  if (b.min_blocks > 0 && total < b.min_blocks) { total = b.min_blocks; r.clamped = true; }
+  if (b.max_blocks > 0 && total > b.max_blocks) { total = b.max_blocks; r.clamped = true; }
+  if (total > causal_blocks) {
+    // Asking for more than exists is dense; a dense request itself is not a clamp.
+    if (b.mode != BudgetMode::kDense) r.clamped = true;
+    total = causal_blocks;
+  }
+  total = std::max(total, r.forced_blocks);
+  r.total_blocks = total;
+  r.scored_blocks = total - r.forced_blocks;
+  return r;
+}
+
+}  // namespace sparsebudget

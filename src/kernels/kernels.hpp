@@ -1,0 +1,87 @@
+// Internal: the per-ISA kernel table. ISA translation units implement these with their own
+// compile flags; core code calls them only through Kernels(), after CPUID said they can run.
+#pragma once
+
+#include <cstdint>
+
+#include "sparsebudget/attention.hpp"
+#include "sparsebudget/isa.hpp"
+
+namespace sparsebudget::kernels {
+
+// Rows (query head x query) processed together over one K/V pass.
+inline constexpr int kMaxRows = 16;
+inline constexpr int kMaxBlock = 256;
+
+// Online-softmax state of a tile of query rows that share a kv head and a block list.
+// acc rows are unnormalised sums of p * v; the final output is acc / l.
+struct RowTile {
+  int rows = 0;
+  const float* q[kMaxRows];
+  int64_t pos[kMaxRows];  // absolute position (causal mask: key position <= pos)
+  float* acc[kMaxRows];   // head_dim floats each
+  float m[kMaxRows];      // running max of scaled scores
+  float l[kMaxRows];      // running sum of exp(score - m)
+};
+
+// Where the K and V of one block start, in bytes; tokens follow at token_stride bytes.
+struct BlockPtr {
+  const char* k;
+  const char* v;
+};
+
+// static: every translation unit (ISA ones included) gets its own copy, so no ISA-specific copy can
+// be picked by the linker for code that runs on a CPU without that ISA.
+static inline BlockPtr BlockAddress(const KVCacheView& kv, int32_t head, int64_t block, int32_t block_size,
+                             size_t elem) noexcept {
+  const int64_t tok0 = block * block_size;
+  int64_t off;
+  if (kv.page_table == nullptr) {
+    off = tok0 * kv.token_stride + head * kv.head_stride;
+  } else {
+    off = static_cast<int64_t>(kv.page_table[tok0 / kv.page_size]) * kv.page_stride +
+          (tok0 % kv.page_size) * kv.token_stride + head * kv.head_stride;
+  }
+  const auto bytes = static_cast<int64_t>(elem) * off;
+  return {kv.k ? static_cast<const char*>(kv.k) + bytes : nullptr,
+          kv.v ? static_cast<const char*>(kv.v) + bytes : nullptr};
+}
+
+struct AttendArgs {
+  const KVCacheView* kv;
+  int32_t head;            // kv head
+  const int32_t* blocks;   // block indices to walk; null = blocks block_begin, block_begin+1, ...
+  int64_t block_begin;
+  int64_t num_blocks;
+  int32_t block_size;
+  int32_t head_dim;
+  int64_t context_length;  // tokens that exist
+  float scale;
+};
+
+struct KernelTable {
+  Isa isa;
+  // Updates tile state with every token of args.blocks (masked by position and by L).
+  void (*attend_blocks)(RowTile* tile, const AttendArgs& args);
+  // scores[j] += dot(q, rows[j*ld ..]) for j < n (mean-key scoring with a summed query).
+  void (*dot_rows)(const float* q, const float* rows, int64_t ld, int64_t n, int32_t dim,
+                   float* scores);
+  // scores[j] += sum_d max(q_d*mn_jd, q_d*mx_jd) for j < n (Quest bound), for one query row.
+  void (*bound_rows)(const float* q, const float* mn, const float* mx, int64_t ld, int64_t n,
+                     int32_t dim, float* scores);
+  // Folds one key (dtype elements) into sum/min/max (any of which may be null); `first` starts
+  // a block.
+  void (*summary_add)(const void* key, DType dtype, int32_t dim, float* sum, float* mn, float* mx,
+                      bool first);
+  // out[i] = float(in[i]) for n elements of dtype.
+  void (*to_f32)(const void* in, DType dtype, int64_t n, float* out);
+};
+
+const KernelTable& Kernels() noexcept;            // the active table (ActiveIsa())
+const KernelTable& KernelsFor(Isa isa) noexcept;  // a specific table; isa must be supported
+
+namespace scalar { extern const KernelTable kTable; }
+namespace avx2 { extern const KernelTable kTable; }
+namespace avx512 { extern const KernelTable kTable; }
+
+}  // namespace sparsebudget::kernels
