@@ -1,0 +1,228 @@
+// Internal: strict JSON object reading with messages that name the key (nlohmann_json, no-throw
+// paths only: parse with allow_exceptions = false, type-check before every get).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "sparsebudget/status.hpp"
+
+namespace sparsebudget::detail {
+
+using json = nlohmann::json;
+
+inline const char* JsonTypeName(const json& j) {
+  if (j.is_null()) return "null";
+  if (j.is_boolean()) return "boolean";
+  if (j.is_number_integer() || j.is_number_unsigned()) return "integer";
+  if (j.is_number()) return "number";
+  if (j.is_string()) return "string";
+  if (j.is_array()) return "array";
+  return "object";
+}
+
+// Parses text; on failure names `what` (file, line) in the message.
+inline Expected<json> ParseJson(const std::string& text, const std::string& what) {
+  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return Status(StatusCode::kParseError, what + ": not valid JSON");
+  return j;
+}
+
+inline bool IsIntegral(const json& v) {
+  if (v.is_number_integer() || v.is_number_unsigned()) return true;
+  if (v.is_number_float()) {
+    const double d = v.get<double>();
+    return std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9.0e15;
+  }
+  return false;
+}
+
+// Reads keys of one object; remembers the first error; Finish() also rejects unknown keys.
+class ObjectReader {
+ public:
+  ObjectReader(const json& obj, std::string context) : obj_(obj), ctx_(std::move(context)) {
+    if (!obj_.is_object()) Fail(StatusCode::kParseError, ctx_ + ": expected a JSON object, got " + JsonTypeName(obj_));
+  }
+
+  bool ok() const { return status_.ok(); }
+  const Status& status() const { return status_; }
+  const std::string& context() const { return ctx_; }
+
+  void Fail(StatusCode code, const std::string& msg) {
+    if (status_.ok()) status_ = Status(code, msg);
+  }
+  void FailKey(const std::string& key, const std::string& what) {
+    Fail(StatusCode::kParseError, ctx_ + ": key '" + key + "' " + what);
+  }
+
+  // The value under key, or null when absent (FailKey if required).
+  const json* Get(const std::string& key, bool required) {
+    if (!status_.ok() || !obj_.is_object()) return nullptr;
+    seen_.insert(key);
+    auto it = obj_.find(key);
+    if (it == obj_.end()) {
+      if (required) FailKey(key, "is missing");
+      return nullptr;
+    }
+    return &*it;
+  }
+
+  bool Number(const std::string& key, double* out, bool required) {
+    const json* v = Get(key, required);
+    if (v == nullptr) return false;
+    if (!v->is_number()) {
+      FailKey(key, std::string("must be a number, got ") + JsonTypeName(*v));
+      return false;
+    }
+    *out = v->get<double>();
+    if (!std::isfinite(*out)) {
+      FailKey(key, "must be finite");
+      return false;
+    }
+    return true;
+  }
+  // number or null -> optional
+  bool NumberOrNull(const std::string& key, std::optional<double>* out, bool required) {
+    const json* v = Get(key, required);
+    if (v == nullptr) return false;
+    if (v->is_null()) {
+      out->reset();
+      return true;
+    }
+    double d = 0;
+    if (!v->is_number()) {
+      FailKey(key, std::string("must be a number or null, got ") + JsonTypeName(*v));
+      return false;
+    }
+    d = v->get<double>();
+    if (!std::isfinite(d)) {
+      FailKey(key, "must be finite");
+      return false;
+    }
+    *out = d;
+    return true;
+  }
+  bool Integer(const std::string& key, int64_t* out, bool required) {
+    const json* v = Get(key, required);
+    if (v == nullptr) return false;
+    if (!IsIntegral(*v)) {
+      FailKey(key, std::string("must be an integer, got ") + JsonTypeName(*v) + " " + v->dump());
+      return false;
+    }
+    *out = v->is_number_float() ? static_cast<int64_t>(v->get<double>()) : v->get<int64_t>();
+    return true;
+  }
+  bool Int32(const std::string& key, int32_t* out, bool required) {
+    int64_t x = 0;
+    if (!Integer(key, &x, required)) return false;
+    if (x < INT32_MIN || x > INT32_MAX) {
+      FailKey(key, "is out of range: " + std::to_string(x));
+      return false;
+    }
+    *out = static_cast<int32_t>(x);
+    return true;
+  }
+  bool String(const std::string& key, std::string* out, bool required) {
+    const json* v = Get(key, required);
+    if (v == nullptr) return false;
+    if (!v->is_string()) {
+      FailKey(key, std::string("must be a string, got ") + JsonTypeName(*v));
+      return false;
+    }
+    *out = v->get<std::string>();
+    return true;
+  }
+  bool Bool(const std::string& key, bool* out, bool required) {
+    const json* v = Get(key, required);
+    if (v == nullptr) return false;
+    if (!v->is_boolean()) {
+      FailKey(key, std::string("must be a boolean, got ") + JsonTypeName(*v));
+      return false;
+    }
+    *out = v->get<bool>();
+    return true;
+  }
+  bool NumberArray(const std::string& key, std::vector<double>* out, bool required) {
+    const json* v = Get(key, required);
+    if (v == nullptr) return false;
+    if (!v->is_array()) {
+      FailKey(key, std::string("must be an array of numbers, got ") + JsonTypeName(*v));
+      return false;
+    }
+    out->clear();
+    for (size_t i = 0; i < v->size(); ++i) {
+      const json& e = (*v)[i];
+      if (!e.is_number() || !std::isfinite(e.get<double>())) {
+        FailKey(key + "[" + std::to_string(i) + "]", std::string("must be a finite number, got ") + JsonTypeName(e));
+        return false;
+      }
+      out->push_back(e.get<double>());
+    }
+    return true;
+  }
+  bool IntegerArray(const std::string& key, std::vector<int64_t>* out, bool required) {
+    const json* v = Get(key, required);
+    if (v == nullptr) return false;
+    if (!v->is_array()) {
+      FailKey(key, std::string("must be an array of integers, got ") + JsonTypeName(*v));
+      return false;
+    }
+    out->clear();
+    for (size_t i = 0; i < v->size(); ++i) {
+      const json& e = (*v)[i];
+      if (!IsIntegral(e)) {
+        FailKey(key + "[" + std::to_string(i) + "]", std::string("must be an integer, got ") + JsonTypeName(e));
+        return false;
+      }
+      out->push_back(e.is_number_float() ? static_cast<int64_t>(e.get<double>()) : e.get<int64_t>());
+    }
+    return true;
+  }
+  bool StringArray(const std::string& key, std::vector<std::string>* out, bool required) {
+    const json* v = Get(key, required);
+    if (v == nullptr) return false;
+    if (!v->is_array()) {
+      FailKey(key, std::string("must be an array of strings, got ") + JsonTypeName(*v));
+      return false;
+    }
+    out->clear();
+    for (size_t i = 0; i < v->size(); ++i) {
+      const json& e = (*v)[i];
+      if (!e.is_string()) {
+        FailKey(key + "[" + std::to_string(i) + "]", std::string("must be a string, got ") + JsonTypeName(e));
+        return false;
+      }
+      out->push_back(e.get<std::string>());
+    }
+    return true;
+  }
+
+  // Marks a key as known without reading it.
+  void Allow(const std::string& key) { seen_.insert(key); }
+  // Allows every key not read (traces: extra top-level keys are welcome).
+  Status FinishLenient() const { return status_; }
+  Status Finish() {
+    if (!status_.ok() || !obj_.is_object()) return status_;
+    for (auto it = obj_.begin(); it != obj_.end(); ++it) {
+      if (seen_.count(it.key()) == 0) {
+        FailKey(it.key(), "is not a known key");
+        break;
+      }
+    }
+    return status_;
+  }
+
+ private:
+  const json& obj_;
+  std::string ctx_;
+  Status status_;
+  std::set<std::string> seen_;
+};
+
+}  // namespace sparsebudget::detail
