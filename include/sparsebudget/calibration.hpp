@@ -172,8 +172,9 @@ struct SynthOptions {
   int32_t block_size = 64;
   std::vector<int64_t> lengths = {512, 1024, 2048, 4096, 8192};  // each request picks one
   bool continuous_lengths = false;  // log-uniform between min and max of `lengths`
-  bool fine_grid = false;  // curve at every block count (else the standard grid + dense)
+  bool fine_grid = false;  // curve at every block count up to 512 (else the standard grid), + dense
   double noise = 0.35;     // sd of the log-normal noise on the needed budget
+  double lucky = 0.1;      // below the need, a point keeps the dense answer w.p. lucky * b / need
 };
 // Deterministic for a seed. The model (docs/traces.md): per task t, needed tokens
 // = c_t * L^a_t * exp(noise * z); entropy and probe features carry part of z; the curve is the

@@ -67,30 +67,40 @@ void RunItem(const Ctx& c, int64_t u, int64_t chunk, int64_t nchunks, int64_t co
 
   const int32_t h0 = unit.kv_head * p.group;
   const int32_t nrows = (unit.q_end - unit.q_begin) * p.group;
-  for (int32_t r0 = 0; r0 < nrows; r0 += kernels::kMaxRows) {
-    kernels::RowTile tile;
-    tile.rows = nrows - r0 < kernels::kMaxRows ? nrows - r0 : kernels::kMaxRows;
-    for (int r = 0; r < tile.rows; ++r) {
+  // Rows in groups of up to kRowGroup: each group makes one pass over the chunk's K/V.
+  constexpr int32_t kRowGroup = 64;
+  const float* qs[kRowGroup];
+  int64_t pos[kRowGroup];
+  float* acc[kRowGroup];
+  float ms[kRowGroup], ls[kRowGroup];
+  for (int32_t r0 = 0; r0 < nrows; r0 += kRowGroup) {
+    kernels::RowSet rs;
+    rs.rows = nrows - r0 < kRowGroup ? nrows - r0 : kRowGroup;
+    for (int r = 0; r < rs.rows; ++r) {
       const int32_t row = r0 + r;
       const int32_t i = unit.q_begin + row / p.group;
       const int32_t head = h0 + row % p.group;
-      tile.q[r] = c.q->data + i * c.q->token_stride + head * c.q->head_stride;
-      tile.pos[r] = p.first_query_pos + i;
-      tile.acc[r] = part ? part + 2 * p.max_rows + static_cast<size_t>(row) * static_cast<size_t>(dim)
-                         : OutRow(c, i, head);
-      for (int32_t d = 0; d < dim; ++d) tile.acc[r][d] = 0.0f;
-      tile.m[r] = -INFINITY;
-      tile.l[r] = 0.0f;
+      qs[r] = c.q->data + i * c.q->token_stride + head * c.q->head_stride;
+      pos[r] = p.first_query_pos + i;
+      acc[r] = part ? part + 2 * p.max_rows + static_cast<size_t>(row) * static_cast<size_t>(dim) : OutRow(c, i, head);
+      for (int32_t d = 0; d < dim; ++d) acc[r][d] = 0.0f;
+      ms[r] = -INFINITY;
+      ls[r] = 0.0f;
     }
-    kt.attend_blocks(&tile, args);
-    for (int r = 0; r < tile.rows; ++r) {
+    rs.q = qs;
+    rs.pos = pos;
+    rs.acc = acc;
+    rs.m = ms;
+    rs.l = ls;
+    kt.attend_blocks(&rs, args);
+    for (int r = 0; r < rs.rows; ++r) {
       if (part) {
-        part[r0 + r] = tile.m[r];
-        part[p.max_rows + r0 + r] = tile.l[r];
+        part[r0 + r] = ms[r];
+        part[p.max_rows + r0 + r] = ls[r];
       } else {
         // l = 0 only if no key was visible (impossible: the query sees itself) or NaN inputs.
-        const float inv = 1.0f / tile.l[r];
-        for (int32_t d = 0; d < dim; ++d) tile.acc[r][d] *= inv;
+        const float inv = 1.0f / ls[r];
+        for (int32_t d = 0; d < dim; ++d) acc[r][d] *= inv;
       }
     }
   }

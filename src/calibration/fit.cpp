@@ -310,7 +310,10 @@ Expected<std::unique_ptr<Predictor>> FitLinear(const std::vector<const TraceReco
   Eigen::MatrixXd Z(static_cast<Eigen::Index>(n), static_cast<Eigen::Index>(k) + 1);
   Z.col(0).setOnes();
   for (Eigen::Index j = 0; j < static_cast<Eigen::Index>(k); ++j)
-    Z.col(j + 1) = sd(j) > 0 ? ((X.col(j).array() - mu(j)) / sd(j)).matrix() : Eigen::VectorXd::Zero(static_cast<Eigen::Index>(n));
+    if (sd(j) > 0)
+      Z.col(j + 1) = ((X.col(j).array() - mu(j)) / sd(j)).matrix();
+    else
+      Z.col(j + 1).setZero();
   Eigen::VectorXd w = Eigen::VectorXd::Ones(static_cast<Eigen::Index>(n));
   Eigen::VectorXd beta;
   const int iters = opt.quantile > 0 ? 60 : 1;

@@ -9,19 +9,18 @@
 
 namespace sparsebudget::kernels {
 
-// Rows (query head x query) processed together over one K/V pass.
-inline constexpr int kMaxRows = 16;
 inline constexpr int kMaxBlock = 256;
+inline constexpr int kMaxHeadDim = 4096;
 
-// Online-softmax state of a tile of query rows that share a kv head and a block list.
-// acc rows are unnormalised sums of p * v; the final output is acc / l.
-struct RowTile {
+// Online-softmax state of the query rows that share a kv head and a block list (caller-owned
+// arrays of `rows` entries). acc rows are unnormalised sums of p * v; the output is acc / l.
+struct RowSet {
   int rows = 0;
-  const float* q[kMaxRows];
-  int64_t pos[kMaxRows];  // absolute position (causal mask: key position <= pos)
-  float* acc[kMaxRows];   // head_dim floats each
-  float m[kMaxRows];      // running max of scaled scores
-  float l[kMaxRows];      // running sum of exp(score - m)
+  const float* const* q;
+  const int64_t* pos;  // absolute position (causal mask: key position <= pos)
+  float* const* acc;   // head_dim floats each
+  float* m;            // running max of scaled scores
+  float* l;            // running sum of exp(score - m)
 };
 
 // Where the K and V of one block start, in bytes; tokens follow at token_stride bytes.
@@ -61,8 +60,8 @@ struct AttendArgs {
 
 struct KernelTable {
   Isa isa;
-  // Updates tile state with every token of args.blocks (masked by position and by L).
-  void (*attend_blocks)(RowTile* tile, const AttendArgs& args);
+  // Updates the rows' state with every token of args.blocks (masked by position and by L).
+  void (*attend_blocks)(RowSet* rows, const AttendArgs& args);
   // scores[j] += dot(q, rows[j*ld ..]) for j < n (mean-key scoring with a summed query).
   void (*dot_rows)(const float* q, const float* rows, int64_t ld, int64_t n, int32_t dim,
                    float* scores);

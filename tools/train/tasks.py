@@ -31,9 +31,10 @@ Formats (k1 k2 = 2-token key, v1 v2 = 2-token value):
     multi_hop:   T_HOP QUERY C1 C2 SEP                     -> B1 B2 SEP A1 A2 SEP v1 v2
                  (records "A : v", "B : A", "C : B" scattered in any order, plus distractor chains;
                   the answer spells out the chain C -> B -> A -> v, the value last)
-    aggregation: T_AGG QUERY K1 K2 ORD(1)                  -> x1 x2 ORD(2) y1 y2 ORD(3) z1 z2 ... END
-                 (the key K occurs in m = 3..5 records, one per equal segment of the context,
-                  answer = all its values in order of appearance, separated by the ordinals, then END)
+    aggregation: T_AGG QUERY K1 K2 ORD(1) -> x1 x2 K1 K2 ORD(2) y1 y2 K1 K2 ORD(3) z1 z2 ... K1 K2 ORD(m+1) END
+                 (the key K occurs in m = 3..5 records, one per equal segment of the context;
+                  answer = all its values in order of appearance, each later one introduced by
+                  "K1 K2 ORD(j)", closed by "K1 K2 ORD(m+1) END"; answer length 5m+1)
 """
 import numpy as np
 
@@ -73,17 +74,24 @@ def _distinct_pairs(rng, n, base, size):
     return [(base + int(c // size), base + int(c % size)) for c in codes]
 
 
-def _assemble(rng, L, query, records, seg_records=None):
+def _assemble(rng, L, query, records, seg_records=None, aux=0):
     """Build a prompt of exactly L tokens.
 
     records: list of (token list) placed at uniform random filler offsets.
     seg_records: list of token lists; record i is placed in the i-th of len(seg_records)
                  equal segments of the filler offsets (scattered over the whole context).
-    Returns (prompt, starts) where starts[i] is the start position of record i
-    (records first, then seg_records).
+    aux (training only): number of extra in-context recall items "QUERY k1 k2 MID v1 v2", each a
+                 copy of a random record placed somewhere after it (loss on its last 2 tokens).
+    Returns (prompt, starts, aux_items) where starts[i] is the start position of record i
+    (records first, then seg_records) and aux_items = [(start, source record index)].
     """
     seg_records = seg_records or []
     allrec = list(records) + list(seg_records)
+    nrec = len(allrec)
+    auxsrc = []
+    if aux:
+        auxsrc = [int(x) for x in rng.integers(0, nrec, size=aux)]
+        allrec = allrec + [[QUERY] + list(allrec[i][1:]) for i in auxsrc]
     body = L - 1 - len(query)
     F = body - sum(len(r) for r in allrec)
     assert F > 0, "context too short"
@@ -92,6 +100,8 @@ def _assemble(rng, L, query, records, seg_records=None):
     for i in range(m):
         lo, hi = (F * i) // m, (F * (i + 1)) // m
         offs.append(int(rng.integers(lo, hi + 1)))
+    for i in auxsrc:
+        offs.append(int(rng.integers(offs[i], F + 1)))
     order = sorted(range(len(allrec)), key=lambda i: (offs[i], i))
     filler = rng.integers(FILL_BASE, FILL_BASE + N_FILL, size=F)
     out = [BOS]
@@ -106,35 +116,35 @@ def _assemble(rng, L, query, records, seg_records=None):
     out.extend(filler[prev:].tolist())
     out.extend(query)
     assert len(out) == L
-    return out, starts
+    return out, starts[:nrec], list(zip(starts[nrec:], auxsrc))
 
 
 def _rec(k, v, mid=SEP):
     return [REC, k[0], k[1], mid, v[0], v[1]]
 
 
-def gen_single_qa(rng, L):
+def gen_single_qa(rng, L, aux=0):
     n = 4 + L // 256
     keys = _distinct_pairs(rng, n, KEY_BASE, N_KEY)
     vals = _distinct_pairs(rng, n, VAL_BASE, N_VAL)
     q = int(rng.integers(n))
     query = [T_SINGLE, QUERY, keys[q][0], keys[q][1], SEP]
-    prompt, starts = _assemble(rng, L, query, [_rec(k, v) for k, v in zip(keys, vals)])
-    return prompt, [vals[q][0], vals[q][1]], {"needed": [starts[q]]}
+    prompt, starts, ax = _assemble(rng, L, query, [_rec(k, v) for k, v in zip(keys, vals)], aux=aux)
+    return prompt, [vals[q][0], vals[q][1]], {"needed": [starts[q]], "aux": ax}
 
 
-def gen_multi_qa(rng, L):
+def gen_multi_qa(rng, L, aux=0):
     n = 4 + L // 256
     keys = _distinct_pairs(rng, n, KEY_BASE, N_KEY)
     vals = _distinct_pairs(rng, n, VAL_BASE, N_VAL)
     qs = [int(x) for x in rng.choice(n, size=4, replace=False)]
     query = [T_MULTI, QUERY] + [t for q in qs for t in keys[q]] + [SEP]
-    prompt, starts = _assemble(rng, L, query, [_rec(k, v) for k, v in zip(keys, vals)])
+    prompt, starts, ax = _assemble(rng, L, query, [_rec(k, v) for k, v in zip(keys, vals)], aux=aux)
     ans = [t for q in qs for t in vals[q]]
-    return prompt, ans, {"needed": [starts[q] for q in qs]}
+    return prompt, ans, {"needed": [starts[q] for q in qs], "aux": ax}
 
 
-def gen_multi_hop(rng, L):
+def gen_multi_hop(rng, L, aux=0):
     nchains = 2 + L // 1024
     names = _distinct_pairs(rng, 3 * nchains, KEY_BASE, N_KEY)
     vals = _distinct_pairs(rng, nchains, VAL_BASE, N_VAL)
@@ -145,12 +155,12 @@ def gen_multi_hop(rng, L):
     t = int(rng.integers(nchains))
     A, B, C = names[3 * t], names[3 * t + 1], names[3 * t + 2]
     query = [T_HOP, QUERY, C[0], C[1], SEP]
-    prompt, starts = _assemble(rng, L, query, records)
+    prompt, starts, ax = _assemble(rng, L, query, records, aux=aux)
     ans = [B[0], B[1], SEP, A[0], A[1], SEP, vals[t][0], vals[t][1]]
-    return prompt, ans, {"needed": starts[3 * t:3 * t + 3]}
+    return prompt, ans, {"needed": starts[3 * t:3 * t + 3], "aux": ax}
 
 
-def gen_aggregation(rng, L):
+def gen_aggregation(rng, L, aux=0):
     m = int(rng.integers(3, 6))
     nd = 2 + L // 512
     keys = _distinct_pairs(rng, nd + 1, KEY_BASE, N_KEY)
@@ -168,7 +178,7 @@ def gen_aggregation(rng, L):
             vi += 1
     trecs = [_rec(K, vals[i], mid=-1) for i in range(m)]
     query = [T_AGG, QUERY, K[0], K[1], ORD_BASE]
-    prompt, starts = _assemble(rng, L, query, drecs, trecs)
+    prompt, starts, ax = _assemble(rng, L, query, drecs, trecs, aux=aux)
     # assign ordinals by order of appearance per key
     allkeys = dkey_of + [K] * m
     seen = {}
@@ -176,14 +186,14 @@ def gen_aggregation(rng, L):
         k = allkeys[i]
         seen[k] = seen.get(k, 0) + 1
         prompt[starts[i] + 3] = ORD_BASE + seen[k] - 1
+    for a, i in ax:
+        prompt[a + 3] = prompt[starts[i] + 3]
     tstarts = starts[len(drecs):]  # already in order of appearance (segments)
-    ans = []
-    for j, s in enumerate(tstarts):
-        if j > 0:
-            ans.append(ORD_BASE + j)
-        ans += [prompt[s + 4], prompt[s + 5]]
-    ans.append(END)
-    return prompt, ans, {"needed": list(tstarts)}
+    ans = [prompt[tstarts[0] + 4], prompt[tstarts[0] + 5]]
+    for j, s in enumerate(tstarts[1:], start=1):
+        ans += [K[0], K[1], ORD_BASE + j, prompt[s + 4], prompt[s + 5]]
+    ans += [K[0], K[1], ORD_BASE + m, END]
+    return prompt, ans, {"needed": list(tstarts), "aux": ax}
 
 
 GENERATORS = {"single_qa": gen_single_qa, "multi_qa": gen_multi_qa,
@@ -195,18 +205,22 @@ def make_rng(split, task, L, idx):
                                   TASKS.index(task), int(L), int(idx)])
 
 
-def make_example(task, L, seed):
+def make_example(task, L, seed, aux=0):
     """seed: int or sequence of ints (passed to np.random.default_rng).
     Returns dict(task, context_length, prompt, answer, needed) with needed = start positions
     of the records (REC_LEN tokens each) required to answer."""
     rng = np.random.default_rng(seed)
-    prompt, ans, meta = GENERATORS[task](rng, int(L))
-    return {"task": task, "context_length": len(prompt), "prompt": prompt, "answer": ans,
-            "needed": meta["needed"]}
+    prompt, ans, meta = GENERATORS[task](rng, int(L), aux=aux)
+    ex = {"task": task, "context_length": len(prompt), "prompt": prompt, "answer": ans,
+          "needed": meta["needed"]}
+    if aux:
+        # (position, target) pairs: predict the 2 value tokens of each in-context recall item
+        ex["aux_targets"] = [(a + 3 + j, prompt[a + 4 + j]) for a, _ in meta["aux"] for j in range(2)]
+    return ex
 
 
-def make_split_example(split, task, L, idx):
-    return make_example(task, L, [SPLIT_IDS[split], TASKS.index(task), int(L), int(idx)])
+def make_split_example(split, task, L, idx, aux=0):
+    return make_example(task, L, [SPLIT_IDS[split], TASKS.index(task), int(L), int(idx)], aux=aux)
 
 
 def answer_length(ex):

@@ -27,12 +27,14 @@ IGNORE = -100
 
 
 def gen_batch(args):
-    """(L, B, batch_idx, split) -> (inp int32 [B, L+Amax-1], tgt int32 same, task ids [B])."""
+    """(L, B, batch_idx, split) -> (inp [B, L+Amax-1], tgt same (IGNORE except answer and
+    in-context recall targets), task ids [B])."""
     L, B, bidx, split = args
+    aux = 4 + L // 512  # in-context recall items (training only), see tasks._assemble
     exs = []
     for i in range(B):
         task = T.TASKS[(bidx + i) % 4]
-        exs.append(T.make_split_example(split, task, L, bidx * 4096 + i))
+        exs.append(T.make_split_example(split, task, L, bidx * 4096 + i, aux=aux))
     amax = max(len(e["answer"]) for e in exs)
     W = L + amax - 1
     inp = np.full((B, W), T.PAD, dtype=np.int64)
@@ -44,11 +46,15 @@ def gen_batch(args):
         inp[i, :n] = seq[:-1]
         A = len(e["answer"])
         tgt[i, L - 1:L - 1 + A] = e["answer"]
+        for pos, tok in e.get("aux_targets", []):
+            tgt[i, pos] = tok
         tids[i] = T.TASKS.index(e["task"])
     return inp, tgt, tids
 
 
-def curriculum(p):
+def curriculum(p, kind="default"):
+    if kind == "long":  # continuation stage: weight the long contexts up
+        return {512: 0.1, 1024: 0.1, 2048: 0.15, 4096: 0.25, 8192: 0.4}
     if p < 0.10:
         return {512: 0.7, 1024: 0.3}
     if p < 0.30:
@@ -115,7 +121,7 @@ def train(args):
         return max(step / args.max_steps, el / budget if budget > 0 else 0.0)
 
     def submit(bidx, p):
-        cur = curriculum(p) if not args.smoke else {512: 1.0}
+        cur = curriculum(p, args.curriculum) if not args.smoke else {512: 1.0}
         Ls = sorted(cur)
         L = int(rng.choice(Ls, p=[cur[x] for x in Ls]))
         B = max(1, args.tokens_per_step // L) if not args.smoke else 2
@@ -257,6 +263,7 @@ def parse(argv=None):
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--ckpt-every", type=int, default=0)
     ap.add_argument("--resume", default="")
+    ap.add_argument("--curriculum", default="default", choices=["default", "long"])
     ap.add_argument("--init", default="", help="start from these safetensors weights (fresh optimizer)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--smoke", action="store_true")

@@ -64,6 +64,12 @@ inline VF Sub(VF a, VF b) { return a - b; }
 inline VF Max(VF a, VF b) { return a > b ? a : b; }
 inline VF Min(VF a, VF b) { return a < b ? a : b; }
 inline float ReduceAdd(VF x) { return x; }
+inline void ReduceAdd4(VF a, VF b, VF c, VF d, float* out) {
+  out[0] = a;
+  out[1] = b;
+  out[2] = c;
+  out[3] = d;
+}
 inline float ReduceMax(VF x) { return x; }
 inline VF Exp(VF x) { return std::exp(x); }
 

@@ -1,0 +1,399 @@
+// sparsebudget kernel benchmarks (Google Benchmark). Every figure is also reported against this
+// machine's limits measured at start-up in the same process (read bandwidth, FMA peak), and
+// against a dense baseline built on OpenBLAS (GEMM + softmax + GEMM) in the same binary.
+//
+//   build/bench/bench_attention --benchmark_out=results.json --benchmark_out_format=json
+//
+// Names: op/isa:X/kv:T/L:N/budget:B/score:S/B:64/threads:N. Counters: GB/s of K/V (and
+// summaries) actually read, bw_frac = that rate over the measured DRAM read bandwidth for the
+// same thread count, kept = fraction of causal blocks kept, GFLOP/s and fma_frac for prefill.
+#include <benchmark/benchmark.h>
+#include <cblas.h>
+#include <sys/mman.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "probes.hpp"
+#include "sparsebudget/sparsebudget.hpp"
+
+using namespace sparsebudget;
+
+namespace {
+
+constexpr int32_t kHq = 32, kHkv = 8, kD = 128;
+
+struct Limits {
+  double bw[3] = {0, 0, 0};   // GB/s for 1 and 2 threads
+  double fma[3] = {0, 0, 0};  // GFLOP/s for 1 and 2 threads
+} g_limits;
+
+ThreadPool& Pool(int threads) {
+  static ThreadPool p1(1), p2(2);
+  return threads == 1 ? p1 : p2;
+}
+
+// Cheap deterministic fill (a generator per element is too slow for GiB-sized caches).
+uint16_t HalfOf(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  const int e = static_cast<int>((x >> 23) & 0xff) - 112;
+  if (e <= 0) return static_cast<uint16_t>(sign);
+  return static_cast<uint16_t>(sign | ((static_cast<uint32_t>(e) << 10) + (((x & 0x7fffffu) + 0x1000u) >> 13)));
+}
+
+void Fill(void* dst, DType t, size_t n, uint64_t seed) {
+  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (size_t i = 0; i < n; ++i) {
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    const float f = static_cast<float>(static_cast<int64_t>(s >> 40) - (1 << 23)) / static_cast<float>(1 << 23);
+    if (t == DType::kF32) static_cast<float*>(dst)[i] = f;
+    else if (t == DType::kF16) static_cast<uint16_t*>(dst)[i] = HalfOf(f);
+    else {
+      uint32_t x;
+      std::memcpy(&x, &f, 4);
+      static_cast<uint16_t*>(dst)[i] = static_cast<uint16_t>(x >> 16);
+    }
+  }
+}
+
+// KV caches live in transparent huge pages, as engines allocate them: a kv head's rows are
+// kv_heads * head_dim elements apart, so with 4 KiB pages every other row is a TLB miss.
+// SPARSEBUDGET_BENCH_SMALL_PAGES=1 measures the 4 KiB case.
+struct HugeBuffer {
+  void* p = nullptr;
+  size_t n = 0;
+  explicit HugeBuffer(size_t bytes) : n((bytes + (size_t{2} << 20) - 1) & ~((size_t{2} << 20) - 1)) {
+    p = mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) std::abort();
+    if (!std::getenv("SPARSEBUDGET_BENCH_SMALL_PAGES")) madvise(p, n, MADV_HUGEPAGE);
+  }
+  ~HugeBuffer() { munmap(p, n); }
+  unsigned char* get() const { return static_cast<unsigned char*>(p); }
+};
+
+// K/V of one (dtype, L), token-major [t][kv head][d], in enough copies that rotating through
+// them streams from DRAM (>= 128 MiB in total, four times the L3).
+struct KVSet {
+  DType dtype;
+  int64_t L;
+  int copies = 1;
+  std::vector<std::unique_ptr<HugeBuffer>> k, v;
+  std::map<int, std::vector<BlockSummaries>> summaries;  // by block size
+  KVCacheView View(int i) const {
+    return KVCacheView{k[static_cast<size_t>(i)]->get(), v[static_cast<size_t>(i)]->get(), dtype, kHkv * kD, kD};
+  }
+  const BlockSummaries& Summaries(int i, int B) {
+    auto& s = summaries[B];
+    if (s.empty()) {
+      for (int c = 0; c < copies; ++c) {
+        auto made = BlockSummaries::Create({kHkv, kD, B, L, true, true});
+        (void)made->Append(View(c), L);
+        s.push_back(std::move(*made));
+      }
+    }
+    return s[static_cast<size_t>(i)];
+  }
+};
+
+KVSet& GetKV(DType dtype, int64_t L) {
+  static std::unique_ptr<KVSet> cur;
+  if (cur && cur->dtype == dtype && cur->L == L) return *cur;
+  cur.reset();  // free the previous set first
+  cur = std::make_unique<KVSet>();
+  cur->dtype = dtype;
+  cur->L = L;
+  const size_t n = static_cast<size_t>(L) * kHkv * kD;
+  const size_t bytes = n * DTypeSize(dtype);
+  cur->copies = static_cast<int>(std::max<size_t>(1, (size_t{128} << 20) / (2 * bytes) + 1));
+  for (int c = 0; c < cur->copies; ++c) {
+    cur->k.emplace_back(new HugeBuffer(bytes));
+    cur->v.emplace_back(new HugeBuffer(bytes));
+    Fill(cur->k.back()->get(), dtype, n, 2 * static_cast<uint64_t>(c) + 1);
+    Fill(cur->v.back()->get(), dtype, n, 2 * static_cast<uint64_t>(c) + 2);
+  }
+  return *cur;
+}
+
+std::vector<float> RandomQ(size_t n, uint64_t seed) {
+  std::vector<float> q(n);
+  Fill(q.data(), DType::kF32, n, seed);
+  return q;
+}
+
+struct DecodeArgs {
+  DType dtype;
+  int64_t L;
+  double fraction;  // 1 = dense
+  Scoring scoring;
+  int32_t B;
+  int threads;
+  int32_t num_queries = 1;
+};
+
+void RunAttention(benchmark::State& state, DecodeArgs a) {
+  KVSet& kv = GetKV(a.dtype, a.L);
+  AttentionParams p;
+  p.shape = {kHq, kHkv, kD, a.B, a.L, a.num_queries};
+  p.kv_dtype = a.dtype;
+  p.scoring = a.scoring;
+  p.budget = a.fraction >= 1.0 ? Budget::Dense() : Budget::Fraction(a.fraction);
+  AttentionPlan plan;
+  if (Status st = MakePlan(p, &plan); !st.ok()) {
+    state.SkipWithError(st.ToString().c_str());
+    return;
+  }
+  std::vector<unsigned char> ws(plan.workspace_bytes + 64);
+  const std::vector<float> q = RandomQ(static_cast<size_t>(a.num_queries) * kHq * kD, 99);
+  std::vector<float> out(q.size());
+  const QueryView qv{q.data(), kHq * kD, kD};
+  const OutputView ov{out.data(), kHq * kD, kD};
+  // Summaries are built outside the timed loop (an engine keeps them incrementally).
+  for (int c = 0; c < kv.copies; ++c) (void)kv.Summaries(c, a.B);
+  SelectionStats stats;
+  int i = 0;
+  for (auto _ : state) {
+    const int c = i++ % kv.copies;
+    Status st = SparseAttention(plan, qv, kv.View(c), &kv.Summaries(c, a.B), ov, ws.data(), &Pool(a.threads), &stats);
+    if (!st.ok()) {
+      state.SkipWithError(st.ToString().c_str());
+      return;
+    }
+    benchmark::DoNotOptimize(out.data());
+  }
+  // Bytes actually read per call: kept K/V blocks, plus the summaries scored when sparse.
+  const double kept = static_cast<double>(stats.kept_blocks) / static_cast<double>(stats.causal_blocks);
+  const double elem = static_cast<double>(DTypeSize(a.dtype));
+  double bytes = static_cast<double>(stats.kept_blocks) * a.B * kD * elem * 2.0;
+  if (!stats.dense && a.fraction < 1.0)
+    bytes += static_cast<double>(plan.num_blocks) * kHkv * kD * 4.0 * (a.scoring == Scoring::kBound ? 2 : 1);
+  state.counters["GB/s"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["bw_frac"] = benchmark::Counter(bytes / (g_limits.bw[a.threads] * 1e9),
+                                                 benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["kept"] = kept;
+  if (a.num_queries > 1) {
+    // Causal prefill FLOPs over the kept tokens: 2 matmuls of 2*D each per (row, key).
+    double pairs = 0;
+    const int64_t first = a.L - a.num_queries;
+    for (int64_t i2 = 0; i2 < a.num_queries; ++i2) pairs += static_cast<double>(first + i2 + 1);
+    const double flops = 4.0 * kD * kHq * pairs * kept;
+    state.counters["GFLOP/s"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+    state.counters["fma_frac"] = benchmark::Counter(flops / (g_limits.fma[a.threads] * 1e9),
+                                                    benchmark::Counter::kIsIterationInvariantRate);
+  }
+}
+
+// Selection alone (scoring + top-k) at the same shapes, for the selection share of a call.
+void RunSelect(benchmark::State& state, DecodeArgs a) {
+  KVSet& kv = GetKV(a.dtype, a.L);
+  AttentionParams p;
+  p.shape = {kHq, kHkv, kD, a.B, a.L, 1};
+  p.kv_dtype = a.dtype;
+  p.scoring = a.scoring;
+  p.budget = Budget::Fraction(a.fraction);
+  AttentionPlan plan;
+  (void)MakePlan(p, &plan);
+  std::vector<unsigned char> ws(plan.workspace_bytes + 64);
+  std::vector<int32_t> idx(static_cast<size_t>(plan.num_units * plan.num_blocks)), cnt(static_cast<size_t>(plan.num_units));
+  const std::vector<float> q = RandomQ(kHq * kD, 99);
+  for (int c = 0; c < kv.copies; ++c) (void)kv.Summaries(c, a.B);
+  int i = 0;
+  for (auto _ : state) {
+    const int c = i++ % kv.copies;
+    (void)SelectBlocks(plan, QueryView{q.data(), kHq * kD, kD}, kv.Summaries(c, a.B),
+                       BlockSelection{idx.data(), cnt.data(), plan.num_blocks}, ws.data());
+    benchmark::DoNotOptimize(idx.data());
+  }
+}
+
+// Dense baseline on OpenBLAS, fp32 K/V: per kv head S = K Qg^T (L x G), softmax over L, O = P^T V.
+void RunBlasBaseline(benchmark::State& state, int64_t L, int threads, int32_t num_queries) {
+  openblas_set_num_threads(threads);
+  KVSet& kv = GetKV(DType::kF32, L);
+  const int32_t G = kHq / kHkv;
+  const int32_t rows = G * num_queries;
+  const std::vector<float> q = RandomQ(static_cast<size_t>(num_queries) * kHq * kD, 99);
+  std::vector<float> s(static_cast<size_t>(L) * rows), out(q.size()), qg(static_cast<size_t>(rows) * kD);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(kD));
+  int it = 0;
+  for (auto _ : state) {
+    const int c = it++ % kv.copies;
+    const auto* K = reinterpret_cast<const float*>(kv.k[static_cast<size_t>(c)]->get());
+    const auto* V = reinterpret_cast<const float*>(kv.v[static_cast<size_t>(c)]->get());
+    for (int32_t h = 0; h < kHkv; ++h) {
+      for (int32_t i = 0; i < num_queries; ++i)
+        for (int32_t g = 0; g < G; ++g)
+          std::memcpy(&qg[(static_cast<size_t>(i) * G + g) * kD], &q[(static_cast<size_t>(i) * kHq + h * G + g) * kD], kD * 4);
+      // S (L x rows) = K_h (L x D, ld = Hkv*D) * Qg^T
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(L), rows, kD, scale, K + h * kD,
+                  kHkv * kD, qg.data(), kD, 0.0f, s.data(), rows);
+      // Column softmax with the causal mask of each query.
+      for (int32_t r = 0; r < rows; ++r) {
+        const int64_t pos = L - num_queries + r / G;
+        float mx = -INFINITY;
+        for (int64_t t = 0; t <= pos; ++t) mx = std::max(mx, s[static_cast<size_t>(t) * rows + r]);
+        float z = 0;
+        for (int64_t t = 0; t < L; ++t) {
+          float& x = s[static_cast<size_t>(t) * rows + r];
+          x = t <= pos ? std::exp(x - mx) : 0.0f;
+          z += x;
+        }
+        for (int64_t t = 0; t <= pos; ++t) s[static_cast<size_t>(t) * rows + r] /= z;
+      }
+      // O (rows x D) = S^T (rows x L) * V_h (L x D)
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rows, kD, static_cast<int>(L), 1.0f, s.data(), rows,
+                  V + h * kD, kHkv * kD, 0.0f, qg.data(), kD);
+    }
+    benchmark::DoNotOptimize(qg.data());
+  }
+  const double bytes = static_cast<double>(L) * kHkv * kD * 4.0 * 2.0;
+  state.counters["GB/s"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["bw_frac"] = benchmark::Counter(bytes / (g_limits.bw[threads] * 1e9),
+                                                 benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// An engine's decode step: 16 requests of mixed lengths and budgets, one after another.
+void RunBatch(benchmark::State& state, int threads) {
+  struct Req {
+    int64_t L;
+    double f;
+  };
+  const std::vector<Req> reqs = {{1024, 1.0}, {2048, 0.5}, {4096, 0.25}, {8192, 0.1}, {16384, 0.05}, {32768, 0.05},
+                                 {3000, 1.0}, {6000, 0.2}, {12000, 0.1}, {24000, 0.05}, {500, 1.0}, {9000, 0.15},
+                                 {20000, 0.08}, {28000, 0.04}, {7000, 0.3}, {15000, 0.1}};
+  KVSet& kv = GetKV(DType::kF16, 32768);
+  for (int c = 0; c < kv.copies; ++c) (void)kv.Summaries(c, 64);
+  std::vector<AttentionPlan> plans(reqs.size());
+  size_t ws_bytes = 0;
+  for (size_t r = 0; r < reqs.size(); ++r) {
+    AttentionParams p;
+    p.shape = {kHq, kHkv, kD, 64, reqs[r].L, 1};
+    p.kv_dtype = DType::kF16;
+    p.budget = reqs[r].f >= 1.0 ? Budget::Dense() : Budget::Fraction(reqs[r].f);
+    (void)MakePlan(p, &plans[r]);
+    ws_bytes = std::max(ws_bytes, plans[r].workspace_bytes);
+  }
+  std::vector<unsigned char> ws(ws_bytes + 64);
+  const std::vector<float> q = RandomQ(kHq * kD, 7);
+  std::vector<float> out(q.size());
+  double bytes = 0;
+  int it = 0;
+  for (auto _ : state) {
+    bytes = 0;
+    for (size_t r = 0; r < reqs.size(); ++r) {
+      const int c = it++ % kv.copies;
+      SelectionStats st;
+      (void)SparseAttention(plans[r], QueryView{q.data(), kHq * kD, kD}, kv.View(c), &kv.Summaries(c, 64),
+                            OutputView{out.data(), kHq * kD, kD}, ws.data(), &Pool(threads), &st);
+      bytes += static_cast<double>(st.kept_blocks) * 64 * kD * 2.0 * 2.0;
+    }
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.counters["GB/s"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["bw_frac"] = benchmark::Counter(bytes / (g_limits.bw[threads] * 1e9),
+                                                 benchmark::Counter::kIsIterationInvariantRate);
+}
+
+std::string Pct(double f) {
+  if (f >= 1.0) return "dense";
+  char b[16];
+  std::snprintf(b, sizeof b, "%g%%", f * 100);
+  return b;
+}
+
+void RegisterAll(bool quick) {
+  const std::string isa = IsaName(ActiveIsa());
+  auto name = [&](const char* op, const DecodeArgs& a) {
+    char b[200];
+    std::snprintf(b, sizeof b, "%s/isa:%s/kv:%s/L:%lld/budget:%s/score:%s/B:%d/threads:%d", op, isa.c_str(),
+                  DTypeName(a.dtype), static_cast<long long>(a.L), Pct(a.fraction).c_str(), ScoringName(a.scoring),
+                  a.B, a.threads);
+    return std::string(b);
+  };
+  auto add = [&](const DecodeArgs& a) {
+    benchmark::RegisterBenchmark(name("decode", a).c_str(), RunAttention, a)->UseRealTime()->Unit(benchmark::kMillisecond);
+  };
+  const std::vector<int64_t> lens = quick ? std::vector<int64_t>{4096, 65536} : std::vector<int64_t>{4096, 16384, 65536, 131072};
+  const std::vector<double> budgets = {1.0, 0.25, 0.10, 0.05, 0.02};
+  // Main grid: every K/V type, length, budget and thread count (mean scoring, B = 64).
+  for (DType dt : {DType::kF16, DType::kBF16, DType::kF32})
+    for (int64_t L : lens)
+      for (int threads : {1, 2})
+        for (double f : budgets) add({dt, L, f, Scoring::kMean, 64, threads});
+  // Scoring rule and block size at 64K fp16 on 2 threads.
+  for (double f : budgets) {
+    if (f >= 1.0) continue;
+    add({DType::kF16, 65536, f, Scoring::kBound, 64, 2});
+    add({DType::kF16, 65536, f, Scoring::kMean, 32, 2});
+    add({DType::kF16, 65536, f, Scoring::kMean, 128, 2});
+  }
+  // Selection share and short-context fixed cost.
+  for (Scoring s : {Scoring::kMean, Scoring::kBound}) {
+    DecodeArgs a{DType::kF16, 65536, 0.05, s, 64, 1};
+    benchmark::RegisterBenchmark(name("select", a).c_str(), RunSelect, a)->UseRealTime()->Unit(benchmark::kMillisecond);
+  }
+  for (int64_t L : {64, 4096}) add({DType::kF16, L, 1.0, Scoring::kMean, 64, 1});
+  add({DType::kF16, 4096, 0.1, Scoring::kMean, 64, 1});
+  // Dense baseline (OpenBLAS GEMM + softmax + GEMM, fp32 K/V).
+  for (int64_t L : lens)
+    for (int threads : {1, 2}) {
+      char b[160];
+      std::snprintf(b, sizeof b, "baseline_openblas/decode/kv:f32/L:%lld/threads:%d", static_cast<long long>(L), threads);
+      benchmark::RegisterBenchmark(b, RunBlasBaseline, L, threads, 1)->UseRealTime()->Unit(benchmark::kMillisecond);
+    }
+  // Prefill: causal chunks at the end of the context.
+  for (auto [nq, L] : std::vector<std::pair<int32_t, int64_t>>{{512, 4096}, {2048, 8192}}) {
+    if (quick && nq > 512) continue;
+    for (double f : {1.0, 0.1}) {
+      DecodeArgs a{DType::kF16, L, f, Scoring::kMean, 64, 2, nq};
+      char b[200];
+      std::snprintf(b, sizeof b, "prefill/isa:%s/kv:f16/nq:%d/L:%lld/budget:%s/threads:2", isa.c_str(), nq,
+                    static_cast<long long>(L), Pct(f).c_str());
+      benchmark::RegisterBenchmark(b, RunAttention, a)->UseRealTime()->Unit(benchmark::kMillisecond);
+    }
+    char b[160];
+    std::snprintf(b, sizeof b, "baseline_openblas/prefill/kv:f32/nq:%d/L:%lld/threads:2", nq, static_cast<long long>(L));
+    benchmark::RegisterBenchmark(b, RunBlasBaseline, L, 2, nq)->UseRealTime()->Unit(benchmark::kMillisecond);
+  }
+  for (int threads : {1, 2})
+    benchmark::RegisterBenchmark(("batch/isa:" + isa + "/kv:f16/requests:16/threads:" + std::to_string(threads)).c_str(),
+                                 RunBatch, threads)->UseRealTime()->Unit(benchmark::kMillisecond);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool quick = false;
+  std::vector<char*> args;
+  for (int i = 0; i < argc; ++i) {
+    if (std::string(argv[i]) == "--quick") quick = true;
+    else args.push_back(argv[i]);
+  }
+  int n = static_cast<int>(args.size());
+  benchmark::Initialize(&n, args.data());
+  const bool avx512 = IsaSupported(Isa::kAvx512);
+  for (int t : {1, 2}) {
+    g_limits.bw[t] = sbbench::ReadBandwidthGBs(t, avx512);
+    g_limits.fma[t] = sbbench::FmaPeakGFlops(t, avx512);
+  }
+  benchmark::AddCustomContext("isa", IsaName(ActiveIsa()));
+  for (int t : {1, 2}) {
+    benchmark::AddCustomContext("read_bw_GBs_threads" + std::to_string(t), std::to_string(g_limits.bw[t]));
+    benchmark::AddCustomContext("fma_peak_GFLOPs_threads" + std::to_string(t), std::to_string(g_limits.fma[t]));
+  }
+  std::fprintf(stderr, "measured limits: read %.1f GB/s (1 thr), %.1f GB/s (2 thr); FMA %.0f / %.0f GFLOP/s (%s)\n",
+               g_limits.bw[1], g_limits.bw[2], g_limits.fma[1], g_limits.fma[2], avx512 ? "avx512" : "avx2");
+  RegisterAll(quick);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,47 @@
+"""Predictors and probe statistics from Python."""
+import json
+
+import numpy as np
+import pytest
+
+import sparsebudget as sb
+
+
+def test_fixed_predictor_round_trip(tmp_path):
+    p = sb.predictor_from_json(json.dumps({"schema_version": 1, "type": "fixed", "fraction": 0.25}))
+    assert p.type == "fixed"
+    r = p.predict({"context_length": 4096, "block_size": 64, "task": "single_qa"})
+    assert r["causal_blocks"] == 64
+    assert r["budget"].mode == "fraction"
+    assert r["total_blocks"] == r["budget"].resolve(64)["total_blocks"]
+    path = tmp_path / "p.json"
+    p.save(str(path))
+    assert sb.load_predictor(str(path)).to_json() == p.to_json()
+    assert "length_law" in sb.predictor_types()
+
+
+def test_predictor_errors(tmp_path):
+    with pytest.raises(ValueError, match="fraktion"):
+        sb.predictor_from_json('{"schema_version": 1, "type": "fixed", "fraction": 0.5, "fraktion": 1}')
+    with pytest.raises((FileNotFoundError, OSError)):
+        sb.load_predictor(str(tmp_path / "missing.json"))
+    p = sb.predictor_from_json('{"schema_version": 1, "type": "fixed", "fraction": 0.5}')
+    with pytest.raises(ValueError, match="context_lengthh"):
+        p.predict({"context_lengthh": 10})
+    with pytest.raises(TypeError):
+        p.predict(42)
+
+
+def test_probe_stats_and_budget_from_prediction():
+    rng = np.random.default_rng(1)
+    k = rng.standard_normal((512, 2, 64), dtype=np.float32)
+    q = rng.standard_normal((1, 4, 64), dtype=np.float32)
+    s = sb.BlockSummaries(2, 64, block_size=64, max_tokens=512)
+    s.append(k)
+    st = sb.probe_stats(q[0], s)
+    assert st["num_blocks"] == 8
+    assert 1 <= st["blocks_50"] <= st["blocks_90"] <= st["blocks_99"] <= 8
+    p = sb.predictor_from_json('{"schema_version": 1, "type": "probe"}')
+    r = p.predict({"context_length": 512, "block_size": 64, "probe_blocks_90": st["blocks_90"]})
+    out = sb.attention(q, k, k, block_size=64, budget=r["budget"], summaries=s)
+    assert np.isfinite(out).all()

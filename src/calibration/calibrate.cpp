@@ -1,0 +1,234 @@
+// Calibration to a target: degraded share (conformal risk control on a held-out split) or mean
+// budget (quantile threshold on the calibration traffic).
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "calibration/internal.hpp"
+
+namespace sparsebudget {
+
+namespace {
+using namespace detail;
+
+// Scale family of the non-table predictors: 2^(t/8) for t = -64..64, then dense.
+std::vector<double> ScaleFamily() {
+  std::vector<double> s;
+  for (int t = -64; t <= 64; ++t) s.push_back(std::exp2(t / 8.0));
+  return s;
+}
+
+struct Stats {
+  double mean_fraction = 0, degraded = 0, miss = 0;
+};
+
+Stats StatsOf(const Predictor& p, const std::vector<TraceRecord>& tr, const std::vector<size_t>& idx) {
+  Stats s;
+  for (size_t i : idx) {
+    auto pr = p.Predict(tr[i].features);
+    if (!pr.ok()) continue;  // features were validated when the traces were read
+    s.mean_fraction += pr->fraction;
+    s.degraded += Degraded(tr[i], pr->total_blocks) ? 1.0 : 0.0;
+    s.miss += pr->total_blocks < MonotoneOracleBlocks(tr[i]) ? 1.0 : 0.0;
+  }
+  const double n = std::max<double>(1.0, static_cast<double>(idx.size()));
+  s.mean_fraction /= n;
+  s.degraded /= n;
+  s.miss /= n;
+  return s;
+}
+
+// Picks the least index t of a nested family (misses[t] nonincreasing, last entry 0) meeting the
+// target: conformal risk control (delta = 0) or fixed-sequence binomial tests (delta > 0).
+size_t PickLevel(const std::vector<int64_t>& misses, int64_t n, double alpha, double delta) {
+  const size_t T = misses.size();
+  if (delta <= 0) {
+    for (size_t t = 0; t < T; ++t)
+      if ((static_cast<double>(misses[t]) + 1.0) / (static_cast<double>(n) + 1.0) <= alpha) return t;
+    return T - 1;
+  }
+  size_t chosen = T - 1;
+  for (size_t t = T; t-- > 0;) {
+    if (BinomCdf(misses[t], n, alpha) <= delta)
+      chosen = t;
+    else
+      break;
+  }
+  return chosen;
+}
+
+std::string Fmt(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), f, v);
+  return buf;
+}
+
+// Mean fraction of `p` with its limits' scale multiplied by s, over all traces.
+double MeanAtScale(const Predictor& p, const std::vector<BaseEstimate>& est, const std::vector<TraceRecord>& tr,
+                   double s) {
+  BudgetLimits l = p.limits();
+  l.scale *= s;
+  double sum = 0;
+  for (size_t i = 0; i < tr.size(); ++i)
+    sum += static_cast<double>(TotalBlocks(l, est[i].blocks, tr[i])) / static_cast<double>(tr[i].causal_blocks());
+  return sum / static_cast<double>(tr.size());
+}
+
+// Scale multiplier s with mean fraction == target (bisection on log s; the mean is monotone).
+double SolveScale(const Predictor& p, const std::vector<BaseEstimate>& est, const std::vector<TraceRecord>& tr,
+                  double target) {
+  double lo = -40, hi = 40;  // log2 s
+  for (int it = 0; it < 80; ++it) {
+    const double mid = 0.5 * (lo + hi);
+    if (MeanAtScale(p, est, tr, std::exp2(mid)) < target)
+      lo = mid;
+    else
+      hi = mid;
+  }
+  // Of the two brackets, take the one whose mean is closer to the target.
+  const double mlo = MeanAtScale(p, est, tr, std::exp2(lo)), mhi = MeanAtScale(p, est, tr, std::exp2(hi));
+  return std::fabs(mlo - target) < std::fabs(mhi - target) ? std::exp2(lo) : std::exp2(hi);
+}
+
+std::unique_ptr<Predictor> WithScale(const Predictor& p, double s) {
+  auto q = p.Clone();
+  BudgetLimits l = q->limits();
+  l.scale *= s;
+  q->set_limits(l);
+  return q;
+}
+
+}  // namespace
+
+Expected<CalibrationResult> Calibrate(const std::string& type, const Predictor* base,
+                                      const std::vector<TraceRecord>& traces, const CalibrationOptions& opt) {
+  const bool by_degraded = opt.target_degraded >= 0;
+  const bool by_mean = opt.target_mean_fraction >= 0;
+  if (by_degraded == by_mean)
+    return Status(StatusCode::kInvalidArgument, "calibrate: give exactly one of target_degraded and target_mean_fraction");
+  if (by_degraded && !(opt.target_degraded > 0 && opt.target_degraded < 1))
+    return Status(StatusCode::kInvalidArgument, "calibrate: target_degraded must be in (0, 1), got " +
+                                                    std::to_string(opt.target_degraded));
+  if (by_mean && !(opt.target_mean_fraction > 0 && opt.target_mean_fraction <= 1))
+    return Status(StatusCode::kInvalidArgument, "calibrate: target_mean_fraction must be in (0, 1], got " +
+                                                    std::to_string(opt.target_mean_fraction));
+  if (!(opt.holdout >= 0.05 && opt.holdout <= 0.95))
+    return Status(StatusCode::kInvalidArgument, "calibrate: holdout must be in [0.05, 0.95], got " + std::to_string(opt.holdout));
+  if (!(opt.delta >= 0 && opt.delta < 1))
+    return Status(StatusCode::kInvalidArgument, "calibrate: delta must be in [0, 1), got " + std::to_string(opt.delta));
+  if (traces.size() < 2) return Status(StatusCode::kInvalidArgument, "calibrate: need at least 2 traces");
+
+  CalibrationResult res;
+  std::vector<size_t> fit_idx, hold_idx, all_idx(traces.size());
+  for (size_t i = 0; i < traces.size(); ++i) all_idx[i] = i;
+  if (by_degraded && base != nullptr) {
+    hold_idx = all_idx;  // nothing is fitted: every trace can serve the finite-sample correction
+  } else if (by_degraded) {
+    SplitIndices(traces, opt.holdout, opt.seed, &fit_idx, &hold_idx);
+    if (hold_idx.empty() || fit_idx.empty())
+      return Status(StatusCode::kInvalidArgument, "calibrate: the split left an empty part; use more traces");
+  } else {
+    fit_idx = all_idx;
+  }
+  std::vector<TraceRecord> fit_tr;
+  for (size_t i : fit_idx) fit_tr.push_back(traces[i]);
+  const bool table = base == nullptr && type == "table";
+  const int64_t nh = static_cast<int64_t>(hold_idx.size());
+
+  if (table) {
+    std::vector<const TraceRecord*> ptrs;
+    for (const auto& r : fit_tr) ptrs.push_back(&r);
+    auto path = BuildTablePath(ptrs, opt.fit);
+    if (!path.ok()) return path.status();
+    size_t chosen = 0;
+    if (by_degraded) {
+      std::vector<int64_t> misses(path->size());
+      for (size_t t = 0; t < path->size(); ++t) {
+        auto p = path->At(t, opt.fit.limits);
+        if (!p.ok()) return p.status();
+        misses[t] = static_cast<int64_t>(std::llround(StatsOf(**p, traces, hold_idx).miss * static_cast<double>(nh)));
+      }
+      chosen = PickLevel(misses, nh, opt.target_degraded, opt.delta);
+      res.method = opt.delta > 0 ? "lagrangian_table+binomial" : "lagrangian_table+crc";
+      auto p = path->At(chosen, opt.fit.limits);
+      if (!p.ok()) return p.status();
+      res.predictor = std::move(p).value();
+    } else {
+      // Largest lambda whose mean budget is <= the target, then a scale to meet it exactly.
+      for (size_t t = 0; t < path->size(); ++t) {
+        auto p = path->At(t, opt.fit.limits);
+        if (!p.ok()) return p.status();
+        if (StatsOf(**p, traces, all_idx).mean_fraction <= opt.target_mean_fraction) chosen = t;
+      }
+      auto p = path->At(chosen, opt.fit.limits);
+      if (!p.ok()) return p.status();
+      auto est = BaseEstimates(**p, traces);
+      if (!est.ok()) return est.status();
+      res.predictor = WithScale(**p, SolveScale(**p, *est, traces, opt.target_mean_fraction));
+      res.method = "lagrangian_table+mean";
+    }
+    res.chosen_value = path->lambdas[chosen];
+  } else {
+    std::unique_ptr<Predictor> fitted;
+    if (base != nullptr) {
+      fitted = base->Clone();
+    } else {
+      auto f = FitPredictor(type, fit_tr, opt.fit);
+      if (!f.ok()) return f.status();
+      fitted = std::move(f).value();
+    }
+    auto est = BaseEstimates(*fitted, traces);
+    if (!est.ok()) return est.status();
+    double s = 1.0;
+    if (by_degraded) {
+      const auto fam = ScaleFamily();
+      std::vector<int64_t> misses(fam.size() + 1, 0);
+      for (size_t t = 0; t < fam.size(); ++t) {
+        BudgetLimits l = fitted->limits();
+        l.scale *= fam[t];
+        for (size_t i : hold_idx)
+          misses[t] += TotalBlocks(l, (*est)[i].blocks, traces[i]) < MonotoneOracleBlocks(traces[i]) ? 1 : 0;
+      }
+      const size_t t = PickLevel(misses, nh, opt.target_degraded, opt.delta);
+      if (t == fam.size()) {  // even the largest scale misses too often: dense
+        auto dense = MakeFixedFraction(1.0);
+        res.predictor = std::move(dense);
+        s = HUGE_VAL;
+      } else {
+        s = fam[t];
+        res.predictor = WithScale(*fitted, s);
+      }
+      res.method = opt.delta > 0 ? "scale+binomial" : "scale+crc";
+    } else {
+      s = SolveScale(*fitted, *est, traces, opt.target_mean_fraction);
+      res.predictor = WithScale(*fitted, s);
+      res.method = "scale+mean";
+    }
+    res.chosen_value = s;
+  }
+
+  res.num_fit = static_cast<int64_t>(fit_idx.size());
+  res.num_holdout = nh;
+  const Stats all = StatsOf(*res.predictor, traces, all_idx);
+  res.fit_mean_fraction = all.mean_fraction;
+  std::string line = "calibrated " + res.predictor->type() + " (" + res.method + "): " +
+                     (table ? "lambda=" : "scale=") + Fmt("%.6g", res.chosen_value) +
+                     " mean_budget_fraction=" + Fmt("%.4f", all.mean_fraction);
+  if (by_degraded) {
+    const Stats h = StatsOf(*res.predictor, traces, hold_idx);
+    res.holdout_mean_fraction = h.mean_fraction;
+    res.holdout_degraded_share = h.degraded;
+    res.holdout_miss_share = h.miss;
+    line += " holdout_degraded=" + Fmt("%.4f", h.degraded) + " holdout_miss=" + Fmt("%.4f", h.miss) + " target_degraded=" +
+            Fmt("%.4g", opt.target_degraded) + " n_fit=" + std::to_string(res.num_fit) +
+            " n_holdout=" + std::to_string(nh);
+  } else {
+    line += " target_mean_budget=" + Fmt("%.4g", opt.target_mean_fraction) + " n=" + std::to_string(res.num_fit);
+  }
+  res.summary = line;
+  return res;
+}
+
+}  // namespace sparsebudget
