@@ -13,7 +13,7 @@ deps:
 
 configure: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DPython3_EXECUTABLE=$(PYTHON) \
-	  -DSPARSEBUDGET_WERROR=$(WERROR) $(CMAKE_FLAGS) >/dev/null
+	  -DSPARSEBUDGET_WERROR=$(WERROR) -DSPARSEBUDGET_BUILD_PYTHON=ON $(CMAKE_FLAGS) >/dev/null
 
 build: configure
 	@cmake --build $(BUILD) -j $(JOBS)

@@ -167,7 +167,7 @@ def test_argument_errors():
     with pytest.raises(ValueError, match="out must have the shape"):
         sb.attention(q, k, v, out=np.zeros((2, 4, 64), dtype=np.float32))
     with pytest.raises(ValueError, match="contiguous in its last axis"):
-        sb.attention(q, k[:, :, ::2].copy()[:, :, :], v[:, :, ::2], block_size=16)
+        sb.attention(q[:, :, ::2], k[:, :, ::2], v[:, :, ::2], block_size=16)
     with pytest.raises(ValueError, match="fraction"):
         sb.Budget("fraction", fraction=1.5)
     with pytest.raises(ValueError, match="selection indices must have shape"):

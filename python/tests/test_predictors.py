@@ -1,5 +1,6 @@
 """Predictors and probe statistics from Python."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,7 +28,7 @@ def test_predictor_errors(tmp_path):
         sb.load_predictor(str(tmp_path / "missing.json"))
     p = sb.predictor_from_json('{"schema_version": 1, "type": "fixed", "fraction": 0.5}')
     with pytest.raises(ValueError, match="context_lengthh"):
-        p.predict({"context_lengthh": 10})
+        p.predict({"context_length": 10, "context_lengthh": 10})
     with pytest.raises(TypeError):
         p.predict(42)
 
@@ -45,3 +46,18 @@ def test_probe_stats_and_budget_from_prediction():
     r = p.predict({"context_length": 512, "block_size": 64, "probe_blocks_90": st["blocks_90"]})
     out = sb.attention(q, k, k, block_size=64, budget=r["budget"], summaries=s)
     assert np.isfinite(out).all()
+
+
+TRACES = Path(__file__).resolve().parents[2] / "data" / "synthetic" / "train.jsonl"
+
+
+@pytest.mark.skipif(not TRACES.exists(), reason="bundled synthetic traces not present")
+def test_fit_and_calibrate_on_bundled_traces():
+    p = sb.fit_predictor("length_law", str(TRACES))
+    assert p.type == "length_law"
+    r = sb.calibrate("length_law", str(TRACES), target_degraded=0.1)
+    assert r["predictor"].type == "length_law"
+    assert 0 < r["holdout_mean_fraction"] <= 1
+    assert r["holdout_miss_share"] <= 0.1 + 1e-12 or r["num_holdout"] < 20
+    with pytest.raises(ValueError):
+        sb.calibrate("length_law", str(TRACES))  # no target

@@ -1,0 +1,64 @@
+// Shared helpers of the libFuzzer targets: a byte reader and a loud failure that libFuzzer
+// records as a crash (with the input saved as crash-<sha1>).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include <unistd.h>
+
+namespace sbfuzz {
+
+[[noreturn]] inline void Die(const char* what, const std::string& detail) {
+  std::fprintf(stderr, "FUZZ INVARIANT BROKEN: %s: %s\n", what, detail.c_str());
+  std::abort();
+}
+#define SBFUZZ_CHECK(cond, detail) \
+  do {                             \
+    if (!(cond)) ::sbfuzz::Die(#cond, (detail)); \
+  } while (0)
+
+// Consumes little-endian integers from the front of the input; zeros when exhausted.
+class Bytes {
+ public:
+  Bytes(const uint8_t* data, size_t size) : p_(data), n_(size) {}
+  uint64_t U(int bytes) {
+    uint64_t v = 0;
+    for (int i = 0; i < bytes; ++i) v |= static_cast<uint64_t>(Byte()) << (8 * i);
+    return v;
+  }
+  uint8_t Byte() {
+    if (n_ == 0) return 0;
+    --n_;
+    return *p_++;
+  }
+  int64_t Range(int64_t lo, int64_t hi) {  // inclusive, hi - lo < 2^32
+    const uint64_t span = static_cast<uint64_t>(hi - lo) + 1;
+    return lo + static_cast<int64_t>(U(4) % span);
+  }
+  int64_t I64() { return static_cast<int64_t>(U(8)); }
+  size_t left() const { return n_; }
+  const uint8_t* rest() const { return p_; }
+
+ private:
+  const uint8_t* p_;
+  size_t n_;
+};
+
+// A per-process scratch file (tmpfs when available) for readers that take a path.
+inline std::string ScratchPath(const char* tag) {
+  const char* dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+  return std::string(dir) + "/sbfuzz-" + tag + "-" + std::to_string(getpid());
+}
+inline void WriteFile(const std::string& path, const uint8_t* data, size_t size) {
+  FILE* f = std::fopen(path.c_str(), "wb");
+  if (f == nullptr) Die("fopen", path);
+  if (size > 0 && std::fwrite(data, 1, size, f) != size) Die("fwrite", path);
+  std::fclose(f);
+}
+
+}  // namespace sbfuzz

@@ -1,0 +1,53 @@
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tasks as T  # noqa: E402
+import train  # noqa: E402
+import make_traces as M  # noqa: E402
+from model import load_model, load_safetensors  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+
+def test_smoke_train(tmp_path):
+    train.main(["--smoke", "--out", str(tmp_path)])
+    assert (tmp_path / "train.log").exists()
+    w = load_safetensors(str(tmp_path / "model.safetensors"))
+    assert w["tok_emb.weight"].shape == (T.VOCAB_SIZE, 256)
+    assert w["layers.3.w_down.weight"].shape == (256, 768)
+    assert len(w) == 2 + 4 * 9
+
+
+def test_sparse_all_blocks_equals_dense(tmp_path):
+    train.main(["--smoke", "--out", str(tmp_path)])
+    m = load_model(str(tmp_path / "model.safetensors"), str(tmp_path / "config.json"))
+    e = T.make_split_example("trace_test", "multi_qa", 512, 0)
+    pr = torch.tensor([e["prompt"]])
+    A = len(e["answer"])
+    logits, Ks, Vs, Qs = M.dense_forward(m, pr)
+    assert torch.allclose(logits, m(pr)[:, -1], atol=1e-4)
+    toks = M.sparse_decode(m, [k[:, :, :-1] for k in Ks], [v[:, :, :-1] for v in Vs], pr[:, -1],
+                           [0, M.DENSE_K], A, 512)
+    assert toks[0, 1].tolist() == m.greedy(pr, A)[0].tolist()
+
+
+def test_shipped_model_files():
+    p = os.path.join(ROOT, "data", "model", "model.safetensors")
+    if not os.path.exists(p):
+        return
+    cfg = json.load(open(os.path.join(ROOT, "data", "model", "config.json")))
+    assert cfg["vocab_size"] == T.VOCAB_SIZE and cfg["n_layers"] == 4
+    assert os.path.getsize(p) < 20 * 2 ** 20
+    cc = json.load(open(os.path.join(ROOT, "data", "traces", "crosscheck.json")))
+    m = load_model(p, os.path.join(ROOT, "data", "model", "config.json"))
+    r = cc["requests"][0]
+    with torch.no_grad():
+        lg = m(torch.tensor([r["prompt"]]))[0, -1].numpy()
+    assert int(lg.argmax()) == r["dense_argmax"]
+    assert np.allclose(lg[:16], r["dense_logits_first16"], atol=2e-3)
