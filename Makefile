@@ -21,8 +21,8 @@ build: configure
 test: build
 	@ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
 
-demo: build
-	@cmake --build $(BUILD) --target demo
+demo: configure
+	@cmake --build $(BUILD) -j $(JOBS) --target demo
 
 bench: build
 	@cmake --build $(BUILD) --target bench

@@ -28,7 +28,6 @@
 #include "sparsebudget/calibration.hpp"
 #include "sparsebudget/predictor.hpp"
 #include "sparsebudget/probe.hpp"
-#include "sparsebudget/sparsebudget.h"
 #include "sparsebudget/sparsebudget.hpp"
 #include "sparsebudget/traces.hpp"
 
@@ -52,7 +51,6 @@ template <typename T>
 Result R(const Expected<T>& e) {
   return e.ok() ? Result{kOk, ""} : R(e.status());
 }
-Result C(sb_status s) { return {static_cast<int>(s), s == SB_OK ? "" : sb_last_error()}; }
 
 struct Row {
   std::string entry;  // the entry point
@@ -164,9 +162,10 @@ void RunRows(World& w, const std::vector<Row>& rows, int* failures) {
                          << StatusCodeName(static_cast<StatusCode>(r.code)) << " '" << r.message << "', want " << want;
     if (r.code != kOk) {
       EXPECT_FALSE(r.message.empty()) << row.entry << " [" << row.what << "]: error without a message";
-      if (!row.needle.empty())
+      if (!row.needle.empty()) {
         EXPECT_NE(r.message.find(row.needle), std::string::npos)
             << row.entry << " [" << row.what << "]: message '" << r.message << "' does not name '" << row.needle << "'";
+      }
       EXPECT_EQ(before, w.out.snapshot()) << row.entry << " [" << row.what << "]: failing call wrote the output";
     }
     EXPECT_TRUE(w.Intact()) << row.entry << " [" << row.what << "]: wrote outside a buffer";
@@ -225,10 +224,10 @@ TEST(BadInput, AttentionPlanAndBudget) {
     p.budget.sink_blocks = INT32_MAX;
     p.budget.local_blocks = INT32_MAX;
   }, {kOk}, "");
-  // 2^25 query heads per kv head: max_rows = 64 * 2^25 does not fit the plan's int32 (and the
+  // 2^26 query heads per kv head: max_rows = 64 * 2^26 = 2^32 does not fit the plan's int32 (and the
   // attend loop's int32 row count); the plan must refuse it rather than size a wrong workspace.
-  plan_row("num_q_heads 2^25 with 64 queries (rows overflow int32)", [](AttentionParams& p) {
-    p.shape = {1 << 25, 1, 16, 64, 4096, 64};
+  plan_row("num_q_heads 2^26 with 64 queries (rows overflow int32)", [](AttentionParams& p) {
+    p.shape = {1 << 26, 1, 16, 64, 4096, 64};
   }, {kRange, kInv}, "num_q_heads");
 
   // Budgets directly.
@@ -526,7 +525,9 @@ TEST(BadInput, PredictorsFeaturesTracesFiles) {
                     auto a = p->Predict(f);
                     f.task = "unknown";
                     auto b = p->Predict(f);
-                    if (a.ok() && b.ok()) EXPECT_EQ(a->total_blocks, b->total_blocks);
+                    if (a.ok() && b.ok()) {
+                      EXPECT_EQ(a->total_blocks, b->total_blocks);
+                    }
                     return R(a);
                   },
                   {kOk}, ""});
