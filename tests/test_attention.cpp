@@ -185,7 +185,12 @@ void RandomShapesOnIsa(Isa isa) {
           for (int32_t j = 0; j < std::min<int64_t>(c.budget.sink_blocks, nb); ++j)
             ASSERT_TRUE(bs.count(j)) << "sink block missing " << c.ToString();
           ASSERT_LT(*bs.rbegin(), nb) << c.ToString();
-          if (c.budget.mode != BudgetMode::kTopP) {
+          if (r.stats.dense_fallback) {
+            // The budget kept >= 90% of the last query block's causal blocks: dense ran.
+            const ResolvedBudget rl = ResolveBudget(c.budget, p.num_blocks);
+            ASSERT_GE(rl.total_blocks * 10, p.num_blocks * 9) << c.ToString();
+            ASSERT_EQ(cnt, nb) << c.ToString();
+          } else if (c.budget.mode != BudgetMode::kTopP) {
             const ResolvedBudget rb = ResolveBudget(c.budget, nb);
             ASSERT_EQ(cnt, rb.total_blocks) << c.ToString();
             // Selection exactness where the reference's k-th and (k+1)-th scores are apart.
@@ -449,6 +454,26 @@ TEST(Determinism, BitIdenticalAcrossRerunsPartitionsLayoutsAndDenseEquivalents) 
       }
     }
   }
+}
+
+TEST(Attention, NearlyDenseBudgetFallsBackToDenseAndSaysSo) {
+  Case c = RandomCase(2024);
+  c.L = 64 * 40;
+  c.B = 64;
+  c.nq = 1;
+  c.lay.page_size = 0;
+  c.budget = Budget::Fraction(0.95);
+  CaseRun r;
+  Execute(c, &r);
+  if (HasFatalFailure()) return;
+  EXPECT_TRUE(r.stats.dense_fallback);
+  EXPECT_TRUE(r.stats.dense);
+  EXPECT_EQ(r.counts[0], 40);
+  c.budget = Budget::Fraction(0.5);
+  CaseRun s;
+  Execute(c, &s);
+  EXPECT_FALSE(s.stats.dense_fallback);
+  EXPECT_EQ(s.counts[0], 20);
 }
 
 TEST(Attention, NaNStaysInAffectedRows) {

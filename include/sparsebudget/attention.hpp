@@ -155,6 +155,7 @@ struct SelectionStats {
   int64_t kept_blocks = 0;    // sum over units
   int64_t causal_blocks = 0;  // sum over units of causal blocks (kept / causal = density)
   bool dense = false;         // every unit kept every causal block
+  bool dense_fallback = false;  // SparseAttention ran dense because the budget kept >= 90%
 };
 
 // Per-block key summaries of one request's K: running sum (for the mean key) and per-dimension
@@ -230,8 +231,10 @@ Status AttendPartition(const AttentionPlan& plan, const QueryView& q, const KVCa
 Status AttendMerge(const AttentionPlan& plan, ConstBlockSelection selection, OutputView out,
                    void* workspace, int ith, int nth);
 
-// Fused: select with the plan's budget (skipped when the budget keeps every block), then
-// attend. `selection_out` (optional) receives the chosen blocks; when null, the selection is
+// Fused: select with the plan's budget, then attend. When a count budget (blocks or fraction)
+// keeps at least 90% of the causal blocks of the last query block, scoring would cost more than
+// the blocks it saves: the dense path runs instead (exact attention over every block) and
+// stats->dense_fallback reports it. A dense budget also skips selection. `selection_out` (optional) receives the chosen blocks; when null, the selection is
 // kept inside the workspace. `summaries` may be null only for a dense budget.
 Status SparseAttention(const AttentionPlan& plan, const QueryView& q, const KVCacheView& kv,
                        const BlockSummaries* summaries, OutputView out, void* workspace,

@@ -257,8 +257,22 @@ Status SparseAttention(const AttentionPlan& plan, const QueryView& q, const KVCa
                        SelectionStats* stats, BlockSelection selection_out) {
   if (stats) *stats = SelectionStats{};
   if (plan.empty) return OkStatus();
-  if (plan.params.budget.mode == BudgetMode::kDense) {
+  const Budget& budget = plan.params.budget;
+  bool fallback = false;
+  if (budget.mode == BudgetMode::kBlocks || budget.mode == BudgetMode::kFraction) {
+    const ResolvedBudget r = ResolveBudget(budget, plan.num_blocks);
+    fallback = r.total_blocks * 10 >= plan.num_blocks * 9 && r.total_blocks < plan.num_blocks;
+  }
+  if (budget.mode == BudgetMode::kDense || fallback) {
+    if (selection_out.indices != nullptr && selection_out.counts != nullptr && selection_out.capacity >= plan.num_blocks) {
+      for (int64_t u = 0; u < plan.num_units; ++u) {
+        const int64_t nb = detail::UnitOf(plan, u).query_block + 1;
+        for (int64_t j = 0; j < nb; ++j) selection_out.indices[u * selection_out.capacity + j] = static_cast<int32_t>(j);
+        selection_out.counts[u] = static_cast<int32_t>(nb);
+      }
+    }
     if (stats) {
+      stats->dense_fallback = fallback;
       stats->units = plan.num_units;
       stats->dense = true;
       for (int64_t u = 0; u < plan.num_units; ++u) {
