@@ -29,3 +29,6 @@ bench: build
 
 clean:
 	rm -rf $(BUILD)
+
+docs: deps
+	@mkdir -p $(BUILD)/docs && doxygen Doxyfile

@@ -1,0 +1,785 @@
+// engine_loop.cpp - an engine-style decode loop over a paged KV cache, driven by the engine's
+// own threads through the partitioned kernel entry points (no sparsebudget::ThreadPool).
+//
+// What an inference engine does with sparsebudget, end to end:
+//   1. a batch of requests of mixed lengths and task classes sits in a PAGED KV cache: one shared
+//      page pool per layer (pages of 128 tokens, fp16 K/V, 8 kv heads x head_dim 128) and a page
+//      table per request (pages handed out from a shuffled free list, so no request is contiguous);
+//   2. at admission (after prefill) each request's budget is predicted from cheap features (task,
+//      length) by a predictor: --predictor FILE.json, else task_length_law calibrated here on
+//      data/traces/train.jsonl to at most 5% degraded requests, else a built-in law;
+//   3. per request and layer, BlockSummaries are built once over the prompt and then updated
+//      incrementally (Append reads only the new token) as every decode step appends a token;
+//   4. every decode step runs, per layer, on nth engine threads in lockstep with a barrier:
+//        phase A  SelectBlocks     one request per thread at a time (requests r = ith mod nth)
+//        phase B  AttendPartition  every thread takes its slice ith/nth of every request
+//        phase C  AttendMerge      the same, after the barrier
+//      then the same phases B/C with a dense plan (the baseline, and the reference for the
+//      error column);
+//   5. finally, for every request and layer, the threaded output is compared BITWISE with a
+//      single-threaded SparseAttention() call on the same inputs, and one request is also
+//      gathered into a contiguous buffer and checked (paged == contiguous, bitwise).
+//
+// Usage: engine_loop [--requests N] [--min-len L] [--max-len L] [--layers N] [--steps N]
+//                    [--threads N] [--seed S] [--predictor FILE.json] [--traces FILE.jsonl]
+// Exit code 0 when every check passes, 1 otherwise, 2 on a usage error.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cinttypes>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "sparsebudget/attention.hpp"
+#include "sparsebudget/calibration.hpp"
+#include "sparsebudget/isa.hpp"
+#include "sparsebudget/predictor.hpp"
+#include "sparsebudget/traces.hpp"
+#include "sparsebudget/version.hpp"
+
+namespace sb = sparsebudget;
+
+namespace {
+
+// ---- model shape and cache geometry ----------------------------------------------------------
+constexpr int32_t kQHeads = 32;
+constexpr int32_t kKVHeads = 8;
+constexpr int32_t kHeadDim = 128;
+constexpr int32_t kBlock = 64;     // kernel block size (tokens); the page size is a multiple
+constexpr int64_t kPage = 128;     // tokens per page
+constexpr int64_t kTokenStride = int64_t{kKVHeads} * kHeadDim;  // halves per token in a page
+constexpr int64_t kPageStride = kPage * kTokenStride;            // halves per page
+constexpr sb::Scoring kScoring = sb::Scoring::kBound;
+
+#ifndef SPARSEBUDGET_SOURCE_DIR
+#define SPARSEBUDGET_SOURCE_DIR "."
+#endif
+
+struct Options {
+  int requests = 12;
+  int64_t min_len = 1024;
+  int64_t max_len = 32768;
+  int layers = 4;
+  int steps = 8;
+  int threads = 0;  // 0 = hardware concurrency
+  uint64_t seed = 1;
+  std::string predictor;  // FILE.json; empty = calibrate on --traces
+  std::string traces = std::string(SPARSEBUDGET_SOURCE_DIR) + "/data/traces/train.jsonl";
+};
+
+// ---- small utilities ---------------------------------------------------------------------
+uint64_t Mix(uint64_t x) {  // splitmix64 finaliser
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+uint64_t Hash(uint64_t a, uint64_t b, uint64_t c = 0, uint64_t d = 0, uint64_t e = 0) {
+  return Mix(Mix(Mix(Mix(Mix(a) ^ b) ^ c) ^ d) ^ e);
+}
+
+// IEEE fp32 -> fp16, round to nearest even (no F16C needed: the example builds with plain flags).
+uint16_t ToHalf(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  const uint32_t ax = x & 0x7fffffffu;
+  if (ax >= 0x47800000u) return static_cast<uint16_t>(sign | (ax > 0x7f800000u ? 0x7e00u : 0x7c00u));
+  if (ax < 0x38800000u) {  // subnormal or zero
+    float a;
+    std::memcpy(&a, &ax, 4);
+    return static_cast<uint16_t>(sign | static_cast<uint32_t>(std::nearbyint(a * 16777216.0f)));
+  }
+  const uint32_t mant_odd = (ax >> 13) & 1u;
+  const uint32_t r = ax + 0xfffu + mant_odd;
+  return static_cast<uint16_t>(sign | ((r - 0x38000000u) >> 13));
+}
+float FromHalf(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+  float f;
+  if (e == 0) {
+    f = std::ldexp(static_cast<float>(m), -24);
+    uint32_t bits;
+    std::memcpy(&bits, &f, 4);
+    bits |= sign;
+    std::memcpy(&f, &bits, 4);
+    return f;
+  }
+  const uint32_t bits = sign | (e == 31 ? 0x7f800000u | (m << 13) : ((e + 112) << 23) | (m << 13));
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+double Seconds(std::chrono::steady_clock::duration d) { return std::chrono::duration<double>(d).count(); }
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// 64-byte aligned byte buffer for workspaces.
+struct AlignedBuffer {
+  void* p = nullptr;
+  size_t bytes = 0;
+  void Reserve(size_t n) {
+    if (n <= bytes) return;
+    Free();
+    p = ::operator new(n == 0 ? 1 : n, std::align_val_t{64});
+    bytes = n;
+  }
+  void Free() {
+    if (p) ::operator delete(p, std::align_val_t{64});
+    p = nullptr;
+    bytes = 0;
+  }
+  AlignedBuffer() = default;
+  AlignedBuffer(const AlignedBuffer&) = delete;
+  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+  AlignedBuffer(AlignedBuffer&& o) noexcept : p(o.p), bytes(o.bytes) { o.p = nullptr, o.bytes = 0; }
+  ~AlignedBuffer() { Free(); }
+};
+
+// A barrier for the engine's threads (C++17 has no std::barrier). Generation counting; waiters
+// yield, so more threads than cores still make progress.
+class Barrier {
+ public:
+  explicit Barrier(int n) : n_(n) {}
+  void Wait() {
+    const unsigned gen = gen_.load(std::memory_order_acquire);
+    if (count_.fetch_add(1, std::memory_order_acq_rel) + 1 == n_) {
+      count_.store(0, std::memory_order_relaxed);
+      gen_.fetch_add(1, std::memory_order_release);
+    } else {
+      while (gen_.load(std::memory_order_acquire) == gen) std::this_thread::yield();
+    }
+  }
+
+ private:
+  const int n_;
+  std::atomic<int> count_{0};
+  std::atomic<unsigned> gen_{0};
+};
+
+// ---- the paged KV cache ------------------------------------------------------------------
+// One pool per layer for K and one for V; a request's page table is shared by all its layers
+// (vLLM's layout: the block table is per request, the cache tensors are per layer).
+class PagePool {
+ public:
+  PagePool(int layers, int64_t num_pages, uint64_t seed) : num_pages_(num_pages) {
+    const size_t halves = static_cast<size_t>(num_pages * kPageStride);
+    for (int l = 0; l < layers; ++l) {
+      k_.emplace_back(new uint16_t[halves]);
+      v_.emplace_back(new uint16_t[halves]);
+    }
+    free_.resize(static_cast<size_t>(num_pages));
+    for (int64_t i = 0; i < num_pages; ++i) free_[static_cast<size_t>(i)] = static_cast<int32_t>(i);
+    for (size_t i = free_.size(); i > 1; --i)  // shuffled: a request's pages are scattered
+      std::swap(free_[i - 1], free_[Hash(seed, 77, i) % i]);
+  }
+  // Not thread-safe: the engine allocates pages on one thread between barriers.
+  int32_t Allocate() {
+    if (free_.empty()) return -1;
+    const int32_t p = free_.back();
+    free_.pop_back();
+    return p;
+  }
+  int64_t num_pages() const { return num_pages_; }
+  int64_t used_pages() const { return num_pages_ - static_cast<int64_t>(free_.size()); }
+  uint16_t* k(int layer) { return k_[static_cast<size_t>(layer)].get(); }
+  uint16_t* v(int layer) { return v_[static_cast<size_t>(layer)].get(); }
+  size_t bytes() const { return 2 * k_.size() * static_cast<size_t>(num_pages_ * kPageStride) * 2; }
+
+ private:
+  int64_t num_pages_;
+  std::vector<std::unique_ptr<uint16_t[]>> k_, v_;
+  std::vector<int32_t> free_;
+};
+
+// ---- synthetic but structured activations --------------------------------------------------
+// Keys are noise (from a shared table) except in a request's "hot" blocks, which carry a
+// per-(request, layer, kv head) topic direction u; queries point along u. Attention is therefore
+// concentrated on a few blocks, how many depending on the task class, as in retrieval-style tasks.
+constexpr size_t kNoise = size_t{1} << 20;
+constexpr float kKeyTopic = 10.0f;   // hot keys: noise + 10 u
+constexpr float kQueryTopic = 10.0f; // queries: noise + 10 u
+
+struct NoiseTable {
+  std::vector<float> f;
+  std::vector<uint16_t> h;
+  explicit NoiseTable(uint64_t seed) : f(kNoise), h(kNoise) {
+    for (size_t i = 0; i < kNoise; ++i) {  // uniform with unit variance, rounded to fp16
+      const double u = static_cast<double>(Hash(seed, 1, i) >> 11) * (1.0 / 9007199254740992.0);
+      h[i] = ToHalf(static_cast<float>((2.0 * u - 1.0) * std::sqrt(3.0)));
+      f[i] = FromHalf(h[i]);
+    }
+  }
+  size_t Offset(uint64_t key) const { return static_cast<size_t>(key % (kNoise - kHeadDim)); }
+};
+
+const char* const kTasks[] = {sb::kTaskSingleQa, sb::kTaskMultiQa, sb::kTaskMultiHop, sb::kTaskAggregation};
+
+struct Request {
+  int id = 0;
+  std::string task;
+  int64_t prompt_len = 0;
+  int64_t len = 0;  // tokens in the cache now
+  std::vector<int32_t> page_table;
+  std::vector<sb::BlockSummaries> summaries;  // per layer
+  std::vector<std::vector<float>> topic;      // per (layer * kKVHeads + h): unit vector [head_dim]
+  int64_t hot_per_mille = 0;                  // share of hot blocks, per mille
+  sb::Prediction prediction;
+  sb::AttentionPlan plan, dense_plan;  // rebuilt each step (O(1), no allocation)
+  bool dense_fallback = false;         // the budget keeps >= 90% of the blocks: run dense
+  AlignedBuffer workspace;             // sized once for the final length
+  std::vector<int32_t> sel_indices, sel_counts;
+  std::vector<float> q, out, dense_out;  // per layer: [q heads][head_dim]
+  // results
+  int64_t kept_blocks = 0, causal_blocks = 0;  // summed over kv heads, last step, layer 0
+  double max_rel_err = 0.0;
+};
+
+bool IsHot(const Request& r, uint64_t seed, int layer, int h, int64_t block) {
+  return static_cast<int64_t>(Hash(seed, 2, static_cast<uint64_t>(r.id), static_cast<uint64_t>(layer * kKVHeads + h),
+                                   static_cast<uint64_t>(block)) % 1000) < r.hot_per_mille;
+}
+
+// Writes token t of request r (K and V of every kv head) into layer `layer`'s pages.
+void WriteToken(PagePool& pool, const NoiseTable& noise, const Request& r, uint64_t seed, int layer, int64_t t) {
+  const int64_t page = r.page_table[static_cast<size_t>(t / kPage)];
+  const int64_t base = page * kPageStride + (t % kPage) * kTokenStride;
+  uint16_t* k = pool.k(layer) + base;
+  uint16_t* v = pool.v(layer) + base;
+  for (int h = 0; h < kKVHeads; ++h) {
+    const uint64_t key = Hash(seed, 3, static_cast<uint64_t>(r.id), static_cast<uint64_t>(layer * kKVHeads + h),
+                              static_cast<uint64_t>(t));
+    const size_t ko = noise.Offset(key), vo = noise.Offset(Mix(key));
+    uint16_t* kh = k + h * kHeadDim;
+    if (IsHot(r, seed, layer, h, t / kBlock)) {
+      const float* u = r.topic[static_cast<size_t>(layer * kKVHeads + h)].data();
+      for (int d = 0; d < kHeadDim; ++d) kh[d] = ToHalf(noise.f[ko + static_cast<size_t>(d)] + kKeyTopic * u[d]);
+    } else {
+      std::memcpy(kh, &noise.h[ko], kHeadDim * sizeof(uint16_t));
+    }
+    std::memcpy(v + h * kHeadDim, &noise.h[vo], kHeadDim * sizeof(uint16_t));
+  }
+}
+
+void MakeQuery(const NoiseTable& noise, Request& r, uint64_t seed, int layer, int64_t step) {
+  float* q = r.q.data() + static_cast<size_t>(layer) * kQHeads * kHeadDim;
+  for (int qh = 0; qh < kQHeads; ++qh) {
+    const float* u = r.topic[static_cast<size_t>(layer * kKVHeads + qh / (kQHeads / kKVHeads))].data();
+    const size_t o = noise.Offset(Hash(seed, 4, static_cast<uint64_t>(r.id), static_cast<uint64_t>(layer * kQHeads + qh),
+                                       static_cast<uint64_t>(step)));
+    for (int d = 0; d < kHeadDim; ++d) q[qh * kHeadDim + d] = noise.f[o + static_cast<size_t>(d)] + kQueryTopic * u[d];
+  }
+}
+
+sb::KVCacheView PagedView(PagePool& pool, const Request& r, int layer) {
+  sb::KVCacheView kv;
+  kv.k = pool.k(layer);
+  kv.v = pool.v(layer);
+  kv.dtype = sb::DType::kF16;
+  kv.token_stride = kTokenStride;
+  kv.head_stride = kHeadDim;
+  kv.page_table = r.page_table.data();
+  kv.page_size = kPage;
+  kv.page_stride = kPageStride;
+  return kv;
+}
+sb::QueryView QView(const Request& r, int layer) {
+  return {r.q.data() + static_cast<size_t>(layer) * kQHeads * kHeadDim, kQHeads * kHeadDim, kHeadDim};
+}
+sb::OutputView OView(std::vector<float>& buf, int layer) {
+  return {buf.data() + static_cast<size_t>(layer) * kQHeads * kHeadDim, kQHeads * kHeadDim, kHeadDim};
+}
+
+sb::AttentionParams Params(int64_t context_length, const sb::Budget& budget) {
+  sb::AttentionParams p;
+  p.shape.num_q_heads = kQHeads;
+  p.shape.num_kv_heads = kKVHeads;
+  p.shape.head_dim = kHeadDim;
+  p.shape.block_size = kBlock;
+  p.shape.context_length = context_length;
+  p.shape.num_queries = 1;
+  p.kv_dtype = sb::DType::kF16;
+  p.scoring = kScoring;
+  p.budget = budget;
+  return p;
+}
+
+// SparseAttention's rule (attention.hpp): a count budget keeping >= 90% of the causal blocks runs
+// the dense path. An engine driving SelectBlocks + AttendPartition itself applies the same rule
+// so that its outputs equal SparseAttention's bit for bit.
+bool DenseFallback(const sb::AttentionPlan& plan) {
+  const sb::Budget& b = plan.params.budget;
+  if (b.mode == sb::BudgetMode::kDense) return true;
+  if (b.mode != sb::BudgetMode::kBlocks && b.mode != sb::BudgetMode::kFraction) return false;
+  const sb::ResolvedBudget rb = sb::ResolveBudget(b, plan.num_blocks);
+  return rb.total_blocks * 10 >= plan.num_blocks * 9;
+}
+
+// ---- the predictor -----------------------------------------------------------------------
+std::unique_ptr<sb::Predictor> MakePredictor(const Options& o, std::string* how) {
+  if (!o.predictor.empty()) {
+    auto p = sb::LoadPredictor(o.predictor);
+    if (!p.ok()) {
+      std::fprintf(stderr, "engine_loop: %s\n", p.status().ToString().c_str());
+      return nullptr;
+    }
+    *how = "loaded " + o.predictor;
+    return std::move(p).value();
+  }
+  if (std::ifstream(o.traces).good()) {
+    auto traces = sb::ReadTraces(o.traces);
+    if (traces.ok()) {
+      sb::CalibrationOptions co;
+      co.target_degraded = 0.05;
+      auto r = sb::Calibrate("task_length_law", nullptr, *traces, co);
+      if (r.ok()) {
+        *how = "task_length_law calibrated on " + o.traces + ": " + r->summary;
+        return std::move(r->predictor);
+      }
+      std::fprintf(stderr, "engine_loop: calibration failed: %s\n", r.status().ToString().c_str());
+    } else {
+      std::fprintf(stderr, "engine_loop: %s\n", traces.status().ToString().c_str());
+    }
+  }
+  // No traces: the per-task laws of the documented synthetic generator (docs/traces.md).
+  std::vector<sb::TaskLaw> laws;
+  for (const sb::SynthLaw& s : sb::SynthLaws()) laws.push_back({s.task, s.c, s.a, 0.0});
+  *how = "task_length_law built in code from SynthLaws() (no traces found at " + o.traces + ")";
+  return sb::MakeTaskLengthLaw(std::move(laws), sb::TaskLaw{"*", 12.8, 0.5, 0.0});
+}
+
+// ---- the engine --------------------------------------------------------------------------
+struct Engine {
+  Options opt;
+  int nth = 1;
+  std::vector<Request> reqs;
+  std::unique_ptr<PagePool> pool;
+  std::unique_ptr<NoiseTable> noise;
+  std::unique_ptr<Barrier> barrier;
+  const sb::Predictor* predictor = nullptr;
+  // per-thread, per-request CPU time in the kernel calls (ns): [ith][request]
+  std::vector<std::vector<int64_t>> sparse_ns, dense_ns;
+  double sparse_wall = 0, dense_wall = 0, prefill_wall = 0, append_wall = 0;
+  std::mutex error_mutex;
+  std::string error;  // first failure; threads keep running through the barriers
+
+  void Fail(const std::string& where, const sb::Status& st) {
+    std::lock_guard<std::mutex> lock(error_mutex);
+    if (error.empty()) error = where + ": " + st.ToString();
+  }
+  bool Mine(size_t r, int ith) const { return static_cast<int>(r % static_cast<size_t>(nth)) == ith; }
+
+  // Plans for the current length (O(1), no allocation) and the dense fallback decision.
+  void Replan(Request& r) {
+    if (sb::Status st = sb::MakePlan(Params(r.len, r.prediction.budget), &r.plan); !st.ok()) Fail("MakePlan", st);
+    if (sb::Status st = sb::MakePlan(Params(r.len, sb::Budget::Dense()), &r.dense_plan); !st.ok())
+      Fail("MakePlan(dense)", st);
+    r.dense_fallback = DenseFallback(r.plan);
+    if (std::max(r.plan.workspace_bytes, r.dense_plan.workspace_bytes) > r.workspace.bytes)
+      Fail("workspace", sb::Status(sb::StatusCode::kInternal, "sized for the final length, yet too small"));
+  }
+
+  // Prefill (the attention of prefill itself is out of scope here): write the prompt's K/V,
+  // build the summaries, predict the budget, size the workspace.
+  void Prefill(int ith) {
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      if (!Mine(i, ith)) continue;
+      Request& r = reqs[i];
+      for (int l = 0; l < opt.layers; ++l) {
+        for (int64_t t = 0; t < r.prompt_len; ++t) WriteToken(*pool, *noise, r, opt.seed, l, t);
+        if (sb::Status st = r.summaries[static_cast<size_t>(l)].Append(PagedView(*pool, r, l), r.prompt_len); !st.ok())
+          Fail("BlockSummaries::Append", st);
+      }
+      r.len = r.prompt_len;
+      sb::RequestFeatures f;
+      f.context_length = r.prompt_len;
+      f.block_size = kBlock;
+      f.task = r.task;
+      auto pred = predictor->Predict(f);
+      if (!pred.ok()) {
+        Fail("Predict", pred.status());
+        continue;
+      }
+      r.prediction = *pred;
+      // Workspace and selection buffers: sized once, for the longest this request gets.
+      const int64_t final_len = r.prompt_len + opt.steps;
+      sb::AttentionPlan big, big_dense;
+      if (sb::Status st = sb::MakePlan(Params(final_len, r.prediction.budget), &big); !st.ok()) Fail("MakePlan", st);
+      if (sb::Status st = sb::MakePlan(Params(final_len, sb::Budget::Dense()), &big_dense); !st.ok())
+        Fail("MakePlan", st);
+      r.workspace.Reserve(std::max(big.workspace_bytes, big_dense.workspace_bytes));
+      r.sel_indices.assign(static_cast<size_t>(big.num_units * big.num_blocks), -1);
+      r.sel_counts.assign(static_cast<size_t>(big.num_units), 0);
+      Replan(r);
+    }
+  }
+
+  // One decode step's bookkeeping: append a token to every request (K/V, summaries), replan,
+  // make the step's queries. Pages are allocated by thread 0 beforehand.
+  void AppendTokens(int ith, int64_t step) {
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      if (!Mine(i, ith)) continue;
+      Request& r = reqs[i];
+      const int64_t t = r.len;
+      for (int l = 0; l < opt.layers; ++l) {
+        WriteToken(*pool, *noise, r, opt.seed, l, t);
+        // Incremental: reads token t only.
+        if (sb::Status st = r.summaries[static_cast<size_t>(l)].Append(PagedView(*pool, r, l), t + 1); !st.ok())
+          Fail("BlockSummaries::Append", st);
+        MakeQuery(*noise, r, opt.seed, l, step);
+      }
+      r.len = t + 1;
+      Replan(r);
+    }
+  }
+
+  void Layer(int ith, int layer) {
+    const int64_t t_start = NowNs();
+    // Phase A: selection, one request per thread at a time.
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      if (!Mine(i, ith)) continue;
+      Request& r = reqs[i];
+      if (r.dense_fallback) {
+        if (layer == 0) r.kept_blocks = r.causal_blocks = r.plan.num_units * r.plan.num_blocks;
+        continue;
+      }
+      const int64_t t0 = NowNs();
+      sb::SelectionStats stats;
+      sb::BlockSelection sel{r.sel_indices.data(), r.sel_counts.data(), r.plan.num_blocks};
+      if (sb::Status st = sb::SelectBlocks(r.plan, QView(r, layer), r.summaries[static_cast<size_t>(layer)], sel,
+                                           r.workspace.p, &stats);
+          !st.ok())
+        Fail("SelectBlocks", st);
+      sparse_ns[static_cast<size_t>(ith)][i] += NowNs() - t0;
+      if (layer == 0) r.kept_blocks = stats.kept_blocks, r.causal_blocks = stats.causal_blocks;
+    }
+    barrier->Wait();
+    // Phase B: every thread takes its slice of every request's attention.
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      Request& r = reqs[i];
+      const int64_t t0 = NowNs();
+      if (sb::Status st = sb::AttendPartition(r.plan, QView(r, layer), PagedView(*pool, r, layer), Selection(r),
+                                              OView(r.out, layer), r.workspace.p, ith, nth);
+          !st.ok())
+        Fail("AttendPartition", st);
+      sparse_ns[static_cast<size_t>(ith)][i] += NowNs() - t0;
+    }
+    barrier->Wait();
+    // Phase C: merge the split-K partials of every request.
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      Request& r = reqs[i];
+      const int64_t t0 = NowNs();
+      if (sb::Status st = sb::AttendMerge(r.plan, Selection(r), OView(r.out, layer), r.workspace.p, ith, nth); !st.ok())
+        Fail("AttendMerge", st);
+      sparse_ns[static_cast<size_t>(ith)][i] += NowNs() - t0;
+    }
+    barrier->Wait();
+    const int64_t t_mid = NowNs();
+    // The dense baseline on the same inputs and threads (same workspace: the phases are ordered).
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      Request& r = reqs[i];
+      const int64_t t0 = NowNs();
+      if (sb::Status st = sb::AttendPartition(r.dense_plan, QView(r, layer), PagedView(*pool, r, layer), {},
+                                              OView(r.dense_out, layer), r.workspace.p, ith, nth);
+          !st.ok())
+        Fail("AttendPartition(dense)", st);
+      dense_ns[static_cast<size_t>(ith)][i] += NowNs() - t0;
+    }
+    barrier->Wait();
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      Request& r = reqs[i];
+      const int64_t t0 = NowNs();
+      if (sb::Status st = sb::AttendMerge(r.dense_plan, {}, OView(r.dense_out, layer), r.workspace.p, ith, nth); !st.ok())
+        Fail("AttendMerge(dense)", st);
+      dense_ns[static_cast<size_t>(ith)][i] += NowNs() - t0;
+    }
+    barrier->Wait();
+    if (ith == 0) {
+      sparse_wall += static_cast<double>(t_mid - t_start) * 1e-9;
+      dense_wall += static_cast<double>(NowNs() - t_mid) * 1e-9;
+    }
+    // Error of the sparse output against dense, per request (outside the timed phases).
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      if (!Mine(i, ith)) continue;
+      Request& r = reqs[i];
+      const size_t off = static_cast<size_t>(layer) * kQHeads * kHeadDim;
+      double num = 0, den = 0;
+      for (size_t j = 0; j < static_cast<size_t>(kQHeads * kHeadDim); ++j) {
+        const double d = static_cast<double>(r.out[off + j]) - r.dense_out[off + j];
+        num += d * d;
+        den += static_cast<double>(r.dense_out[off + j]) * r.dense_out[off + j];
+      }
+      r.max_rel_err = std::max(r.max_rel_err, std::sqrt(num / std::max(den, 1e-300)));
+    }
+  }
+
+  sb::ConstBlockSelection Selection(const Request& r) const {
+    if (r.dense_fallback) return {};  // null indices = every causal block
+    return {r.sel_indices.data(), r.sel_counts.data(), r.plan.num_blocks};
+  }
+
+  // The body every engine thread runs; thread 0 also does the serial bookkeeping.
+  void Run(int ith) {
+    auto t0 = std::chrono::steady_clock::now();
+    Prefill(ith);
+    barrier->Wait();
+    if (ith == 0) prefill_wall = Seconds(std::chrono::steady_clock::now() - t0);
+    for (int64_t step = 0; step < opt.steps; ++step) {
+      if (ith == 0) {
+        t0 = std::chrono::steady_clock::now();
+        for (Request& r : reqs)
+          if (r.len % kPage == 0) {  // the new token starts a page
+            const int32_t page = pool->Allocate();
+            if (page < 0) Fail("PagePool", sb::Status(sb::StatusCode::kOutOfRange, "out of pages"));
+            r.page_table.push_back(std::max(page, 0));
+          }
+      }
+      barrier->Wait();
+      AppendTokens(ith, step);
+      barrier->Wait();
+      if (ith == 0) append_wall += Seconds(std::chrono::steady_clock::now() - t0);
+      for (int l = 0; l < opt.layers; ++l) Layer(ith, l);
+    }
+  }
+};
+
+int ParseArgs(int argc, char** argv, Options* o) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> const char* {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "engine_loop: %s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--requests") o->requests = std::atoi(next());
+    else if (a == "--min-len") o->min_len = std::atoll(next());
+    else if (a == "--max-len") o->max_len = std::atoll(next());
+    else if (a == "--layers") o->layers = std::atoi(next());
+    else if (a == "--steps") o->steps = std::atoi(next());
+    else if (a == "--threads") o->threads = std::atoi(next());
+    else if (a == "--seed") o->seed = std::strtoull(next(), nullptr, 10);
+    else if (a == "--predictor") o->predictor = next();
+    else if (a == "--traces") o->traces = next();
+    else {
+      std::fprintf(stderr,
+                   "usage: engine_loop [--requests N] [--min-len L] [--max-len L] [--layers N] [--steps N]\n"
+                   "                   [--threads N] [--seed S] [--predictor FILE.json] [--traces FILE.jsonl]\n");
+      return a == "--help" || a == "-h" ? 0 : 2;
+    }
+  }
+  if (o->requests < 1 || o->min_len < 1 || o->max_len < o->min_len || o->layers < 1 || o->steps < 1 ||
+      o->threads < 0) {
+    std::fprintf(stderr, "engine_loop: need requests, layers, steps >= 1 and 1 <= min-len <= max-len\n");
+    return 2;
+  }
+  return -1;
+}
+
+// Checks, after the loop: the threaded outputs equal single-threaded SparseAttention bit for bit
+// (every request, every layer, last step), and paged equals contiguous for the longest request.
+bool CheckAgainstSparseAttention(Engine& e) {
+  bool ok = true;
+  AlignedBuffer ws;
+  std::vector<float> ref(static_cast<size_t>(kQHeads * kHeadDim));
+  int64_t compared = 0;
+  for (Request& r : e.reqs) {
+    std::vector<int32_t> idx(r.sel_indices.size()), cnt(r.sel_counts.size());
+    ws.Reserve(r.plan.workspace_bytes);
+    for (int l = 0; l < e.opt.layers; ++l) {
+      sb::OutputView ov{ref.data(), kHeadDim * kQHeads, kHeadDim};
+      sb::SelectionStats stats;
+      sb::Status st = sb::SparseAttention(r.plan, QView(r, l), PagedView(*e.pool, r, l),
+                                          &r.summaries[static_cast<size_t>(l)], ov, ws.p, nullptr, &stats,
+                                          {idx.data(), cnt.data(), r.plan.num_blocks});
+      if (!st.ok()) {
+        std::printf("check: SparseAttention failed: %s\n", st.ToString().c_str());
+        return false;
+      }
+      const float* mine = r.out.data() + static_cast<size_t>(l) * kQHeads * kHeadDim;
+      if (std::memcmp(mine, ref.data(), ref.size() * sizeof(float)) != 0) {
+        std::printf("check: request %d layer %d: threaded (nth=%d) output differs from SparseAttention\n", r.id, l,
+                    e.nth);
+        ok = false;
+      }
+      if (!r.dense_fallback && !std::equal(cnt.begin(), cnt.end(), r.sel_counts.begin())) {
+        std::printf("check: request %d layer %d: selection counts differ\n", r.id, l);
+        ok = false;
+      }
+      ++compared;
+    }
+  }
+  // Paged == contiguous for the longest request, layer 0.
+  const Request& r = *std::max_element(e.reqs.begin(), e.reqs.end(),
+                                        [](const Request& a, const Request& b) { return a.len < b.len; });
+  std::vector<uint16_t> k(static_cast<size_t>(r.len * kTokenStride)), v(k.size());
+  const sb::KVCacheView paged = PagedView(*e.pool, r, 0);
+  for (int64_t t = 0; t < r.len; ++t) {
+    const int64_t src = r.page_table[static_cast<size_t>(t / kPage)] * kPageStride + (t % kPage) * kTokenStride;
+    std::memcpy(&k[static_cast<size_t>(t * kTokenStride)], static_cast<const uint16_t*>(paged.k) + src,
+                kTokenStride * sizeof(uint16_t));
+    std::memcpy(&v[static_cast<size_t>(t * kTokenStride)], static_cast<const uint16_t*>(paged.v) + src,
+                kTokenStride * sizeof(uint16_t));
+  }
+  sb::KVCacheView contiguous;
+  contiguous.k = k.data();
+  contiguous.v = v.data();
+  contiguous.dtype = sb::DType::kF16;
+  contiguous.token_stride = kTokenStride;
+  contiguous.head_stride = kHeadDim;
+  ws.Reserve(r.plan.workspace_bytes);
+  sb::OutputView ov{ref.data(), kHeadDim * kQHeads, kHeadDim};
+  if (sb::Status st = sb::SparseAttention(r.plan, QView(r, 0), contiguous, &r.summaries[0], ov, ws.p); !st.ok()) {
+    std::printf("check: SparseAttention (contiguous) failed: %s\n", st.ToString().c_str());
+    return false;
+  }
+  const bool same = std::memcmp(r.out.data(), ref.data(), ref.size() * sizeof(float)) == 0;
+  if (!same) std::printf("check: request %d: paged output differs from contiguous\n", r.id);
+  std::printf("check: threaded AttendPartition/AttendMerge (nth=%d) == single-threaded SparseAttention, bitwise: "
+              "%s (%" PRId64 " request-layers)\n",
+              e.nth, ok ? "yes" : "NO", compared);
+  std::printf("check: paged == contiguous K/V (request %d, %" PRId64 " tokens), bitwise: %s\n", r.id, r.len,
+              same ? "yes" : "NO");
+  return ok && same;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Engine e;
+  if (int rc = ParseArgs(argc, argv, &e.opt); rc >= 0) return rc;
+  const Options& o = e.opt;
+  e.nth = o.threads > 0 ? o.threads : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+
+  std::string how;
+  std::unique_ptr<sb::Predictor> predictor = MakePredictor(o, &how);
+  if (!predictor) return 1;
+  e.predictor = predictor.get();
+
+  // The batch: lengths log-spaced over [min_len, max_len] with a jitter, tasks in turn.
+  int64_t pages = 0;
+  for (int i = 0; i < o.requests; ++i) {
+    Request r;
+    r.id = i;
+    r.task = kTasks[i % 4];
+    const double t = o.requests == 1 ? 1.0 : static_cast<double>(i) / (o.requests - 1);
+    const double jitter = 1.0 + 0.1 * (static_cast<double>(Hash(o.seed, 5, static_cast<uint64_t>(i)) % 1000) / 1000.0 - 0.5);
+    r.prompt_len = std::clamp<int64_t>(
+        static_cast<int64_t>(static_cast<double>(o.min_len) * std::pow(static_cast<double>(o.max_len) / o.min_len, t) * jitter),
+        o.min_len, o.max_len);
+    // Hot blocks per task: one or two needles (single_qa) ... a spread (aggregation).
+    const int64_t blocks = (r.prompt_len + kBlock - 1) / kBlock;
+    const double hot = r.task == sb::kTaskSingleQa ? 2 : r.task == sb::kTaskMultiQa ? 4 : r.task == sb::kTaskMultiHop ? 6
+                                                                                                                      : 0.08 * static_cast<double>(blocks);
+    r.hot_per_mille = std::max<int64_t>(1, static_cast<int64_t>(1000.0 * hot / static_cast<double>(blocks)));
+    r.page_table.reserve(static_cast<size_t>((r.prompt_len + o.steps + kPage - 1) / kPage));
+    pages += (r.prompt_len + o.steps + kPage - 1) / kPage;
+    sb::BlockSummaries::Config c;
+    c.num_kv_heads = kKVHeads;
+    c.head_dim = kHeadDim;
+    c.block_size = kBlock;
+    c.max_tokens = r.prompt_len + o.steps;
+    c.mean = kScoring == sb::Scoring::kMean;
+    c.bound = kScoring == sb::Scoring::kBound;
+    for (int l = 0; l < o.layers; ++l) {
+      auto s = sb::BlockSummaries::Create(c);
+      if (!s.ok()) {
+        std::fprintf(stderr, "engine_loop: %s\n", s.status().ToString().c_str());
+        return 1;
+      }
+      r.summaries.push_back(std::move(s).value());
+      for (int h = 0; h < kKVHeads; ++h) {
+        std::vector<float> u(kHeadDim);
+        double n2 = 0;
+        for (int d = 0; d < kHeadDim; ++d) {
+          u[static_cast<size_t>(d)] = static_cast<float>(static_cast<double>(Hash(o.seed, 6, static_cast<uint64_t>(i),
+                                                                                  static_cast<uint64_t>(l * kKVHeads + h),
+                                                                                  static_cast<uint64_t>(d)) >> 11) /
+                                                             9007199254740992.0 - 0.5);
+          n2 += static_cast<double>(u[static_cast<size_t>(d)]) * u[static_cast<size_t>(d)];
+        }
+        for (float& x : u) x = static_cast<float>(x / std::sqrt(n2));
+        r.topic.push_back(std::move(u));
+      }
+    }
+    r.q.assign(static_cast<size_t>(o.layers * kQHeads * kHeadDim), 0.0f);
+    r.out = r.q;
+    r.dense_out = r.q;
+    e.reqs.push_back(std::move(r));
+  }
+  const int64_t spare = 8;
+  e.pool = std::make_unique<PagePool>(o.layers, pages + spare, o.seed);
+  for (Request& r : e.reqs)
+    for (int64_t p = 0; p < (r.prompt_len + kPage - 1) / kPage; ++p) r.page_table.push_back(e.pool->Allocate());
+  e.noise = std::make_unique<NoiseTable>(o.seed);
+  e.barrier = std::make_unique<Barrier>(e.nth);
+  e.sparse_ns.assign(static_cast<size_t>(e.nth), std::vector<int64_t>(e.reqs.size(), 0));
+  e.dense_ns = e.sparse_ns;
+  for (Request& r : e.reqs)
+    for (int l = 0; l < o.layers; ++l) MakeQuery(*e.noise, r, o.seed, l, -1);
+
+  std::printf("sparsebudget %s, kernels %s, %d engine threads (std::thread + barrier, AttendPartition/AttendMerge)\n",
+              sb::Version(), sb::IsaName(sb::ActiveIsa()), e.nth);
+  std::printf("model: %d q heads, %d kv heads, head_dim %d, %d layers; block %d tokens; %s scoring\n", kQHeads,
+              kKVHeads, kHeadDim, o.layers, kBlock, sb::ScoringName(kScoring));
+  std::printf("paged KV cache: fp16, %" PRId64 " pages of %" PRId64 " tokens per layer, %.1f MiB in all\n",
+              e.pool->num_pages(), kPage, static_cast<double>(e.pool->bytes()) / (1 << 20));
+  std::printf("predictor: %s\n", how.c_str());
+
+  // The engine's threads: ith 0 is this thread.
+  std::vector<std::thread> workers;
+  for (int ith = 1; ith < e.nth; ++ith) workers.emplace_back([&e, ith] { e.Run(ith); });
+  e.Run(0);
+  for (std::thread& t : workers) t.join();
+  if (!e.error.empty()) {
+    std::printf("error: %s\n", e.error.c_str());
+    return 1;
+  }
+
+  std::printf("prefill (K/V writes + summaries + prediction): %.2f s; %d decode steps x %d layers\n\n",
+              e.prefill_wall, o.steps, o.layers);
+  std::printf("%3s %-12s %7s %8s %7s %15s %10s %10s %8s %9s\n", "req", "task", "length", "budget", "blocks",
+              "kept/causal", "sparse ms", "dense ms", "speedup", "rel err");
+  double sum_frac = 0;
+  int64_t kept = 0, causal = 0;
+  for (size_t i = 0; i < e.reqs.size(); ++i) {
+    const Request& r = e.reqs[i];
+    int64_t s_ns = 0, d_ns = 0;
+    for (int ith = 0; ith < e.nth; ++ith) s_ns += e.sparse_ns[static_cast<size_t>(ith)][i], d_ns += e.dense_ns[static_cast<size_t>(ith)][i];
+    const double budget = r.prediction.fraction;
+    sum_frac += budget;
+    kept += r.kept_blocks;
+    causal += r.causal_blocks;
+    char kc[32];
+    std::snprintf(kc, sizeof kc, "%" PRId64 "/%" PRId64, r.kept_blocks, r.causal_blocks);
+    std::printf("%3d %-12s %7" PRId64 " %7.1f%% %7" PRId64 " %15s %10.2f %10.2f %7.1fx %9.2e%s\n", r.id, r.task.c_str(),
+                r.len, 100.0 * budget, r.prediction.total_blocks, kc, s_ns * 1e-6, d_ns * 1e-6,
+                static_cast<double>(d_ns) / static_cast<double>(std::max<int64_t>(s_ns, 1)), r.max_rel_err,
+                r.dense_fallback ? "  (dense fallback)" : "");
+  }
+  std::printf("\n(budget: predicted fraction at admission; blocks: its total blocks per kv head; kept/causal: blocks "
+              "kept over the 8 kv heads at the last step, layer 0;\n ms: CPU time summed over threads and steps; rel "
+              "err: max over layers and steps of ||sparse - dense|| / ||dense||)\n");
+  std::printf("totals: mean budget %.1f%%, kept %.1f%% of causal blocks; decode attention wall time sparse %.3f s "
+              "vs dense %.3f s (%.1fx); token appends %.3f s\n",
+              100.0 * sum_frac / static_cast<double>(e.reqs.size()), 100.0 * static_cast<double>(kept) / static_cast<double>(std::max<int64_t>(causal, 1)),
+              e.sparse_wall, e.dense_wall, e.dense_wall / std::max(e.sparse_wall, 1e-12), e.append_wall);
+
+  const bool ok = CheckAgainstSparseAttention(e);
+  std::printf("%s\n", ok ? "OK" : "FAILED");
+  return ok ? 0 : 1;
+}
