@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # `make demo`: the main job on the bundled data.
+#  0. regress the traces' oracle budget on each signal (which signal carries it?);
 #  1. calibrate each predictor on the bundled train traces of the small model (target: at most
 #     5% of requests degraded vs dense), and the best fixed budget at the same target;
 #  2. evaluate them on the test traces: table, JSON and the frontier plot;
@@ -19,6 +20,9 @@ ALPHA=${SPARSEBUDGET_DEMO_ALPHA:-0.05}
 echo "== traces"
 "$SB" validate "$TRAIN"
 "$SB" validate "$TEST"
+
+echo "== which signal carries the oracle budget? (regressions on the traces)"
+/usr/bin/python3 tools/analyze_signals.py "$TRAIN" "$TEST" --json "$OUT/signals.json"
 
 echo "== calibrate on $TRAIN (target: degraded share <= $ALPHA)"
 cal() { local name=$1; shift; "$SB" calibrate --traces "$TRAIN" --target-degraded "$ALPHA" -o "$OUT/$name.json" "$@"; }

@@ -236,7 +236,7 @@ struct Request {
   std::vector<int32_t> page_table;
   std::vector<sb::BlockSummaries> summaries;  // per layer
   std::vector<std::vector<float>> topic;      // per (layer * kKVHeads + h): unit vector [head_dim]
-  int64_t hot_per_mille = 0;                  // share of hot blocks, per mille
+  std::vector<std::vector<uint8_t>> hot;     // per (layer * kKVHeads + h): 1 for a hot block
   sb::Prediction prediction;
   sb::AttentionPlan plan, dense_plan;  // rebuilt each step (O(1), no allocation)
   bool dense_fallback = false;         // the budget keeps >= 90% of the blocks: run dense
@@ -248,9 +248,9 @@ struct Request {
   double max_rel_err = 0.0;
 };
 
-bool IsHot(const Request& r, uint64_t seed, int layer, int h, int64_t block) {
-  return static_cast<int64_t>(Hash(seed, 2, static_cast<uint64_t>(r.id), static_cast<uint64_t>(layer * kKVHeads + h),
-                                   static_cast<uint64_t>(block)) % 1000) < r.hot_per_mille;
+bool IsHot(const Request& r, int layer, int h, int64_t block) {
+  const std::vector<uint8_t>& hot = r.hot[static_cast<size_t>(layer * kKVHeads + h)];
+  return block < static_cast<int64_t>(hot.size()) && hot[static_cast<size_t>(block)] != 0;
 }
 
 // Writes token t of request r (K and V of every kv head) into layer `layer`'s pages.
@@ -264,7 +264,7 @@ void WriteToken(PagePool& pool, const NoiseTable& noise, const Request& r, uint6
                               static_cast<uint64_t>(t));
     const size_t ko = noise.Offset(key), vo = noise.Offset(Mix(key));
     uint16_t* kh = k + h * kHeadDim;
-    if (IsHot(r, seed, layer, h, t / kBlock)) {
+    if (IsHot(r, layer, h, t / kBlock)) {
       const float* u = r.topic[static_cast<size_t>(layer * kKVHeads + h)].data();
       for (int d = 0; d < kHeadDim; ++d) kh[d] = ToHalf(noise.f[ko + static_cast<size_t>(d)] + kKeyTopic * u[d]);
     } else {
@@ -681,11 +681,12 @@ int main(int argc, char** argv) {
     r.prompt_len = std::clamp<int64_t>(
         static_cast<int64_t>(static_cast<double>(o.min_len) * std::pow(static_cast<double>(o.max_len) / o.min_len, t) * jitter),
         o.min_len, o.max_len);
-    // Hot blocks per task: one or two needles (single_qa) ... a spread (aggregation).
+    // Hot blocks of the prompt per (layer, kv head), by task: two needles (single_qa), four
+    // (multi_qa), six (multi_hop), 8% of the blocks (aggregation).
     const int64_t blocks = (r.prompt_len + kBlock - 1) / kBlock;
-    const double hot = r.task == sb::kTaskSingleQa ? 2 : r.task == sb::kTaskMultiQa ? 4 : r.task == sb::kTaskMultiHop ? 6
-                                                                                                                      : 0.08 * static_cast<double>(blocks);
-    r.hot_per_mille = std::max<int64_t>(1, static_cast<int64_t>(1000.0 * hot / static_cast<double>(blocks)));
+    const int64_t num_hot = std::min<int64_t>(
+        blocks, r.task == sb::kTaskSingleQa ? 2 : r.task == sb::kTaskMultiQa ? 4 : r.task == sb::kTaskMultiHop ? 6
+                                                                                    : std::max<int64_t>(2, blocks * 8 / 100));
     r.page_table.reserve(static_cast<size_t>((r.prompt_len + o.steps + kPage - 1) / kPage));
     pages += (r.prompt_len + o.steps + kPage - 1) / kPage;
     sb::BlockSummaries::Config c;
@@ -703,6 +704,13 @@ int main(int argc, char** argv) {
       }
       r.summaries.push_back(std::move(s).value());
       for (int h = 0; h < kKVHeads; ++h) {
+        std::vector<uint8_t> hot(static_cast<size_t>(blocks), 0);
+        for (int64_t n = 0, k = 0; n < num_hot; ++k) {  // num_hot distinct blocks
+          const size_t b = Hash(o.seed, 2, static_cast<uint64_t>(i), static_cast<uint64_t>(l * kKVHeads + h),
+                                static_cast<uint64_t>(k)) % static_cast<uint64_t>(blocks);
+          if (!hot[b]) hot[b] = 1, ++n;
+        }
+        r.hot.push_back(std::move(hot));
         std::vector<float> u(kHeadDim);
         double n2 = 0;
         for (int d = 0; d < kHeadDim; ++d) {

@@ -106,6 +106,84 @@ void RunItem(const Ctx& c, int64_t u, int64_t chunk, int64_t nchunks, int64_t co
   }
 }
 
+// Dense decode: every kv head walks the same blocks, so one item takes a chunk of blocks for
+// all heads, block by block. In token-major caches the heads of a token are adjacent, so this
+// streams the cache instead of striding through it once per head (measured 2x on 64K tokens).
+// Each head's sequence of floating-point operations is unchanged, so results equal the per-head
+// order bit for bit.
+constexpr int32_t kMaxDenseRows = 256;
+
+bool DenseDecodeByBlock(const Ctx& c) {
+  const AttentionPlan& p = *c.plan;
+  return c.sel.indices == nullptr && p.num_query_blocks == 1 && p.params.shape.num_queries == 1 &&
+         p.params.shape.num_q_heads <= kMaxDenseRows;
+}
+
+void RunDenseDecodeItem(const Ctx& c, int64_t chunk, int64_t nchunks, int64_t count) {
+  const AttentionPlan& p = *c.plan;
+  const kernels::KernelTable& kt = kernels::Kernels();
+  const int32_t dim = p.params.shape.head_dim;
+  const int32_t H = p.params.shape.num_kv_heads, G = p.group;
+  const int64_t cs = (count + nchunks - 1) / nchunks;
+  const int64_t b0 = chunk * cs;
+  const int64_t b1 = b0 + cs < count ? b0 + cs : count;
+  const float* qs[kMaxDenseRows];
+  int64_t pos[kMaxDenseRows];
+  float* acc[kMaxDenseRows];
+  float ms[kMaxDenseRows], ls[kMaxDenseRows];
+  kernels::RowSet rs[kMaxDenseRows];
+  float* parts[kMaxDenseRows];
+  for (int32_t h = 0; h < H; ++h) {
+    // Decode: unit index = kv head (one query block).
+    float* part = nchunks > 1 ? At<float>(c.ws, c.w.partials) +
+                                    static_cast<size_t>(h * p.max_chunks + chunk) * c.w.partial_stride
+                              : nullptr;
+    parts[h] = part;
+    for (int32_t g = 0; g < G; ++g) {
+      const int32_t r = h * G + g;
+      qs[r] = c.q->data + r * c.q->head_stride;
+      pos[r] = p.first_query_pos;
+      acc[r] = part ? part + 2 * p.max_rows + static_cast<size_t>(g) * static_cast<size_t>(dim) : OutRow(c, 0, r);
+      for (int32_t d = 0; d < dim; ++d) acc[r][d] = 0.0f;
+      ms[r] = -INFINITY;
+      ls[r] = 0.0f;
+    }
+    rs[h].rows = G;
+    rs[h].q = qs + h * G;
+    rs[h].pos = pos + h * G;
+    rs[h].acc = acc + h * G;
+    rs[h].m = ms + h * G;
+    rs[h].l = ls + h * G;
+  }
+  kernels::AttendArgs args;
+  args.kv = c.kv;
+  args.blocks = nullptr;
+  args.num_blocks = 1;
+  args.block_size = p.params.shape.block_size;
+  args.head_dim = dim;
+  args.context_length = p.params.shape.context_length;
+  args.scale = p.scale;
+  for (int64_t b = b0; b < b1; ++b) {
+    args.block_begin = b;
+    args.prefetch_after = b + 1 < b1 ? b + 1 : -1;
+    for (int32_t h = 0; h < H; ++h) {
+      args.head = h;
+      kt.attend_blocks(&rs[h], args);
+    }
+  }
+  for (int32_t h = 0; h < H; ++h)
+    for (int32_t g = 0; g < G; ++g) {
+      const int32_t r = h * G + g;
+      if (parts[h]) {
+        parts[h][g] = ms[r];
+        parts[h][p.max_rows + g] = ls[r];
+      } else {
+        const float inv = 1.0f / ls[r];
+        for (int32_t d = 0; d < dim; ++d) acc[r][d] *= inv;
+      }
+    }
+}
+
 // Merges the partial states of unit u (chunks in order) into the output. Log-sum-exp:
 // M = max_c m_c, l = sum_c l_c e^(m_c - M), out = sum_c acc_c e^(m_c - M) / l.
 void MergeUnit(const Ctx& c, int64_t u, int64_t nchunks) {
@@ -149,6 +227,12 @@ int64_t CountItems(const Ctx& c) {
 }
 
 void PartitionRun(const Ctx& c, int ith, int nth) {
+  if (DenseDecodeByBlock(c)) {
+    const int64_t count = c.plan->num_blocks;
+    const int64_t nch = UnitChunks(*c.plan, count);
+    for (int64_t ch = nch * ith / nth; ch < nch * (ith + 1) / nth; ++ch) RunDenseDecodeItem(c, ch, nch, count);
+    return;
+  }
   const int64_t total = CountItems(c);
   const int64_t lo = total * ith / nth, hi = total * (ith + 1) / nth;
   int64_t item = 0;

@@ -52,6 +52,7 @@ struct AttendArgs {
   const int32_t* blocks;   // block indices to walk; null = blocks block_begin, block_begin+1, ...
   int64_t block_begin;
   int64_t num_blocks;
+  int64_t prefetch_after = -1;  // block to prefetch while the last listed one runs (-1: none)
   int32_t block_size;
   int32_t head_dim;
   int64_t context_length;  // tokens that exist
