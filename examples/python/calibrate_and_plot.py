@@ -105,7 +105,7 @@ def main():
     ap.add_argument("--out-dir", default="calibrate_and_plot_out")
     ap.add_argument("--alpha", type=float, default=0.05, help="target degraded share")
     ap.add_argument("--mean-budget", type=float, default=0.15, help="mean-budget target of the extra table")
-    ap.add_argument("--sweep", type=int, default=17, help="points of the scale sweep (2^-4 .. 2^4)")
+    ap.add_argument("--sweep", type=int, default=33, help="points of the scale sweep (2^-4 .. 2^4)")
     ap.add_argument("--tolerance", type=float, default=0.03, help="allowed excess of test degraded over alpha")
     args = ap.parse_args()
     os.makedirs(args.out_dir, exist_ok=True)
