@@ -431,6 +431,20 @@ TEST(Determinism, BitIdenticalAcrossRerunsPartitionsLayoutsAndDenseEquivalents) 
         EXPECT_TRUE(SameBits(base.out.buf, t.out.buf)) << "pool " << nth << " " << c.ToString();
         // Engine-style ith/nth slices run in reverse order on one thread.
         std::vector<float> ws(base.plan.workspace_bytes / 4 + 1);
+        if (c.budget.mode != BudgetMode::kDense) {
+          auto sum = BlockSummaries::Create({c.Hkv, c.D, c.B, c.L, true, true});
+          ASSERT_TRUE(sum->Append(base.kv.view, c.L).ok());
+          std::vector<int32_t> idx(base.idx.size(), -1), cnt(base.counts.size(), -1);
+          for (int ith = nth - 1; ith >= 0; --ith)
+            ASSERT_TRUE(SelectBlocksPartition(base.plan, base.q.view, *sum, {idx.data(), cnt.data(), base.plan.num_blocks},
+                                              ws.data(), ith, nth)
+                            .ok());
+          EXPECT_EQ(cnt, base.counts) << "select ith/nth " << nth;
+          for (size_t u = 0; u < cnt.size(); ++u)
+            for (int32_t j = 0; j < cnt[u]; ++j)
+              EXPECT_EQ(idx[u * static_cast<size_t>(base.plan.num_blocks) + static_cast<size_t>(j)],
+                        base.idx[u * static_cast<size_t>(base.plan.num_blocks) + static_cast<size_t>(j)]);
+        }
         OutData o = MakeOut(c.nq, c.G * c.Hkv, c.D, c.lay.misalign);
         ConstBlockSelection sel{};
         if (c.budget.mode != BudgetMode::kDense) sel = {base.idx.data(), base.counts.data(), base.plan.num_blocks};

@@ -106,6 +106,7 @@ def main():
     ap.add_argument("--alpha", type=float, default=0.05, help="target degraded share")
     ap.add_argument("--mean-budget", type=float, default=0.15, help="mean-budget target of the extra table")
     ap.add_argument("--sweep", type=int, default=33, help="points of the scale sweep (2^-4 .. 2^4)")
+    ap.add_argument("--dpi", type=int, default=110, help="resolution of the PNG")
     ap.add_argument("--tolerance", type=float, default=0.03, help="allowed excess of test degraded over alpha")
     args = ap.parse_args()
     os.makedirs(args.out_dir, exist_ok=True)
@@ -201,7 +202,7 @@ def main():
     ax2.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     png = os.path.join(args.out_dir, "frontier.png")
-    fig.savefig(png, dpi=110)
+    fig.savefig(png, dpi=args.dpi)
     with open(os.path.join(args.out_dir, "evaluation.json"), "w") as f:
         json.dump({"num_requests": len(test), "dense_mean_quality": dense_q, "alpha": args.alpha,
                    "predictors": rows, "oracle": oracle, "frontiers": frontiers}, f, indent=1)

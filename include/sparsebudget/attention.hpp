@@ -212,8 +212,15 @@ class BlockSummaries {
 // scoring kind. Workspace: plan.workspace_bytes (may be shared with Attend of the same call
 // sequence, not concurrently). O(units x blocks x rows x head_dim) reads of summaries plus a
 // partial sort; allocates nothing.
+// With `pool`, units are spread over its threads (same result).
 Status SelectBlocks(const AttentionPlan& plan, const QueryView& q, const BlockSummaries& summaries,
-                    BlockSelection out, void* workspace, SelectionStats* stats = nullptr);
+                    BlockSelection out, void* workspace, SelectionStats* stats = nullptr,
+                    ThreadPool* pool = nullptr);
+// The same work split for an engine's own threads: units [U*ith/nth, U*(ith+1)/nth). `stats`
+// receives this slice's counts (add the slices' counts; AND their `dense`). Spawns nothing.
+Status SelectBlocksPartition(const AttentionPlan& plan, const QueryView& q,
+                             const BlockSummaries& summaries, BlockSelection out, void* workspace,
+                             int ith, int nth, SelectionStats* stats = nullptr);
 
 // Attention of every query over the blocks in `selection` (kept blocks per unit; the causal mask
 // is applied inside the own block). selection.indices == nullptr means dense (all causal blocks).

@@ -377,7 +377,7 @@ Status SparseAttention(const AttentionPlan& plan, const QueryView& q, const KVCa
     sel.counts = detail::At<int32_t>(workspace, w.sel_counts);
     sel.capacity = plan.num_blocks;
   }
-  if (Status st = SelectBlocks(plan, q, *summaries, sel, workspace, stats); !st.ok()) return st;
+  if (Status st = SelectBlocks(plan, q, *summaries, sel, workspace, stats, pool); !st.ok()) return st;
   return Attend(plan, q, kv, ConstBlockSelection{sel.indices, sel.counts, sel.capacity}, out, workspace, pool);
 }
 

@@ -5,6 +5,7 @@
 
 #include "attention/internal.hpp"
 #include "kernels/kernels.hpp"
+#include "sparsebudget/thread_pool.hpp"
 
 namespace sparsebudget {
 namespace detail {
@@ -124,11 +125,11 @@ int64_t SelectUnit(const AttentionPlan& p, const QueryView& q, const BlockSummar
 
 }  // namespace detail
 
-Status SelectBlocks(const AttentionPlan& plan, const QueryView& q, const BlockSummaries& summaries,
-                    BlockSelection out, void* workspace, SelectionStats* stats) {
+namespace {
+
+Status CheckSelect(const AttentionPlan& plan, const QueryView& q, const BlockSummaries& summaries,
+                   const BlockSelection& out, void* workspace) {
   auto bad = [](const std::string& m) { return Status(StatusCode::kInvalidArgument, m); };
-  if (stats) *stats = SelectionStats{};
-  if (plan.empty) return OkStatus();
   if (q.data == nullptr) return bad("q.data is null");
   if (out.indices == nullptr || out.counts == nullptr) return bad("selection buffers are null");
   if (out.capacity < plan.num_blocks)
@@ -147,23 +148,74 @@ Status SelectBlocks(const AttentionPlan& plan, const QueryView& q, const BlockSu
   if (!summaries.has(plan.params.scoring))
     return bad(std::string("summaries do not keep what scoring '") + ScoringName(plan.params.scoring) +
                "' needs");
+  return OkStatus();
+}
+
+// Units [U*ith/nth, U*(ith+1)/nth); adds to *st (units, clamped, kept, causal; dense is ANDed).
+void SelectRange(const AttentionPlan& plan, const QueryView& q, const BlockSummaries& summaries,
+                 const BlockSelection& out, void* workspace, int ith, int nth, SelectionStats* st) {
   detail::WorkspaceLayout w;
   detail::ComputeLayout(plan, &w);
-  SelectionStats st;
-  st.units = plan.num_units;
-  st.dense = true;
-  for (int64_t u = 0; u < plan.num_units; ++u) {
+  const int64_t U = plan.num_units;
+  for (int64_t u = U * ith / nth; u < U * (ith + 1) / nth; ++u) {
     bool clamped = false;
     int32_t* idx = out.indices + u * out.capacity;
     const int64_t n = detail::SelectUnit(plan, q, summaries, u, workspace, w, idx, &clamped);
     out.counts[u] = static_cast<int32_t>(n);
     const int64_t nb = detail::UnitOf(plan, u).query_block + 1;
-    st.units_clamped += clamped ? 1 : 0;
-    st.kept_blocks += n;
-    st.causal_blocks += nb;
-    st.dense = st.dense && n == nb;
+    st->units += 1;
+    st->units_clamped += clamped ? 1 : 0;
+    st->kept_blocks += n;
+    st->causal_blocks += nb;
+    st->dense = st->dense && n == nb;
   }
+}
+
+}  // namespace
+
+Status SelectBlocksPartition(const AttentionPlan& plan, const QueryView& q, const BlockSummaries& summaries,
+                             BlockSelection out, void* workspace, int ith, int nth, SelectionStats* stats) {
+  if (stats) *stats = SelectionStats{};
+  if (nth < 1 || ith < 0 || ith >= nth)
+    return Status(StatusCode::kInvalidArgument,
+                  "partition ith " + std::to_string(ith) + " of nth " + std::to_string(nth) + " is out of range");
+  if (plan.empty) return OkStatus();
+  if (Status st = CheckSelect(plan, q, summaries, out, workspace); !st.ok()) return st;
+  SelectionStats st;
+  st.dense = true;
+  SelectRange(plan, q, summaries, out, workspace, ith, nth, &st);
   if (stats) *stats = st;
+  return OkStatus();
+}
+
+Status SelectBlocks(const AttentionPlan& plan, const QueryView& q, const BlockSummaries& summaries,
+                    BlockSelection out, void* workspace, SelectionStats* stats, ThreadPool* pool) {
+  if (stats) *stats = SelectionStats{};
+  if (plan.empty) return OkStatus();
+  if (Status st = CheckSelect(plan, q, summaries, out, workspace); !st.ok()) return st;
+  SelectionStats total;
+  total.dense = true;
+  if (pool == nullptr || pool->size() == 1 || plan.num_units == 1) {
+    SelectRange(plan, q, summaries, out, workspace, 0, 1, &total);
+  } else {
+    // Units are independent (own workspace rows, own output rows); the totals are summed after.
+    constexpr int kMaxThreads = 256;
+    SelectionStats part[kMaxThreads];
+    const int nth = pool->size() < kMaxThreads ? pool->size() : kMaxThreads;
+    pool->Run([&](int ith, int n) {
+      if (ith >= nth) return;
+      part[ith].dense = true;
+      SelectRange(plan, q, summaries, out, workspace, ith, n < nth ? n : nth, &part[ith]);
+    });
+    for (int i = 0; i < nth; ++i) {
+      total.units += part[i].units;
+      total.units_clamped += part[i].units_clamped;
+      total.kept_blocks += part[i].kept_blocks;
+      total.causal_blocks += part[i].causal_blocks;
+      total.dense = total.dense && part[i].dense;
+    }
+  }
+  if (stats) *stats = total;
   return OkStatus();
 }
 

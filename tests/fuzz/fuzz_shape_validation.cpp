@@ -4,7 +4,9 @@
 // and C++ answers agree; and when everything is accepted and small, the kernels run on buffers
 // of exactly the documented extent (so ASan reports any read or write validation let through).
 #include <cmath>
+#include <cstddef>
 #include <cstring>
+#include <new>
 #include <vector>
 
 #include "fuzz/fuzz_common.hpp"
@@ -70,7 +72,11 @@ int64_t Extent(int64_t n, int64_t h, int64_t d, int64_t ts, int64_t hs) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   sbfuzz::Bytes in(data, size);
-  sb_attention_params p;
+  // The params live at the start of a zeroed 256-byte object, so any struct_size up to 256 is
+  // honest about the memory behind it (a newer header's larger struct with zero extra fields).
+  alignas(16) static unsigned char storage[256];
+  std::memset(storage, 0, sizeof storage);
+  sb_attention_params& p = *new (storage) sb_attention_params;
   sb_attention_params_init(&p);
   p.num_q_heads = Pick32(in, 1, 8);
   p.num_kv_heads = Pick32(in, 1, 4);
@@ -79,10 +85,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (in.Byte() % 2) p.block_size = 16 << in.Range(0, 2);
   p.context_length = Pick(in, 0, 300);
   p.num_queries = Pick32(in, 0, 40);
-  // C enums hold any int in C, but in C++ only the values of their bit range (0..3 here) are
-  // defined; out-of-range enum values are covered by the bad-input matrix instead.
+  // C enums hold any int in C, but in C++ only the values of their bit range are defined
+  // (sb_dtype 0..3, sb_scoring 0..1, sb_budget_mode 0..3), so the fuzzer stays inside it;
+  // out-of-range values come from C in the bad-input matrix (capi_enum_callers.c).
   p.kv_dtype = static_cast<sb_dtype>(in.Range(0, 3));
-  p.scoring = static_cast<sb_scoring>(in.Range(0, 3));
+  p.scoring = static_cast<sb_scoring>(in.Range(0, 1));
   p.scale = in.Byte() % 8 == 0 ? static_cast<float>(PickReal(in, -2, 2)) : 0.0f;
   p.budget.mode = static_cast<sb_budget_mode>(in.Range(0, 3));
   p.budget.sink_blocks = Pick32(in, 0, 3);
@@ -92,8 +99,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   p.budget.top_p = PickReal(in, 0, 1);
   p.budget.min_blocks = in.Byte() % 4 == 0 ? Pick(in, 0, 10) : 0;
   p.budget.max_blocks = in.Byte() % 4 == 0 ? Pick(in, 0, 10) : 0;
-  if (in.Byte() % 16 == 0) p.struct_size = static_cast<size_t>(Pick(in, 0, 200));
-  if (in.Byte() % 16 == 0) p.budget.struct_size = static_cast<size_t>(Pick(in, 0, 200));
+  if (in.Byte() % 16 == 0) p.struct_size = static_cast<size_t>(in.Range(0, 256));
+  // The embedded budget may claim more than its slot only inside the outer object.
+  if (in.Byte() % 16 == 0)
+    p.budget.struct_size = static_cast<size_t>(in.Range(0, 256 - static_cast<int64_t>(offsetof(sb_attention_params, budget))));
+  if (in.Byte() % 32 == 0) storage[sizeof(sb_attention_params) + in.Range(0, 7)] = in.Byte();  // a "newer field" set
 
   // C API and C++ must agree on validity.
   sb_plan* plan = nullptr;
@@ -118,7 +128,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const bool sizes_ok = p.struct_size == sizeof(sb_attention_params) && p.budget.struct_size == sizeof(sb_budget);
   if (sizes_ok) {
     SBFUZZ_CHECK(st.ok() == (cst == SB_OK), "C and C++ disagree: " + st.ToString() + " vs " + sb_last_error());
-    if (!st.ok()) SBFUZZ_CHECK(static_cast<int>(st.code()) == static_cast<int>(cst), "status codes differ");
+    // (The codes may differ when several fields are bad: the layers check in different orders.)
   }
   if (!st.ok() || cst != SB_OK) {
     sb_plan_destroy(plan);
@@ -139,7 +149,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   o.head_stride = in.Byte() % 4 ? D : Pick(in, 0, 100);
   o.token_stride = in.Byte() % 4 ? Mul(o.head_stride, H) : Pick(in, 0, 1000);
   KVCacheView kv;
-  kv.dtype = in.Byte() % 16 ? cp.kv_dtype : static_cast<DType>(Pick32(in, 0, 2));
+  kv.dtype = in.Byte() % 16 ? cp.kv_dtype : static_cast<DType>(in.Range(0, 3));  // sb_dtype bit range
   const bool head_major = in.Byte() % 2;
   const bool paged = in.Byte() % 3 == 0;
   const int64_t rows_in_layout = paged ? 0 : L;  // fixed below for paged
@@ -179,7 +189,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   sb_kv_view ckv{sizeof(sb_kv_view), kv.k, kv.v, static_cast<sb_dtype>(kv.dtype), kv.token_stride,
                  kv.head_stride, kv.page_table, kv.page_size, kv.page_stride};
   const sb_status cvst = sb_validate_views(plan, &cq, &ckv, &co);
-  SBFUZZ_CHECK(!vst.ok() || cvst == SB_OK || (paged && kv.page_stride < 0),
+  // (An empty plan accepts any views in C++; the C API still converts the enums first.)
+  SBFUZZ_CHECK(!vst.ok() || cvst == SB_OK || plan_cpp.empty || (paged && kv.page_stride < 0),
                "C++ accepts views the C API rejects: " + std::string(sb_last_error()));
   if (!vst.ok() || plan_cpp.empty) {
     sb_plan_destroy(plan);

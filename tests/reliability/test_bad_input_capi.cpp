@@ -136,6 +136,18 @@ TEST(BadInputCapi, NullPointersAndStructSizes) {
   add("sb_plan_create plan NULL", [&] { return sb_plan_create(&w.params, nullptr); }, {kInv}, "plan");
   add("sb_plan_create struct_size 0", [&] { sb_attention_params p = w.params; p.struct_size = 0; sb_plan* out = nullptr; return sb_plan_create(&p, &out); }, {kInv}, "struct_size");
   add("sb_plan_create budget.struct_size 0", [&] { sb_attention_params p = w.params; p.budget.struct_size = 0; sb_plan* out = nullptr; return sb_plan_create(&p, &out); }, {kInv}, "budget");
+  // The embedded budget claims more bytes than the params object has room for: the library must
+  // bound it by params->struct_size instead of reading past the caller's object.
+  add("sb_plan_create budget.struct_size runs past the params object", [&] {
+    std::vector<unsigned char> heap(sizeof(sb_attention_params));
+    auto* p = reinterpret_cast<sb_attention_params*>(heap.data());
+    *p = w.params;
+    p->budget.struct_size = sizeof(sb_budget) + 64;
+    sb_plan* out = nullptr;
+    const sb_status s = sb_plan_create(p, &out);
+    sb_plan_destroy(out);
+    return s;
+  }, {kInv}, "budget");
   add("sb_plan_create head_dim 0 (*plan set NULL)", [&] {
     sb_attention_params p = w.params;
     p.head_dim = 0;
