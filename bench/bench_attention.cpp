@@ -89,7 +89,10 @@ struct KVSet {
   int copies = 1;
   std::vector<std::unique_ptr<HugeBuffer>> k, v;
   std::map<int, std::vector<BlockSummaries>> summaries;  // by block size
+  bool head_major = false;  // [kv head][t][d] instead of the engines' [t][kv head][d]
   KVCacheView View(int i) const {
+    if (head_major)
+      return KVCacheView{k[static_cast<size_t>(i)]->get(), v[static_cast<size_t>(i)]->get(), dtype, kD, L * kD};
     return KVCacheView{k[static_cast<size_t>(i)]->get(), v[static_cast<size_t>(i)]->get(), dtype, kHkv * kD, kD};
   }
   const BlockSummaries& Summaries(int i, int B) {
@@ -105,13 +108,14 @@ struct KVSet {
   }
 };
 
-KVSet& GetKV(DType dtype, int64_t L) {
+KVSet& GetKV(DType dtype, int64_t L, bool head_major = false) {
   static std::unique_ptr<KVSet> cur;
-  if (cur && cur->dtype == dtype && cur->L == L) return *cur;
+  if (cur && cur->dtype == dtype && cur->L == L && cur->head_major == head_major) return *cur;
   cur.reset();  // free the previous set first
   cur = std::make_unique<KVSet>();
   cur->dtype = dtype;
   cur->L = L;
+  cur->head_major = head_major;
   const size_t n = static_cast<size_t>(L) * kHkv * kD;
   const size_t bytes = n * DTypeSize(dtype);
   cur->copies = static_cast<int>(std::max<size_t>(1, (size_t{128} << 20) / (2 * bytes) + 1));
@@ -138,10 +142,11 @@ struct DecodeArgs {
   int32_t B;
   int threads;
   int32_t num_queries = 1;
+  bool head_major = false;
 };
 
 void RunAttention(benchmark::State& state, DecodeArgs a) {
-  KVSet& kv = GetKV(a.dtype, a.L);
+  KVSet& kv = GetKV(a.dtype, a.L, a.head_major);
   AttentionParams p;
   p.shape = {kHq, kHkv, kD, a.B, a.L, a.num_queries};
   p.kv_dtype = a.dtype;
@@ -314,9 +319,9 @@ void RegisterAll(bool quick) {
   const std::string isa = IsaName(ActiveIsa());
   auto name = [&](const char* op, const DecodeArgs& a) {
     char b[200];
-    std::snprintf(b, sizeof b, "%s/isa:%s/kv:%s/L:%lld/budget:%s/score:%s/B:%d/threads:%d", op, isa.c_str(),
-                  DTypeName(a.dtype), static_cast<long long>(a.L), Pct(a.fraction).c_str(), ScoringName(a.scoring),
-                  a.B, a.threads);
+    std::snprintf(b, sizeof b, "%s/isa:%s/kv:%s%s/L:%lld/budget:%s/score:%s/B:%d/threads:%d", op, isa.c_str(),
+                  DTypeName(a.dtype), a.head_major ? "/layout:head_major" : "", static_cast<long long>(a.L),
+                  Pct(a.fraction).c_str(), ScoringName(a.scoring), a.B, a.threads);
     return std::string(b);
   };
   auto add = [&](const DecodeArgs& a) {
@@ -335,6 +340,12 @@ void RegisterAll(bool quick) {
     add({DType::kF16, 65536, f, Scoring::kBound, 64, 2});
     add({DType::kF16, 65536, f, Scoring::kMean, 32, 2});
     add({DType::kF16, 65536, f, Scoring::kMean, 128, 2});
+  }
+  // The head-major layout ([kv head][t][d], as ggml's flash attention reads it).
+  for (double f : {1.0, 0.05}) {
+    DecodeArgs a{DType::kF16, 65536, f, Scoring::kMean, 64, 2};
+    a.head_major = true;
+    add(a);
   }
   // Selection share and short-context fixed cost.
   for (Scoring s : {Scoring::kMean, Scoring::kBound}) {
