@@ -100,13 +100,16 @@ stage_fuzz() {
   mkdir -p "$dir/artifacts"
   # Two targets at a time (one per core); each writes new units into its own work corpus, never
   # into the committed seeds (libFuzzer adds to the first directory only).
+  # Fork mode with -ignore_*: a target keeps fuzzing for the whole time after a finding, so one
+  # run reports every distinct crash (each saved under artifacts/) and a full execution count.
   run_one() {
     local t=$1
     mkdir -p "$dir/work/$t"
+    rm -f "$dir/artifacts/$t-"*
     ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-      "$dir/tests/fuzz/$t" -max_total_time="$FUZZ_SECONDS" -timeout=25 -rss_limit_mb=2048 -malloc_limit_mb=1024 \
-      -max_len=8192 -print_final_stats=1 -artifact_prefix="$dir/artifacts/$t-" \
-      "$dir/work/$t" "$ROOT/tests/fuzz/corpus/$t" >"$dir/$t.log" 2>&1
+      "$dir/tests/fuzz/$t" -fork=1 -ignore_crashes=1 -ignore_ooms=1 -ignore_timeouts=1 \
+      -max_total_time="$FUZZ_SECONDS" -timeout=25 -rss_limit_mb=2048 -malloc_limit_mb=1024 -max_len=8192 \
+      -artifact_prefix="$dir/artifacts/$t-" "$dir/work/$t" "$ROOT/tests/fuzz/corpus/$t" >"$dir/$t.log" 2>&1
   }
   local i=0
   for t in "${targets[@]}"; do
@@ -120,16 +123,19 @@ stage_fuzz() {
   done
   for p in "${pids[@]}"; do wait "$p" || true; done
   for t in "${targets[@]}"; do
-    local log="$dir/$t.log" execs secs
-    execs=$(grep -m1 -oE 'stat::number_of_executed_units: [0-9]+' "$log" | grep -oE '[0-9]+$')
-    secs=$(grep -m1 -oE 'Done [0-9]+ runs in [0-9]+ second' "$log" | grep -oE 'in [0-9]+' | grep -oE '[0-9]+')
-    if grep -qE "==ERROR|runtime error:|FUZZ INVARIANT BROKEN|Test unit written|libFuzzer: (deadly signal|timeout|out-of-memory)" "$log" ||
-       ! grep -q "Done [0-9]* runs" "$log"; then
+    local log="$dir/$t.log" last execs secs crashes
+    last=$(grep -E '^#[0-9]+: cov:' "$log" | tail -n 1)
+    execs=$(echo "$last" | grep -oE '^#[0-9]+' | tr -d '#')
+    secs=$(echo "$last" | grep -oE 'time: [0-9]+s' | grep -oE '[0-9]+')
+    crashes=$(ls "$dir/artifacts/$t-"* 2>/dev/null | wc -l)
+    if [ -z "$execs" ] || [ "$crashes" -ne 0 ] || grep -qE "INFO: exiting: [1-9]|ERROR: libFuzzer: (fuzz target exited|-max_len)" "$log"; then
       rc=1
-      note "fuzz $t: FAILED after ${execs:-?} executions (log $log)"
-      grep -m1 -B2 -A20 -E "==ERROR|runtime error:|FUZZ INVARIANT BROKEN|libFuzzer: " "$log" | head -n 40
+      note "fuzz $t: FAILED, ${crashes} crash/leak/timeout/oom inputs in ${execs:-?} executions (log $log, inputs $dir/artifacts/$t-*)"
+      # Distinct first reports.
+      grep -hE "runtime error:|ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|FUZZ INVARIANT BROKEN|SUMMARY: " "$log" |
+        sed -E 's/0x[0-9a-f]+/0x?/g; s/[0-9]{6,}/N/g; s/==[0-9]+==/==/g' | sort | uniq -c | sort -rn | head -n 12
     else
-      note "fuzz $t: ${execs} executions in ${secs:-$FUZZ_SECONDS} s, corpus $(ls "$dir/work/$t" | wc -l) + $(ls "$ROOT/tests/fuzz/corpus/$t" | wc -l) seeds, no crash"
+      note "fuzz $t: ${execs} executions in ${secs:-$FUZZ_SECONDS} s, $(ls "$dir/work/$t" | wc -l) corpus units (+ $(ls "$ROOT/tests/fuzz/corpus/$t" | wc -l) seeds), no crash, leak or report"
     fi
   done
   note "fuzz: total $(($(now) - t0)) s"

@@ -1,0 +1,194 @@
+"""Tables and a plot from bench_attention's Google Benchmark JSON (medians of repetitions).
+
+    /usr/bin/python3 bench/report.py docs/bench/bench_attention.json \
+        --markdown docs/bench/tables.md --plot docs/bench/decode.png
+"""
+import argparse
+import json
+import re
+
+
+def load(path):
+    with open(path) as f:
+        d = json.load(f)
+    ctx = d.get("context", {})
+    runs = {}
+    for b in d["benchmarks"]:
+        if b.get("run_type") == "aggregate" and b.get("aggregate_name") != "median":
+            continue
+        name = re.sub(r"/real_time(_median)?$", "", b["name"])
+        t = b["real_time"]
+        unit = b.get("time_unit", "ms")
+        ms = t * {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+        runs[name] = {"ms": ms, **{k: v for k, v in b.items() if isinstance(v, (int, float))}}
+    return ctx, runs
+
+
+def find(runs, **kv):
+    out = []
+    for name, r in runs.items():
+        parts = dict(p.split(":", 1) for p in name.split("/")[1:] if ":" in p)
+        parts["op"] = name.split("/")[0]
+        if all(parts.get(k) == str(v) for k, v in kv.items()):
+            out.append((name, parts, r))
+    return out
+
+
+def one(runs, **kv):
+    m = find(runs, **kv)
+    return m[0][2] if m else None
+
+
+def roofline_speedup(s, B, e, r):
+    return 1.0 / (s + 2.0 * r / (e * B))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("json")
+    ap.add_argument("--markdown")
+    ap.add_argument("--plot")
+    a = ap.parse_args()
+    ctx, runs = load(a.json)
+    isa = ctx.get("isa", "?")
+    out = []
+    p = out.append
+    bw1, bw2 = float(ctx.get("read_bw_GBs_threads1", 0)), float(ctx.get("read_bw_GBs_threads2", 0))
+    f1, f2 = float(ctx.get("fma_peak_GFLOPs_threads1", 0)), float(ctx.get("fma_peak_GFLOPs_threads2", 0))
+    p(f"Machine limits measured in the same run: DRAM read {bw1:.1f} GB/s (1 thread), {bw2:.1f} GB/s "
+      f"(2 threads); fp32 FMA peak {f1:.0f} / {f2:.0f} GFLOP/s; ISA {isa}; "
+      f"{ctx.get('num_cpus', '?')} CPUs, {ctx.get('date', '')}.\n")
+
+    budgets = ["dense", "25%", "10%", "5%", "2%"]
+    p("### Decode, 32 q / 8 kv heads, head_dim 128, block 64, mean scoring, token-major cache (median ms)\n")
+    p("| K/V | L | threads | " + " | ".join(budgets) + " | dense GB/s | dense % of read BW |")
+    p("|---|---:|---:|" + "---:|" * len(budgets) + "---:|---:|")
+    for kv in ["f16", "bf16", "f32"]:
+        for L in ["4096", "16384", "65536", "131072"]:
+            for th in ["1", "2"]:
+                row = []
+                dense = None
+                for bu in budgets:
+                    r = one(runs, op="decode", kv=kv, L=L, budget=bu, score="mean", B="64", threads=th)
+                    if bu == "dense":
+                        dense = r
+                    row.append(f"{r['ms']:.3f}" if r else "-")
+                if all(x == "-" for x in row):
+                    continue
+                gbs = f"{dense['GB/s']:.1f}" if dense else "-"
+                frac = f"{100 * dense['bw_frac']:.0f}%" if dense else "-"
+                p(f"| {kv} | {L} | {th} | " + " | ".join(row) + f" | {gbs} | {frac} |")
+
+    p("\n### Sparse vs dense at 64K, fp16, 2 threads: speedup and share of the roofline\n")
+    p("Roofline speedup <= 1/(s + 2r/(e B)) with s the kept fraction, e = 2 bytes, r = 1 (mean) or "
+      "2 (bound summaries).\n")
+    p("| scoring | B | budget | ms | speedup vs our dense | roofline | % of roofline |")
+    p("|---|---:|---:|---:|---:|---:|---:|")
+    dense = one(runs, op="decode", kv="f16", L="65536", budget="dense", score="mean", B="64", threads="2")
+    for sc, B in [("mean", "64"), ("bound", "64"), ("mean", "32"), ("mean", "128")]:
+        for bu in ["25%", "10%", "5%", "2%"]:
+            r = one(runs, op="decode", kv="f16", L="65536", budget=bu, score=sc, B=B, threads="2")
+            if not r or not dense:
+                continue
+            s = r.get("kept", float(bu[:-1]) / 100)
+            roof = roofline_speedup(s, int(B), 2, 2 if sc == "bound" else 1)
+            sp = dense["ms"] / r["ms"]
+            p(f"| {sc} | {B} | {bu} | {r['ms']:.3f} | {sp:.1f}x | {roof:.1f}x | {100 * sp / roof:.0f}% |")
+
+    p("\n### Head-major cache (as ggml's flash attention reads it), fp16, 64K, 2 threads\n")
+    p("| budget | ms | GB/s | % of read BW |")
+    p("|---|---:|---:|---:|")
+    for bu in ["dense", "5%"]:
+        r = one(runs, op="decode", kv="f16", layout="head_major", L="65536", budget=bu, threads="2")
+        if r:
+            p(f"| {bu} | {r['ms']:.3f} | {r['GB/s']:.1f} | {100 * r['bw_frac']:.0f}% |")
+
+    p("\n### Against the OpenBLAS baseline (GEMM + softmax + GEMM, fp32 K/V), dense decode\n")
+    p("| L | threads | OpenBLAS ms | ours fp32 ms | ours fp16 ms | fp32 speedup | fp16 speedup |")
+    p("|---:|---:|---:|---:|---:|---:|---:|")
+    for L in ["4096", "16384", "65536", "131072"]:
+        for th in ["1", "2"]:
+            base = one(runs, op="baseline_openblas", L=L, threads=th)
+            o32 = one(runs, op="decode", kv="f32", L=L, budget="dense", score="mean", B="64", threads=th)
+            o16 = one(runs, op="decode", kv="f16", L=L, budget="dense", score="mean", B="64", threads=th)
+            if base and o32 and o16:
+                p(f"| {L} | {th} | {base['ms']:.2f} | {o32['ms']:.2f} | {o16['ms']:.2f} | "
+                  f"{base['ms'] / o32['ms']:.1f}x | {base['ms'] / o16['ms']:.1f}x |")
+
+    p("\n### Selection share, short contexts, threads, prefill, batch\n")
+    sel = {sc: one(runs, op="select", score=sc, L="65536") for sc in ["mean", "bound"]}
+    call1 = one(runs, op="decode", kv="f16", L="65536", budget="5%", score="mean", B="64", threads="1")
+    if sel["mean"] and call1:
+        p(f"- Selection alone (scoring + top-k, 1 thread) at 64K, 5%: mean {sel['mean']['ms']:.3f} ms, "
+          f"bound {sel['bound']['ms']:.3f} ms; the whole sparse call (mean, 1 thread) {call1['ms']:.3f} ms: "
+          f"selection is {100 * sel['mean']['ms'] / call1['ms']:.0f}% of the call.")
+    tiny = one(runs, op="decode", kv="f16", L="64", budget="dense", threads="1")
+    if tiny:
+        p(f"- Fixed per-call cost (L = 64, one block, dense, 1 thread): {1000 * tiny['ms']:.1f} us.")
+    d4 = one(runs, op="decode", kv="f16", L="4096", budget="dense", score="mean", B="64", threads="1")
+    s4 = one(runs, op="decode", kv="f16", L="4096", budget="10%", score="mean", B="64", threads="1")
+    if d4 and s4:
+        p(f"- L = 4K, 1 thread: dense {d4['ms']:.3f} ms, 10% {s4['ms']:.3f} ms "
+          f"({d4['ms'] / s4['ms']:.1f}x).")
+    for kv in ["f16"]:
+        a1 = one(runs, op="decode", kv=kv, L="65536", budget="dense", score="mean", B="64", threads="1")
+        a2 = one(runs, op="decode", kv=kv, L="65536", budget="dense", score="mean", B="64", threads="2")
+        if a1 and a2:
+            p(f"- Threads, dense {kv} 64K: 1 thread {a1['ms']:.2f} ms, 2 threads {a2['ms']:.2f} ms "
+              f"({a1['ms'] / a2['ms']:.2f}x).")
+    for name, parts, r in sorted(find(runs, op="prefill")):
+        extra = f", {r['GFLOP/s']:.0f} GFLOP/s = {100 * r['fma_frac']:.0f}% of the FMA peak" if "GFLOP/s" in r else ""
+        p(f"- {name}: {r['ms']:.1f} ms{extra}.")
+    for name, parts, r in sorted(find(runs, op="baseline_openblas")):
+        if "prefill" in name:
+            p(f"- {name}: {r['ms']:.1f} ms.")
+    for name, parts, r in sorted(find(runs, op="batch")):
+        p(f"- {name}: {r['ms']:.2f} ms per engine step ({r['GB/s']:.1f} GB/s of K/V).")
+    text = "\n".join(out) + "\n"
+    print(text)
+    if a.markdown:
+        with open(a.markdown, "w") as f:
+            f.write(text)
+    if a.plot:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(1, 2, figsize=(12, 4.5))
+        for L in ["4096", "16384", "65536", "131072"]:
+            xs, ys = [], []
+            for bu in budgets:
+                r = one(runs, op="decode", kv="f16", L=L, budget=bu, score="mean", B="64", threads="2")
+                if r:
+                    xs.append(1.0 if bu == "dense" else float(bu[:-1]) / 100)
+                    ys.append(r["ms"])
+            if xs:
+                ax[0].plot(xs, ys, "o-", label=f"L={L}")
+        ax[0].set_xscale("log")
+        ax[0].set_yscale("log")
+        ax[0].set_xlabel("kept fraction of blocks")
+        ax[0].set_ylabel("decode time, ms (2 threads, fp16)")
+        ax[0].set_title("block-sparse decode time vs budget")
+        ax[0].legend()
+        if dense:
+            xs, ys, roof = [], [], []
+            for bu in ["25%", "10%", "5%", "2%"]:
+                r = one(runs, op="decode", kv="f16", L="65536", budget=bu, score="mean", B="64", threads="2")
+                if r:
+                    s = r.get("kept", float(bu[:-1]) / 100)
+                    xs.append(s)
+                    ys.append(dense["ms"] / r["ms"])
+                    roof.append(roofline_speedup(s, 64, 2, 1))
+            ax[1].plot(xs, ys, "o-", label="measured (64K, fp16, mean)")
+            ax[1].plot(xs, roof, "k--", label="roofline 1/(s + 2r/(eB))")
+            ax[1].set_xscale("log")
+            ax[1].set_xlabel("kept fraction of blocks")
+            ax[1].set_ylabel("speedup over our dense")
+            ax[1].set_title("speedup vs roofline")
+            ax[1].legend()
+        fig.tight_layout()
+        fig.savefig(a.plot, dpi=110)
+        print(f"wrote {a.plot}")
+
+
+if __name__ == "__main__":
+    main()
