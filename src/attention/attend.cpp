@@ -68,7 +68,7 @@ void RunItem(const Ctx& c, int64_t u, int64_t chunk, int64_t nchunks, int64_t co
   const int32_t h0 = unit.kv_head * p.group;
   const int32_t nrows = (unit.q_end - unit.q_begin) * p.group;
   // Rows in groups of up to kRowGroup: each group makes one pass over the chunk's K/V.
-  constexpr int32_t kRowGroup = 64;
+  constexpr int32_t kRowGroup = 256;
   const float* qs[kRowGroup];
   int64_t pos[kRowGroup];
   float* acc[kRowGroup];
