@@ -1,45 +1,46 @@
-// sparsebudget/attention.hpp - block-sparse attention on the CPU: summaries, selection, attend.
-//
-// Data path for one request:  plan -> block summaries -> select blocks -> attend -> output.
-// The fused call SparseAttention() runs select + attend; Attend() alone runs over any block list.
-//
-// Shapes. num_q_heads query heads share num_kv_heads key/value heads (GQA; num_kv_heads must
-// divide num_q_heads; group = num_q_heads / num_kv_heads). The request's context holds
-// context_length tokens (positions 0..L-1); the num_queries queries are the LAST num_queries
-// positions (1 = decode, more = a causal prefill chunk). Keys are grouped in blocks of block_size
-// tokens by absolute position: block j = positions [j*B, j*B + B). Queries are grouped the same
-// way into query blocks; a query block qb sees causal blocks 0..qb, and inside block qb the usual
-// causal mask applies. The last block may be partial.
-//
-// Selection rule (exact). For each (kv head, query block) unit:
-//   forced = blocks [0, sink) U [qb+1-max(local,1), qb]   (the own block is always kept)
-//   score(j) for every causal block j, summed over the group's query heads and the unit's queries:
-//     kMean : sum_rows q . mean_key(j)                             (MoBA)
-//     kBound: sum_rows sum_d max(q_d * kmin_jd, q_d * kmax_jd)      (Quest's upper bound)
-//   The `scored` best non-forced blocks are kept, ordered by score descending; equal scores go to
-//   the lower block index; NaN scores rank below every number. The result lists the kept blocks
-//   in ascending index order.
-//   Top-p: estimated block mass p_j = softmax_j(scale * score(j) / rows) over all causal blocks
-//   (rows = heads x queries summed); forced blocks count first, then scored blocks in rank order
-//   until the cumulative mass reaches top_p; the total is then clamped to [min_blocks,
-//   max_blocks].
-//
-// Numerics. Attention over the kept tokens is exact softmax(scale * q.k) v computed with an
-// online softmax in fp32 (fp16/bf16 keys and values are widened in registers; accumulation is
-// always fp32). Results agree with a float64 reference within 64 * eps_f32 * sqrt(head_dim) *
-// max|out| for fp32 K/V (tests/test_attention.cpp states the fp16/bf16 bound). Results are
-// bit-identical across reruns and across thread partitions for a given ISA; they may differ in
-// the last bits between ISAs.
-//
-// NaN/Inf. A NaN or Inf in a query row, or in a key/value a row attends to, can make that output
-// row NaN; rows that do not touch it are unaffected. Nothing crashes and nothing is read or
-// written outside the described buffers.
-//
-// Cost, ownership, threads. MakePlan validates everything once and allocates nothing. Execute
-// calls (Select, Attend, SparseAttention) check only pointers and counts, allocate nothing, spawn
-// no thread, and write only their outputs and the caller's workspace. The caller owns every
-// buffer. Plans, summaries (const) and views may be shared by any number of threads; a
-// workspace may be used by one call at a time.
+/// @file
+/// sparsebudget/attention.hpp - block-sparse attention on the CPU: summaries, selection, attend.
+///
+/// Data path for one request:  plan -> block summaries -> select blocks -> attend -> output.
+/// The fused call SparseAttention() runs select + attend; Attend() alone runs over any block list.
+///
+/// Shapes. num_q_heads query heads share num_kv_heads key/value heads (GQA; num_kv_heads must
+/// divide num_q_heads; group = num_q_heads / num_kv_heads). The request's context holds
+/// context_length tokens (positions 0..L-1); the num_queries queries are the LAST num_queries
+/// positions (1 = decode, more = a causal prefill chunk). Keys are grouped in blocks of block_size
+/// tokens by absolute position: block j = positions [j*B, j*B + B). Queries are grouped the same
+/// way into query blocks; a query block qb sees causal blocks 0..qb, and inside block qb the usual
+/// causal mask applies. The last block may be partial.
+///
+/// Selection rule (exact). For each (kv head, query block) unit:
+///   forced = blocks [0, sink) U [qb+1-max(local,1), qb]   (the own block is always kept)
+///   score(j) for every causal block j, summed over the group's query heads and the unit's queries:
+///     kMean : sum_rows q . mean_key(j)                             (MoBA)
+///     kBound: sum_rows sum_d max(q_d * kmin_jd, q_d * kmax_jd)      (Quest's upper bound)
+///   The `scored` best non-forced blocks are kept, ordered by score descending; equal scores go to
+///   the lower block index; NaN scores rank below every number. The result lists the kept blocks
+///   in ascending index order.
+///   Top-p: estimated block mass p_j = softmax_j(scale * score(j) / rows) over all causal blocks
+///   (rows = heads x queries summed); forced blocks count first, then scored blocks in rank order
+///   until the cumulative mass reaches top_p; the total is then clamped to [min_blocks,
+///   max_blocks].
+///
+/// Numerics. Attention over the kept tokens is exact softmax(scale * q.k) v computed with an
+/// online softmax in fp32 (fp16/bf16 keys and values are widened in registers; accumulation is
+/// always fp32). Results agree with a float64 reference within 64 * eps_f32 * sqrt(head_dim) *
+/// max|out| for fp32 K/V (tests/test_attention.cpp states the fp16/bf16 bound). Results are
+/// bit-identical across reruns and across thread partitions for a given ISA; they may differ in
+/// the last bits between ISAs.
+///
+/// NaN/Inf. A NaN or Inf in a query row, or in a key/value a row attends to, can make that output
+/// row NaN; rows that do not touch it are unaffected. Nothing crashes and nothing is read or
+/// written outside the described buffers.
+///
+/// Cost, ownership, threads. MakePlan validates everything once and allocates nothing. Execute
+/// calls (Select, Attend, SparseAttention) check only pointers and counts, allocate nothing, spawn
+/// no thread, and write only their outputs and the caller's workspace. The caller owns every
+/// buffer. Plans, summaries (const) and views may be shared by any number of threads; a
+/// workspace may be used by one call at a time.
 #pragma once
 
 #include <cstddef>
@@ -53,7 +54,7 @@ namespace sparsebudget {
 
 class ThreadPool;
 
-// Numeric values are part of the C ABI.
+/// Numeric values are part of the C ABI.
 enum class DType : int { kF32 = 0, kF16 = 1, kBF16 = 2 };
 enum class Scoring : int { kMean = 0, kBound = 1 };
 
@@ -61,25 +62,25 @@ const char* DTypeName(DType t) noexcept;
 const char* ScoringName(Scoring s) noexcept;
 size_t DTypeSize(DType t) noexcept;
 
-// K and V of one request. Element (kv head h, token t, dim d) of K lives at
-//   contiguous: k + t*token_stride + h*head_stride + d
-//   paged:      k + page_table[t / page_size]*page_stride + (t % page_size)*token_stride
-//                 + h*head_stride + d
-// (in elements of dtype), and V likewise with the same strides. head_dim is contiguous. In the
-// paged layout page_size must be a multiple of block_size, so a block never straddles pages.
+/// K and V of one request. Element (kv head h, token t, dim d) of K lives at
+///   contiguous: k + t*token_stride + h*head_stride + d
+///   paged:      k + page_table[t / page_size]*page_stride + (t % page_size)*token_stride
+///                 + h*head_stride + d
+/// (in elements of dtype), and V likewise with the same strides. head_dim is contiguous. In the
+/// paged layout page_size must be a multiple of block_size, so a block never straddles pages.
 struct KVCacheView {
   const void* k = nullptr;
   const void* v = nullptr;
   DType dtype = DType::kF32;
   int64_t token_stride = 0;
   int64_t head_stride = 0;
-  const int32_t* page_table = nullptr;  // null = contiguous
+  const int32_t* page_table = nullptr;  ///< null = contiguous
   int64_t page_size = 0;
   int64_t page_stride = 0;
 };
 
-// Queries (fp32) and outputs (fp32): row (query i, q head h) at data + i*token_stride +
-// h*head_stride, head_dim contiguous. Query i sits at position context_length - num_queries + i.
+/// Queries (fp32) and outputs (fp32): row (query i, q head h) at data + i*token_stride +
+/// h*head_stride, head_dim contiguous. Query i sits at position context_length - num_queries + i.
 struct QueryView {
   const float* data = nullptr;
   int64_t token_stride = 0;
@@ -94,50 +95,50 @@ struct OutputView {
 struct AttentionShape {
   int32_t num_q_heads = 0;
   int32_t num_kv_heads = 0;
-  int32_t head_dim = 0;        // >= 1; fast paths for multiples of 16
-  int32_t block_size = 64;     // power of two in [16, 256]
-  int64_t context_length = 0;  // L >= num_queries; L = 0 with num_queries = 0 is a no-op
-  int32_t num_queries = 1;     // >= 0; 0 is a no-op
+  int32_t head_dim = 0;        ///< >= 1; fast paths for multiples of 16
+  int32_t block_size = 64;     ///< power of two in [16, 256]
+  int64_t context_length = 0;  ///< L >= num_queries; L = 0 with num_queries = 0 is a no-op
+  int32_t num_queries = 1;     ///< >= 0; 0 is a no-op
 };
 
 struct AttentionParams {
   AttentionShape shape;
   DType kv_dtype = DType::kF32;
   Scoring scoring = Scoring::kBound;
-  float scale = 0.0f;  // 0 = 1/sqrt(head_dim)
-  Budget budget;       // validated by MakePlan
+  float scale = 0.0f;  ///< 0 = 1/sqrt(head_dim)
+  Budget budget;       ///< validated by MakePlan
 };
 
-// Everything an execute call needs, validated and precomputed; a plain value (no heap).
+/// Everything an execute call needs, validated and precomputed; a plain value (no heap).
 struct AttentionPlan {
   AttentionParams params;
   float scale = 0.0f;
-  int32_t group = 0;              // q heads per kv head
-  int64_t num_blocks = 0;         // causal blocks of the last query = ceil(L / B)
-  int64_t first_query_pos = 0;    // L - num_queries
-  int64_t first_query_block = 0;  // query block of the first query
-  int64_t num_query_blocks = 0;   // query blocks touched by the queries
-  int64_t num_units = 0;          // num_kv_heads * num_query_blocks
-  int64_t chunk_blocks = 0;       // blocks per work item (split-K granularity)
-  int64_t max_chunks = 0;         // ceil(num_blocks / chunk_blocks)
-  int32_t max_rows = 0;           // rows (heads x queries) of the largest unit
-  size_t workspace_bytes = 0;     // what Select/Attend/SparseAttention need
-  bool empty = false;             // num_queries == 0: every call is a no-op
+  int32_t group = 0;              ///< q heads per kv head
+  int64_t num_blocks = 0;         ///< causal blocks of the last query = ceil(L / B)
+  int64_t first_query_pos = 0;    ///< L - num_queries
+  int64_t first_query_block = 0;  ///< query block of the first query
+  int64_t num_query_blocks = 0;   ///< query blocks touched by the queries
+  int64_t num_units = 0;          ///< num_kv_heads * num_query_blocks
+  int64_t chunk_blocks = 0;       ///< blocks per work item (split-K granularity)
+  int64_t max_chunks = 0;         ///< ceil(num_blocks / chunk_blocks)
+  int32_t max_rows = 0;           ///< rows (heads x queries) of the largest unit
+  size_t workspace_bytes = 0;     ///< what Select/Attend/SparseAttention need
+  bool empty = false;             ///< num_queries == 0: every call is a no-op
 };
 
-// Validates params (every field; the message names the bad value) and fills `plan`.
-// Costs O(1), allocates nothing.
+/// Validates params (every field; the message names the bad value) and fills `plan`.
+/// Costs O(1), allocates nothing.
 Status MakePlan(const AttentionParams& params, AttentionPlan* plan);
 
-// Checks that the views cover the plan's shape without overlapping rows and without byte counts
-// that overflow. MakePlan cannot do this because views change per call; execute calls run it.
-// O(1).
+/// Checks that the views cover the plan's shape without overlapping rows and without byte counts
+/// that overflow. MakePlan cannot do this because views change per call; execute calls run it.
+/// O(1).
 Status ValidateViews(const AttentionPlan& plan, const QueryView& q, const KVCacheView& kv,
                      const OutputView* out);
 
-// Chosen blocks: for unit u = kv_head * num_query_blocks + (qb - first_query_block),
-// indices[u * capacity .. + counts[u]) hold the kept block indices in ascending order.
-// capacity must be >= plan.num_blocks.
+/// Chosen blocks: for unit u = kv_head * num_query_blocks + (qb - first_query_block),
+/// indices[u * capacity .. + counts[u]) hold the kept block indices in ascending order.
+/// capacity must be >= plan.num_blocks.
 struct BlockSelection {
   int32_t* indices = nullptr;
   int32_t* counts = nullptr;
@@ -151,18 +152,18 @@ struct ConstBlockSelection {
 
 struct SelectionStats {
   int64_t units = 0;
-  int64_t units_clamped = 0;  // units whose request was clamped (or more than exists)
-  int64_t kept_blocks = 0;    // sum over units
-  int64_t causal_blocks = 0;  // sum over units of causal blocks (kept / causal = density)
-  bool dense = false;         // every unit kept every causal block
-  bool dense_fallback = false;  // SparseAttention ran dense because the budget kept >= 90%
+  int64_t units_clamped = 0;  ///< units whose request was clamped (or more than exists)
+  int64_t kept_blocks = 0;    ///< sum over units
+  int64_t causal_blocks = 0;  ///< sum over units of causal blocks (kept / causal = density)
+  bool dense = false;         ///< every unit kept every causal block
+  bool dense_fallback = false;  ///< SparseAttention ran dense because the budget kept >= 90%
 };
 
-// Per-block key summaries of one request's K: running sum (for the mean key) and per-dimension
-// min/max (for the bound), fp32, laid out [kv head][block][head_dim]. Built once and updated
-// incrementally as tokens are appended; Append only reads the new tokens. The summaries own
-// their memory, sized for max_tokens at Create (the only allocation). Const methods are safe from
-// any number of threads; Append/Reset need exclusive access.
+/// Per-block key summaries of one request's K: running sum (for the mean key) and per-dimension
+/// min/max (for the bound), fp32, laid out [kv head][block][head_dim]. Built once and updated
+/// incrementally as tokens are appended; Append only reads the new tokens. The summaries own
+/// their memory, sized for max_tokens at Create (the only allocation). Const methods are safe from
+/// any number of threads; Append/Reset need exclusive access.
 class BlockSummaries {
  public:
   struct Config {
@@ -170,14 +171,14 @@ class BlockSummaries {
     int32_t head_dim = 0;
     int32_t block_size = 64;
     int64_t max_tokens = 0;
-    bool mean = true;   // keep sums for Scoring::kMean
-    bool bound = true;  // keep min/max for Scoring::kBound
+    bool mean = true;   ///< keep sums for Scoring::kMean
+    bool bound = true;  ///< keep min/max for Scoring::kBound
   };
   static Expected<BlockSummaries> Create(const Config& config);
 
-  // Folds tokens [num_tokens(), new_num_tokens) of `kv` into the summaries. O(new tokens x
-  // heads x head_dim). Errors: dtype/view mismatch, new_num_tokens beyond max_tokens or below
-  // num_tokens().
+  /// Folds tokens [num_tokens(), new_num_tokens) of `kv` into the summaries. O(new tokens x
+  /// heads x head_dim). Errors: dtype/view mismatch, new_num_tokens beyond max_tokens or below
+  /// num_tokens().
   Status Append(const KVCacheView& kv, int64_t new_num_tokens);
   void Reset() noexcept { num_tokens_ = 0; }
 
@@ -185,14 +186,14 @@ class BlockSummaries {
   int64_t num_tokens() const noexcept { return num_tokens_; }
   int64_t num_blocks() const noexcept;
   bool has(Scoring s) const noexcept { return s == Scoring::kMean ? config_.mean : config_.bound; }
-  // Pointers to block `block` of kv head `head` (head_dim floats each). Null if not kept.
+  /// Pointers to block `block` of kv head `head` (head_dim floats each). Null if not kept.
   const float* key_sum(int32_t head, int64_t block) const noexcept;
   const float* key_min(int32_t head, int64_t block) const noexcept;
   const float* key_max(int32_t head, int64_t block) const noexcept;
-  // Tokens folded into `block` so far (B for full blocks).
+  /// Tokens folded into `block` so far (B for full blocks).
   int64_t block_count(int64_t block) const noexcept;
 
-  // Storage (exposed so fuzzers and engines can account for memory).
+  /// Storage (exposed so fuzzers and engines can account for memory).
   size_t bytes() const noexcept;
 
   BlockSummaries() = default;
@@ -201,51 +202,57 @@ class BlockSummaries {
   Config config_;
   int64_t num_tokens_ = 0;
   int64_t max_blocks_ = 0;
-  // One allocation; sum, min and max regions inside it (offsets, so copies stay valid).
+  /// One allocation; sum, min and max regions inside it (offsets, so copies stay valid).
   std::vector<float> storage_;
   size_t sum_offset_ = 0;
   size_t min_offset_ = 0;
   size_t max_offset_ = 0;
 };
 
-// Selects blocks for every unit. Summaries must cover context_length tokens and keep the plan's
-// scoring kind. Workspace: plan.workspace_bytes (may be shared with Attend of the same call
-// sequence, not concurrently). O(units x blocks x rows x head_dim) reads of summaries plus a
-// partial sort; allocates nothing.
-// With `pool`, units are spread over its threads (same result).
+/// Selects blocks for every unit. Summaries must cover context_length tokens and keep the plan's
+/// scoring kind. Workspace: plan.workspace_bytes (may be shared with Attend of the same call
+/// sequence, not concurrently). O(units x blocks x rows x head_dim) reads of summaries plus a
+/// partial sort; allocates nothing.
+/// With `pool`, units are spread over its threads (same result).
 Status SelectBlocks(const AttentionPlan& plan, const QueryView& q, const BlockSummaries& summaries,
                     BlockSelection out, void* workspace, SelectionStats* stats = nullptr,
                     ThreadPool* pool = nullptr);
-// The same work split for an engine's own threads: units [U*ith/nth, U*(ith+1)/nth). `stats`
-// receives this slice's counts (add the slices' counts; AND their `dense`). Spawns nothing.
+/// The same work split for an engine's own threads: units [U*ith/nth, U*(ith+1)/nth). `stats`
+/// receives this slice's counts (add the slices' counts; AND their `dense`). Spawns nothing.
 Status SelectBlocksPartition(const AttentionPlan& plan, const QueryView& q,
                              const BlockSummaries& summaries, BlockSelection out, void* workspace,
                              int ith, int nth, SelectionStats* stats = nullptr);
 
-// Attention of every query over the blocks in `selection` (kept blocks per unit; the causal mask
-// is applied inside the own block). selection.indices == nullptr means dense (all causal blocks).
-// Single-threaded unless `pool` is given. Allocates nothing.
+/// Attention of every query over the blocks in `selection` (kept blocks per unit; the causal mask
+/// is applied inside the own block). selection.indices == nullptr means dense (all causal blocks).
+/// Single-threaded unless `pool` is given. Allocates nothing.
 Status Attend(const AttentionPlan& plan, const QueryView& q, const KVCacheView& kv,
               ConstBlockSelection selection, OutputView out, void* workspace,
               ThreadPool* pool = nullptr);
 
-// The same work split for an engine's own threads. Call AttendPartition(ith, nth) on nth threads
-// (0 <= ith < nth), then, after all returned (a barrier), AttendMerge(ith, nth) on nth threads.
-// Same workspace for both phases. Results are bit-identical for every nth. Spawns nothing.
+/// The same work split for an engine's own threads. Call AttendPartition(ith, nth) on nth threads
+/// (0 <= ith < nth), then, after all returned (a barrier), AttendMerge(ith, nth) on nth threads.
+/// Same workspace for both phases. Results are bit-identical for every nth. Spawns nothing.
 Status AttendPartition(const AttentionPlan& plan, const QueryView& q, const KVCacheView& kv,
                        ConstBlockSelection selection, OutputView out, void* workspace, int ith,
                        int nth);
 Status AttendMerge(const AttentionPlan& plan, ConstBlockSelection selection, OutputView out,
                    void* workspace, int ith, int nth);
 
-// Fused: select with the plan's budget, then attend. When a count budget (blocks or fraction)
-// keeps at least 90% of the causal blocks of the last query block, scoring would cost more than
-// the blocks it saves: the dense path runs instead (exact attention over every block) and
-// stats->dense_fallback reports it. A dense budget also skips selection. `selection_out` (optional) receives the chosen blocks; when null, the selection is
-// kept inside the workspace. `summaries` may be null only for a dense budget.
+/// True when the plan's budget is dense or a count budget (blocks or fraction) keeping >= 90%
+/// of the last query block's causal blocks: SparseAttention then runs the dense path (a budget
+/// keeping every block still reports its clamp through selection, which scores nothing). Engines driving SelectBlocksPartition / AttendPartition themselves use it to make the
+/// same decision (pass an empty selection to Attend* for dense). O(1).
+bool PlanRunsDense(const AttentionPlan& plan) noexcept;
+
+/// Fused: select with the plan's budget, then attend. When a count budget (blocks or fraction)
+/// keeps at least 90% of the causal blocks of the last query block, scoring would cost more than
+/// the blocks it saves: the dense path runs instead (exact attention over every block) and
+/// stats->dense_fallback reports it. A dense budget also skips selection. `selection_out` (optional) receives the chosen blocks; when null, the selection is
+/// kept inside the workspace. `summaries` may be null only for a dense budget.
 Status SparseAttention(const AttentionPlan& plan, const QueryView& q, const KVCacheView& kv,
                        const BlockSummaries* summaries, OutputView out, void* workspace,
                        ThreadPool* pool = nullptr, SelectionStats* stats = nullptr,
                        BlockSelection selection_out = {});
 
-}  // namespace sparsebudget
+}  ///< namespace sparsebudget

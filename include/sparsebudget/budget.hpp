@@ -1,14 +1,15 @@
-// sparsebudget/budget.hpp - the budget: what a predictor produces and the kernel consumes.
-//
-// Counting rule used everywhere (kernel, predictors, traces): for one (kv head, query block) the
-// causal blocks are 0..qb where qb is the query block. Kept blocks are
-//   - the `sink_blocks` leading blocks,
-//   - the `local_blocks` most recent blocks, which always include the query's own block qb
-//     (kept even when local_blocks is 0),
-//   - plus `scored` blocks chosen by block score among the rest.
-// "total" counts all of them. A fraction budget means total = ceil(fraction * causal_blocks).
-// min_blocks / max_blocks clamp the total (0 = no clamp); asking for more than exists keeps all
-// blocks (dense); either case is reported as clamped.
+/// @file
+/// sparsebudget/budget.hpp - the budget: what a predictor produces and the kernel consumes.
+///
+/// Counting rule used everywhere (kernel, predictors, traces): for one (kv head, query block) the
+/// causal blocks are 0..qb where qb is the query block. Kept blocks are
+///   - the `sink_blocks` leading blocks,
+///   - the `local_blocks` most recent blocks, which always include the query's own block qb
+///     (kept even when local_blocks is 0),
+///   - plus `scored` blocks chosen by block score among the rest.
+/// "total" counts all of them. A fraction budget means total = ceil(fraction * causal_blocks).
+/// min_blocks / max_blocks clamp the total (0 = no clamp); asking for more than exists keeps all
+/// blocks (dense); either case is reported as clamped.
 #pragma once
 
 #include <cstdint>
@@ -19,24 +20,24 @@
 namespace sparsebudget {
 
 enum class BudgetMode : int {
-  kDense = 0,     // keep every causal block
-  kBlocks = 1,    // keep `blocks` scored blocks in addition to sink and local ones
-  kFraction = 2,  // keep ceil(fraction * causal_blocks) blocks in total
-  kTopP = 3,      // keep the fewest blocks whose estimated mass reaches top_p (see attention.hpp)
+  kDense = 0,     ///< keep every causal block
+  kBlocks = 1,    ///< keep `blocks` scored blocks in addition to sink and local ones
+  kFraction = 2,  ///< keep ceil(fraction * causal_blocks) blocks in total
+  kTopP = 3,      ///< keep the fewest blocks whose estimated mass reaches top_p (see attention.hpp)
 };
 
 const char* BudgetModeName(BudgetMode mode) noexcept;
 
 struct Budget {
   BudgetMode mode = BudgetMode::kDense;
-  int64_t blocks = 0;        // kBlocks: scored blocks, >= 0
-  double fraction = 1.0;     // kFraction: in [0, 1]
-  double top_p = 0.9;        // kTopP: in (0, 1]
-  int64_t min_blocks = 0;    // clamp on total kept blocks, 0 = none
-  int64_t max_blocks = 0;    // clamp on total kept blocks, 0 = none; must be >= min_blocks
-  int32_t sink_blocks = 1;   // >= 0
-  int32_t local_blocks = 1;  // >= 0; the own block is always kept
-  // Optional per-layer multipliers of blocks/fraction (empty = 1 for every layer).
+  int64_t blocks = 0;        ///< kBlocks: scored blocks, >= 0
+  double fraction = 1.0;     ///< kFraction: in [0, 1]
+  double top_p = 0.9;        ///< kTopP: in (0, 1]
+  int64_t min_blocks = 0;    ///< clamp on total kept blocks, 0 = none
+  int64_t max_blocks = 0;    ///< clamp on total kept blocks, 0 = none; must be >= min_blocks
+  int32_t sink_blocks = 1;   ///< >= 0
+  int32_t local_blocks = 1;  ///< >= 0; the own block is always kept
+  /// Optional per-layer multipliers of blocks/fraction (empty = 1 for every layer).
   std::vector<double> layer_scale;
 
   static Budget Dense() { return Budget{}; }
@@ -61,26 +62,26 @@ struct Budget {
     return b;
   }
 
-  // The budget for one layer: blocks and fraction scaled by layer_scale[layer] (if present).
+  /// The budget for one layer: blocks and fraction scaled by layer_scale[layer] (if present).
   Budget ForLayer(int layer) const;
 };
 
-// Checks every field; the message names the bad one. O(layers), no allocation on success.
+/// Checks every field; the message names the bad one. O(layers), no allocation on success.
 Status ValidateBudget(const Budget& budget);
 
 struct ResolvedBudget {
-  int64_t forced_blocks = 0;  // sink + local (+ own) blocks, deduplicated
-  int64_t total_blocks = 0;   // forced + scored
-  int64_t scored_blocks = 0;  // chosen by score
-  bool clamped = false;       // min/max clamp applied, or more requested than exist
+  int64_t forced_blocks = 0;  ///< sink + local (+ own) blocks, deduplicated
+  int64_t total_blocks = 0;   ///< forced + scored
+  int64_t scored_blocks = 0;  ///< chosen by score
+  bool clamped = false;       ///< min/max clamp applied, or more requested than exist
 };
 
-// Number of blocks kept out of `causal_blocks` (>= 1) for the count-based modes (dense, blocks,
-// fraction). Top-p needs scores and is resolved by the selection itself; here it returns the
-// clamp bounds applied to the forced count. O(1), never fails on a validated budget.
+/// Number of blocks kept out of `causal_blocks` (>= 1) for the count-based modes (dense, blocks,
+/// fraction). Top-p needs scores and is resolved by the selection itself; here it returns the
+/// clamp bounds applied to the forced count. O(1), never fails on a validated budget.
 ResolvedBudget ResolveBudget(const Budget& budget, int64_t causal_blocks) noexcept;
 
-// Blocks forced by the sink/local rule out of `causal_blocks`.
+/// Blocks forced by the sink/local rule out of `causal_blocks`.
 int64_t ForcedBlocks(const Budget& budget, int64_t causal_blocks) noexcept;
 
-}  // namespace sparsebudget
+}  ///< namespace sparsebudget

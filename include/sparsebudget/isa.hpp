@@ -1,10 +1,11 @@
-// sparsebudget/isa.hpp - which instruction set the kernels run, and how to cap it.
-//
-// The kernels exist in three builds: a portable scalar one (always present), AVX2 (+FMA, F16C)
-// and AVX-512 (F, BW, VL, DQ). The best one the CPU supports is chosen once, on first use, from
-// CPUID feature bits (never from the CPU model). The environment variable
-// SPARSEBUDGET_MAX_ISA=scalar|avx2|avx512 caps the choice at start-up; SetMaxIsa caps it later.
-// All functions here are thread-safe.
+/// @file
+/// sparsebudget/isa.hpp - which instruction set the kernels run, and how to cap it.
+///
+/// The kernels exist in three builds: a portable scalar one (always present), AVX2 (+FMA, F16C)
+/// and AVX-512 (F, BW, VL, DQ). The best one the CPU supports is chosen once, on first use, from
+/// CPUID feature bits (never from the CPU model). The environment variable
+/// SPARSEBUDGET_MAX_ISA=scalar|avx2|avx512 caps the choice at start-up; SetMaxIsa caps it later.
+/// All functions here are thread-safe.
 #pragma once
 
 #include "sparsebudget/status.hpp"
@@ -13,18 +14,18 @@ namespace sparsebudget {
 
 enum class Isa : int { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
 
-const char* IsaName(Isa isa) noexcept;  // "scalar", "avx2", "avx512"
-// Parses "scalar", "avx2", "avx512" (case-sensitive). Error names the bad text.
+const char* IsaName(Isa isa) noexcept;  ///< "scalar", "avx2", "avx512"
+/// Parses "scalar", "avx2", "avx512" (case-sensitive). Error names the bad text.
 Expected<Isa> ParseIsa(const char* name);
 
-// The best ISA this CPU (and OS, for AVX state) supports, ignoring any cap.
+/// The best ISA this CPU (and OS, for AVX state) supports, ignoring any cap.
 Isa DetectedIsa() noexcept;
-// The ISA the kernels use now: min(DetectedIsa(), cap).
+/// The ISA the kernels use now: min(DetectedIsa(), cap).
 Isa ActiveIsa() noexcept;
-// Caps the ISA for all later kernel calls. Asking for more than the CPU has is not an error:
-// the active ISA is then the detected one. Calls already running finish on their old kernels.
+/// Caps the ISA for all later kernel calls. Asking for more than the CPU has is not an error:
+/// the active ISA is then the detected one. Calls already running finish on their old kernels.
 void SetMaxIsa(Isa cap) noexcept;
-// True if kernels for `isa` can run on this CPU.
+/// True if kernels for `isa` can run on this CPU.
 bool IsaSupported(Isa isa) noexcept;
 
-}  // namespace sparsebudget
+}  ///< namespace sparsebudget

@@ -1,17 +1,18 @@
-// sparsebudget/probe.hpp - attention probe statistics: how concentrated the last query's
-// estimated attention mass over key blocks is (self-estimated sparsity).
-//
-// Mass definition (the same as the kernel's top-p estimate, attention.hpp): for block scores s_j
-// (one kv head, summed over `rows` query rows),
-//   p_j = softmax_j(scale * s_j / rows)
-// over all causal blocks. From p:
-//   blocks_X   = fewest blocks whose cumulative mass reaches X/100 (blocks taken by descending
-//                mass, equal masses to the lower index), X in {50, 90, 99}
-//   entropy    = -sum_j p_j ln p_j   (nats)
-//   top5_mass  = mass of the ceil(0.05 * n) heaviest blocks
-// Non-finite scores are treated as -inf (mass 0); if no score is finite the mass is uniform.
-//
-// Cost: O(n log n) for n blocks, one allocation of n doubles/ints per call. Thread-safe.
+/// @file
+/// sparsebudget/probe.hpp - attention probe statistics: how concentrated the last query's
+/// estimated attention mass over key blocks is (self-estimated sparsity).
+///
+/// Mass definition (the same as the kernel's top-p estimate, attention.hpp): for block scores s_j
+/// (one kv head, summed over `rows` query rows),
+///   p_j = softmax_j(scale * s_j / rows)
+/// over all causal blocks. From p:
+///   blocks_X   = fewest blocks whose cumulative mass reaches X/100 (blocks taken by descending
+///                mass, equal masses to the lower index), X in {50, 90, 99}
+///   entropy    = -sum_j p_j ln p_j   (nats)
+///   top5_mass  = mass of the ceil(0.05 * n) heaviest blocks
+/// Non-finite scores are treated as -inf (mass 0); if no score is finite the mass is uniform.
+///
+/// Cost: O(n log n) for n blocks, one allocation of n doubles/ints per call. Thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -29,24 +30,24 @@ struct ProbeStats {
   double blocks_99 = 0.0;
   double entropy = 0.0;
   double top5_mass = 0.0;
-  int64_t num_blocks = 0;  // causal blocks scored
+  int64_t num_blocks = 0;  ///< causal blocks scored
 };
 
-// From the block scores of one head. `scale_over_rows` = scale / rows. Error on an empty list or
-// a non-finite / non-positive scale_over_rows.
+/// From the block scores of one head. `scale_over_rows` = scale / rows. Error on an empty list or
+/// a non-finite / non-positive scale_over_rows.
 Expected<ProbeStats> ProbeStatsFromScores(const std::vector<double>& scores, double scale_over_rows);
 
-// From the kernel's block summaries and the LAST query's rows, averaged over kv heads (each
-// statistic is the mean of the per-head values, so blocks_X may be fractional). Mean scoring:
-//   s_j(h) = (sum over the group's query heads g of q_g) . key_sum(h, j) / block_count(j)
-// and rows = group = num_q_heads / num_kv_heads. Query head qh of the last query lives at
-// q + qh * q_head_stride (head_dim floats). scale = 0 means 1/sqrt(head_dim). Summaries must keep
-// mean sums and hold >= 1 token. O(heads x blocks x head_dim).
+/// From the kernel's block summaries and the LAST query's rows, averaged over kv heads (each
+/// statistic is the mean of the per-head values, so blocks_X may be fractional). Mean scoring:
+///   s_j(h) = (sum over the group's query heads g of q_g) . key_sum(h, j) / block_count(j)
+/// and rows = group = num_q_heads / num_kv_heads. Query head qh of the last query lives at
+/// q + qh * q_head_stride (head_dim floats). scale = 0 means 1/sqrt(head_dim). Summaries must keep
+/// mean sums and hold >= 1 token. O(heads x blocks x head_dim).
 Expected<ProbeStats> ProbeStatsFromSummaries(const BlockSummaries& summaries, const float* q,
                                              int64_t q_head_stride, int32_t num_q_heads,
                                              float scale = 0.0f);
 
-// Copies the statistics into the probe_* fields of `features`.
+/// Copies the statistics into the probe_* fields of `features`.
 void SetProbeFeatures(const ProbeStats& stats, RequestFeatures* features);
 
-}  // namespace sparsebudget
+}  ///< namespace sparsebudget

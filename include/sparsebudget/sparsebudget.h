@@ -1,4 +1,5 @@
-/* sparsebudget/sparsebudget.h - the C API (C99 and C++).
+/** @file */
+/** sparsebudget/sparsebudget.h - the C API (C99 and C++).
  *
  * A stable C ABI over the C++ library, for engines written in C, C++, Rust, Go or anything with a
  * C FFI. The data path of one request and one layer:
@@ -51,25 +52,25 @@
 extern "C" {
 #endif
 
-/* ---- status, errors, version, logging ---------------------------------------------------- */
+/** ---- status, errors, version, logging ---------------------------------------------------- */
 
-/* Numeric values equal sparsebudget::StatusCode (status.hpp). */
+/** Numeric values equal sparsebudget::StatusCode (status.hpp). */
 typedef enum sb_status {
   SB_OK = 0,
-  SB_ERROR_INVALID_ARGUMENT = 1, /* malformed parameter: NULL pointer, bad size, bad enum */
-  SB_ERROR_OUT_OF_RANGE = 2,     /* well-formed value outside what the call accepts */
-  SB_ERROR_NOT_FOUND = 3,        /* a named thing (file, predictor type) does not exist */
-  SB_ERROR_PARSE = 4,            /* a file or text could not be parsed */
-  SB_ERROR_IO = 5,               /* reading or writing a file failed */
-  SB_ERROR_UNSUPPORTED = 6,      /* valid request this build or CPU cannot serve */
-  SB_ERROR_INTERNAL = 7          /* a bug or an unexpected failure (e.g. out of memory) */
+  SB_ERROR_INVALID_ARGUMENT = 1,  /**< malformed parameter: NULL pointer, bad size, bad enum */
+  SB_ERROR_OUT_OF_RANGE = 2,  /**< well-formed value outside what the call accepts */
+  SB_ERROR_NOT_FOUND = 3,  /**< a named thing (file, predictor type) does not exist */
+  SB_ERROR_PARSE = 4,  /**< a file or text could not be parsed */
+  SB_ERROR_IO = 5,  /**< reading or writing a file failed */
+  SB_ERROR_UNSUPPORTED = 6,  /**< valid request this build or CPU cannot serve */
+  SB_ERROR_INTERNAL = 7  /**< a bug or an unexpected failure (e.g. out of memory) */
 } sb_status;
 
-/* Stable lowercase name of a status ("ok", "invalid_argument", ...); "unknown" for other values.
+/** Stable lowercase name of a status ("ok", "invalid_argument", ...); "unknown" for other values.
  * Static storage, thread-safe, O(1). */
 SB_API const char* sb_status_string(sb_status status);
 
-/* Message of the most recent call on THIS thread: "" after a successful call, otherwise e.g.
+/** Message of the most recent call on THIS thread: "" after a successful call, otherwise e.g.
  * "sb_plan_create: head_dim must be in [1, 4096], got 0". Thread-local storage owned by the
  * library, valid until the next sb_ call on this thread. Never NULL. */
 SB_API const char* sb_last_error(void);
@@ -77,134 +78,134 @@ SB_API const char* sb_last_error(void);
 #define SB_VERSION_MAJOR 0
 #define SB_VERSION_MINOR 1
 #define SB_VERSION_PATCH 0
-/* The library's version, "MAJOR.MINOR.PATCH" (static storage). Compare with SB_VERSION_* to
+/** The library's version, "MAJOR.MINOR.PATCH" (static storage). Compare with SB_VERSION_* to
  * detect a header/library mismatch. */
 SB_API const char* sb_version(void);
 
 typedef enum sb_log_level {
-  SB_LOG_DEBUG = 0, /* plan summaries */
-  SB_LOG_INFO = 1,  /* kernel (ISA) selection and caps */
+  SB_LOG_DEBUG = 0,  /**< plan summaries */
+  SB_LOG_INFO = 1,  /**< kernel (ISA) selection and caps */
   SB_LOG_WARN = 2,
-  SB_LOG_ERROR = 3  /* every failing call, with its message */
+  SB_LOG_ERROR = 3  /**< every failing call, with its message */
 } sb_log_level;
 
-/* Called synchronously on the thread that logs; `message` is valid during the call only. Must be
+/** Called synchronously on the thread that logs; `message` is valid during the call only. Must be
  * thread-safe if sb_ functions are called from several threads, and must not call sb_ functions
  * that log (sb_set_log_callback included). */
 typedef void (*sb_log_callback)(void* user_data, sb_log_level level, const char* message);
 
-/* Installs (or, with callback NULL, removes) the process-wide log callback; messages below
+/** Installs (or, with callback NULL, removes) the process-wide log callback; messages below
  * min_level are not formatted. Thread-safe; never fails except for a bad level. */
 SB_API sb_status sb_set_log_callback(sb_log_callback callback, void* user_data, sb_log_level min_level);
 
-/* ---- ISA --------------------------------------------------------------------------------- */
+/** ---- ISA --------------------------------------------------------------------------------- */
 
-/* Numeric values equal sparsebudget::Isa. */
+/** Numeric values equal sparsebudget::Isa. */
 typedef enum sb_isa { SB_ISA_SCALAR = 0, SB_ISA_AVX2 = 1, SB_ISA_AVX512 = 2 } sb_isa;
 
-/* "scalar", "avx2", "avx512"; "unknown" otherwise. */
+/** "scalar", "avx2", "avx512"; "unknown" otherwise. */
 SB_API const char* sb_isa_name(sb_isa isa);
-/* Parses an ISA name (case-sensitive) into *isa. */
+/** Parses an ISA name (case-sensitive) into *isa. */
 SB_API sb_status sb_isa_parse(const char* name, sb_isa* isa);
-/* The best ISA the CPU supports (ignoring caps), and the one kernels use now. Thread-safe. */
+/** The best ISA the CPU supports (ignoring caps), and the one kernels use now. Thread-safe. */
 SB_API sb_isa sb_isa_detected(void);
 SB_API sb_isa sb_isa_active(void);
-/* 1 if kernels for `isa` can run on this CPU, else 0. */
+/** 1 if kernels for `isa` can run on this CPU, else 0. */
 SB_API int sb_isa_supported(sb_isa isa);
-/* Caps the ISA of all later kernel calls, process-wide (like SPARSEBUDGET_MAX_ISA). A cap above
+/** Caps the ISA of all later kernel calls, process-wide (like SPARSEBUDGET_MAX_ISA). A cap above
  * what the CPU has is not an error (the detected ISA is then used). Thread-safe. */
 SB_API sb_status sb_isa_set_max(sb_isa cap);
 
-/* ---- budgets ----------------------------------------------------------------------------- */
+/** ---- budgets ----------------------------------------------------------------------------- */
 
 typedef enum sb_dtype { SB_DTYPE_F32 = 0, SB_DTYPE_F16 = 1, SB_DTYPE_BF16 = 2 } sb_dtype;
 typedef enum sb_scoring { SB_SCORING_MEAN = 0, SB_SCORING_BOUND = 1 } sb_scoring;
 typedef enum sb_budget_mode {
-  SB_BUDGET_DENSE = 0,    /* every causal block */
-  SB_BUDGET_BLOCKS = 1,   /* `blocks` scored blocks besides the sink and local ones */
-  SB_BUDGET_FRACTION = 2, /* ceil(fraction * causal_blocks) blocks in total */
-  SB_BUDGET_TOP_P = 3     /* fewest blocks whose estimated mass reaches top_p */
+  SB_BUDGET_DENSE = 0,  /**< every causal block */
+  SB_BUDGET_BLOCKS = 1,  /**< `blocks` scored blocks besides the sink and local ones */
+  SB_BUDGET_FRACTION = 2,  /**< ceil(fraction * causal_blocks) blocks in total */
+  SB_BUDGET_TOP_P = 3  /**< fewest blocks whose estimated mass reaches top_p */
 } sb_budget_mode;
 
-/* A budget (sparsebudget::Budget without per-layer scales; see budget.hpp for the counting rule). */
+/** A budget (sparsebudget::Budget without per-layer scales; see budget.hpp for the counting rule). */
 typedef struct sb_budget {
-  size_t struct_size;  /* sizeof(sb_budget) */
+  size_t struct_size;  /**< sizeof(sb_budget) */
   sb_budget_mode mode;
-  int32_t sink_blocks;  /* >= 0, default 1 */
-  int32_t local_blocks; /* >= 0, default 1 (the query's own block is always kept) */
-  int64_t blocks;       /* SB_BUDGET_BLOCKS: scored blocks, >= 0 */
-  double fraction;      /* SB_BUDGET_FRACTION: in [0, 1] */
-  double top_p;         /* SB_BUDGET_TOP_P: in (0, 1] */
-  int64_t min_blocks;   /* clamp on the total, 0 = none */
-  int64_t max_blocks;   /* clamp on the total, 0 = none, >= min_blocks */
+  int32_t sink_blocks;  /**< >= 0, default 1 */
+  int32_t local_blocks;  /**< >= 0, default 1 (the query's own block is always kept) */
+  int64_t blocks;  /**< SB_BUDGET_BLOCKS: scored blocks, >= 0 */
+  double fraction;  /**< SB_BUDGET_FRACTION: in [0, 1] */
+  double top_p;  /**< SB_BUDGET_TOP_P: in (0, 1] */
+  int64_t min_blocks;  /**< clamp on the total, 0 = none */
+  int64_t max_blocks;  /**< clamp on the total, 0 = none, >= min_blocks */
 } sb_budget;
 
-/* Sets struct_size and the defaults: dense, sink 1, local 1, fraction 1, top_p 0.9. */
+/** Sets struct_size and the defaults: dense, sink 1, local 1, fraction 1, top_p 0.9. */
 SB_API void sb_budget_init(sb_budget* budget);
-/* Checks every field; the message names the bad one. O(1). */
+/** Checks every field; the message names the bad one. O(1). */
 SB_API sb_status sb_budget_validate(const sb_budget* budget);
 
 typedef struct sb_resolved_budget {
   size_t struct_size;
-  int64_t forced_blocks; /* sink + local (+ own) blocks */
-  int64_t total_blocks;  /* forced + scored */
+  int64_t forced_blocks;  /**< sink + local (+ own) blocks */
+  int64_t total_blocks;  /**< forced + scored */
   int64_t scored_blocks;
-  int32_t clamped; /* 1 if a clamp applied or more was asked than exists */
+  int32_t clamped;  /**< 1 if a clamp applied or more was asked than exists */
 } sb_resolved_budget;
 
-/* Blocks kept out of causal_blocks (>= 1) by a dense / blocks / fraction budget (top-p: the
+/** Blocks kept out of causal_blocks (>= 1) by a dense / blocks / fraction budget (top-p: the
  * clamp bounds applied to the forced count). O(1). */
 SB_API sb_status sb_budget_resolve(const sb_budget* budget, int64_t causal_blocks,
                                    sb_resolved_budget* resolved);
 
-/* ---- attention plan ---------------------------------------------------------------------- */
+/** ---- attention plan ---------------------------------------------------------------------- */
 
 typedef struct sb_attention_params {
-  size_t struct_size; /* sizeof(sb_attention_params) */
+  size_t struct_size;  /**< sizeof(sb_attention_params) */
   int32_t num_q_heads;
-  int32_t num_kv_heads;   /* divides num_q_heads */
-  int32_t head_dim;       /* [1, 4096]; fast paths for multiples of 16 */
-  int32_t block_size;     /* power of two in [16, 256], default 64 */
-  int64_t context_length; /* L >= num_queries */
-  int32_t num_queries;    /* >= 0 (1 = decode); 0 makes every execute call a no-op */
+  int32_t num_kv_heads;  /**< divides num_q_heads */
+  int32_t head_dim;  /**< [1, 4096]; fast paths for multiples of 16 */
+  int32_t block_size;  /**< power of two in [16, 256], default 64 */
+  int64_t context_length;  /**< L >= num_queries */
+  int32_t num_queries;  /**< >= 0 (1 = decode); 0 makes every execute call a no-op */
   sb_dtype kv_dtype;
-  sb_scoring scoring; /* default SB_SCORING_BOUND */
-  float scale;        /* 0 = 1/sqrt(head_dim) */
-  sb_budget budget;   /* budget.struct_size must be set too (sb_attention_params_init does) */
+  sb_scoring scoring;  /**< default SB_SCORING_BOUND */
+  float scale;  /**< 0 = 1/sqrt(head_dim) */
+  sb_budget budget;  /**< budget.struct_size must be set too (sb_attention_params_init does) */
 } sb_attention_params;
 
-/* Sets struct_size (and budget.struct_size) and defaults: block_size 64, num_queries 1, f32,
+/** Sets struct_size (and budget.struct_size) and defaults: block_size 64, num_queries 1, f32,
  * bound scoring, scale 0, dense budget; heads, head_dim and context_length are 0 (must be set). */
 SB_API void sb_attention_params_init(sb_attention_params* params);
 
-/* A validated plan: a small heap object holding the precomputed work split. */
+/** A validated plan: a small heap object holding the precomputed work split. */
 typedef struct sb_plan sb_plan;
 
-/* Validates every field (the message names the bad one) and creates a plan. O(1); one small
+/** Validates every field (the message names the bad one) and creates a plan. O(1); one small
  * allocation. *plan is set to NULL on failure. */
 SB_API sb_status sb_plan_create(const sb_attention_params* params, sb_plan** plan);
 SB_API void sb_plan_destroy(sb_plan* plan);
 
 typedef struct sb_plan_info {
   size_t struct_size;
-  size_t workspace_bytes;    /* bytes of workspace every execute call of this plan needs */
-  int64_t num_blocks;        /* causal blocks of the last query, ceil(L / block_size) */
-  int64_t num_query_blocks;  /* query blocks touched by the queries */
-  int64_t first_query_block; /* query block of the first query */
-  int64_t num_units;         /* num_kv_heads * num_query_blocks: rows of a block selection */
-  int32_t group;             /* num_q_heads / num_kv_heads */
-  float scale;               /* the softmax scale used */
+  size_t workspace_bytes;  /**< bytes of workspace every execute call of this plan needs */
+  int64_t num_blocks;  /**< causal blocks of the last query, ceil(L / block_size) */
+  int64_t num_query_blocks;  /**< query blocks touched by the queries */
+  int64_t first_query_block;  /**< query block of the first query */
+  int64_t num_units;  /**< num_kv_heads * num_query_blocks: rows of a block selection */
+  int32_t group;  /**< num_q_heads / num_kv_heads */
+  float scale;  /**< the softmax scale used */
 } sb_plan_info;
 
-/* Fills *info (up to info->struct_size bytes). O(1). */
+/** Fills *info (up to info->struct_size bytes). O(1). */
 SB_API sb_status sb_plan_get_info(const sb_plan* plan, sb_plan_info* info);
-/* Shortcut: *bytes = workspace bytes (may be 0; then workspace may be NULL). The workspace needs
+/** Shortcut: *bytes = workspace bytes (may be 0; then workspace may be NULL). The workspace needs
  * no particular alignment beyond 4 bytes; 64-byte alignment is faster. */
 SB_API sb_status sb_plan_workspace_bytes(const sb_plan* plan, size_t* bytes);
 
-/* ---- views ------------------------------------------------------------------------------- */
+/** ---- views ------------------------------------------------------------------------------- */
 
-/* K and V of one request. Element (kv head h, token t, dim d) of K lives at (in elements)
+/** K and V of one request. Element (kv head h, token t, dim d) of K lives at (in elements)
  *   contiguous (page_table NULL): k + t*token_stride + h*head_stride + d
  *   paged:  k + page_table[t / page_size]*page_stride + (t % page_size)*token_stride
  *             + h*head_stride + d
@@ -213,41 +214,41 @@ SB_API sb_status sb_plan_workspace_bytes(const sb_plan* plan, size_t* bytes);
  * ceil(context_length / page_size) entries, and pages must not overlap. Paged and contiguous
  * layouts give bit-identical results. bf16 and f16 values are raw 16-bit patterns. */
 typedef struct sb_kv_view {
-  size_t struct_size; /* sizeof(sb_kv_view) */
+  size_t struct_size;  /**< sizeof(sb_kv_view) */
   const void* k;
   const void* v;
   sb_dtype dtype;
   int64_t token_stride;
   int64_t head_stride;
-  const int32_t* page_table; /* NULL = contiguous */
-  int64_t page_size;         /* tokens per page */
-  int64_t page_stride;       /* elements between pages */
+  const int32_t* page_table;  /**< NULL = contiguous */
+  int64_t page_size;  /**< tokens per page */
+  int64_t page_stride;  /**< elements between pages */
 } sb_kv_view;
 
-/* fp32 queries: row (query i, q head h) at data + i*token_stride + h*head_stride (elements);
+/** fp32 queries: row (query i, q head h) at data + i*token_stride + h*head_stride (elements);
  * query i sits at position context_length - num_queries + i. */
 typedef struct sb_query_view {
-  size_t struct_size; /* sizeof(sb_query_view) */
+  size_t struct_size;  /**< sizeof(sb_query_view) */
   const float* data;
   int64_t token_stride;
   int64_t head_stride;
 } sb_query_view;
 
-/* fp32 outputs, laid out like the queries; written, never read. */
+/** fp32 outputs, laid out like the queries; written, never read. */
 typedef struct sb_output_view {
-  size_t struct_size; /* sizeof(sb_output_view) */
+  size_t struct_size;  /**< sizeof(sb_output_view) */
   float* data;
   int64_t token_stride;
   int64_t head_stride;
 } sb_output_view;
 
-/* Chosen blocks. Unit u = kv_head * num_query_blocks + (query_block - first_query_block);
+/** Chosen blocks. Unit u = kv_head * num_query_blocks + (query_block - first_query_block);
  * indices[u*capacity .. u*capacity + counts[u]) are its kept blocks in ascending order.
  * capacity >= num_blocks. Written by sb_select_blocks, read by the attend calls. */
 typedef struct sb_block_selection {
-  size_t struct_size; /* sizeof(sb_block_selection) */
-  int32_t* indices;   /* num_units * capacity */
-  int32_t* counts;    /* num_units */
+  size_t struct_size;  /**< sizeof(sb_block_selection) */
+  int32_t* indices;  /**< num_units * capacity */
+  int32_t* counts;  /**< num_units */
   int64_t capacity;
 } sb_block_selection;
 
@@ -255,63 +256,63 @@ typedef struct sb_selection_stats {
   size_t struct_size;
   int64_t units;
   int64_t units_clamped;
-  int64_t kept_blocks;   /* sum over units */
-  int64_t causal_blocks; /* sum over units: kept / causal = density */
-  int32_t dense;         /* 1 if every unit kept every causal block */
+  int64_t kept_blocks;  /**< sum over units */
+  int64_t causal_blocks;  /**< sum over units: kept / causal = density */
+  int32_t dense;  /**< 1 if every unit kept every causal block */
 } sb_selection_stats;
 
-/* Checks that the views cover the plan's shape (rows do not overlap, extents do not overflow,
+/** Checks that the views cover the plan's shape (rows do not overlap, extents do not overflow,
  * page table entries are in range). O(pages). `out` may be NULL. The execute calls run it
  * themselves; this is for engines that want to check once up front. */
 SB_API sb_status sb_validate_views(const sb_plan* plan, const sb_query_view* q, const sb_kv_view* kv,
                                    const sb_output_view* out);
 
-/* ---- block summaries --------------------------------------------------------------------- */
+/** ---- block summaries --------------------------------------------------------------------- */
 
 typedef struct sb_summaries_config {
-  size_t struct_size; /* sizeof(sb_summaries_config) */
+  size_t struct_size;  /**< sizeof(sb_summaries_config) */
   int32_t num_kv_heads;
   int32_t head_dim;
-  int32_t block_size; /* must equal the plan's */
-  int64_t max_tokens; /* capacity: memory is sized for this at create time */
-  int32_t keep_mean;  /* nonzero: keep sums for SB_SCORING_MEAN (and probes) */
-  int32_t keep_bound; /* nonzero: keep min/max for SB_SCORING_BOUND */
+  int32_t block_size;  /**< must equal the plan's */
+  int64_t max_tokens;  /**< capacity: memory is sized for this at create time */
+  int32_t keep_mean;  /**< nonzero: keep sums for SB_SCORING_MEAN (and probes) */
+  int32_t keep_bound;  /**< nonzero: keep min/max for SB_SCORING_BOUND */
 } sb_summaries_config;
 
-/* Sets struct_size and defaults: block_size 64, keep_mean 1, keep_bound 1, the rest 0. */
+/** Sets struct_size and defaults: block_size 64, keep_mean 1, keep_bound 1, the rest 0. */
 SB_API void sb_summaries_config_init(sb_summaries_config* config);
 
-/* Per-block key summaries of one request's K (all kv heads). */
+/** Per-block key summaries of one request's K (all kv heads). */
 typedef struct sb_summaries sb_summaries;
 
-/* Allocates fp32 storage for max_tokens (the only allocation: (keep_mean + 2*keep_bound) *
+/** Allocates fp32 storage for max_tokens (the only allocation: (keep_mean + 2*keep_bound) *
  * num_kv_heads * ceil(max_tokens/block_size) * head_dim floats). *summaries NULL on failure. */
 SB_API sb_status sb_summaries_create(const sb_summaries_config* config, sb_summaries** summaries);
 SB_API void sb_summaries_destroy(sb_summaries* summaries);
-/* Folds tokens [num_tokens, new_num_tokens) of kv->k into the summaries (reads only those).
+/** Folds tokens [num_tokens, new_num_tokens) of kv->k into the summaries (reads only those).
  * O(new tokens x heads x head_dim). Only kv->k, dtype, strides and the page fields are used. */
 SB_API sb_status sb_summaries_append(sb_summaries* summaries, const sb_kv_view* kv, int64_t new_num_tokens);
-/* Forgets all tokens (keeps the memory). */
+/** Forgets all tokens (keeps the memory). */
 SB_API sb_status sb_summaries_reset(sb_summaries* summaries);
 SB_API sb_status sb_summaries_num_tokens(const sb_summaries* summaries, int64_t* num_tokens);
-/* Storage bytes. */
+/** Storage bytes. */
 SB_API sb_status sb_summaries_bytes(const sb_summaries* summaries, size_t* bytes);
-/* Pointers (owned by the summaries, valid until append/reset/destroy) to head_dim floats of block
+/** Pointers (owned by the summaries, valid until append/reset/destroy) to head_dim floats of block
  * `block` of kv head `head`: the key sum, min and max. Any output pointer may be NULL; a kind not
  * kept yields NULL. *count receives the tokens folded into the block (may be NULL). */
 SB_API sb_status sb_summaries_block(const sb_summaries* summaries, int32_t head, int64_t block,
                                     const float** key_sum, const float** key_min,
                                     const float** key_max, int64_t* count);
 
-/* ---- execute ----------------------------------------------------------------------------- */
+/** ---- execute ----------------------------------------------------------------------------- */
 
-/* A persistent thread pool for the convenience paths (threads created here, joined at destroy).
+/** A persistent thread pool for the convenience paths (threads created here, joined at destroy).
  * num_threads >= 1 counts the calling thread. One call at a time per pool (serialised). */
 typedef struct sb_thread_pool sb_thread_pool;
 SB_API sb_status sb_thread_pool_create(int32_t num_threads, sb_thread_pool** pool);
 SB_API void sb_thread_pool_destroy(sb_thread_pool* pool);
 
-/* Selects blocks for every unit with the plan's budget and scoring (see attention.hpp for the
+/** Selects blocks for every unit with the plan's budget and scoring (see attention.hpp for the
  * exact rule). The summaries must cover context_length tokens and keep the plan's scoring kind.
  * `stats` may be NULL. Workspace: sb_plan_workspace_bytes. Allocates nothing, spawns nothing.
  * O(units x blocks x rows x head_dim). */
@@ -319,14 +320,14 @@ SB_API sb_status sb_select_blocks(const sb_plan* plan, const sb_query_view* q, c
                                   const sb_block_selection* selection, void* workspace,
                                   sb_selection_stats* stats);
 
-/* Attention of every query over the blocks in `selection` (NULL = dense: every causal block).
+/** Attention of every query over the blocks in `selection` (NULL = dense: every causal block).
  * Validates views and selection, then runs on the calling thread, or on `pool` if not NULL.
  * Allocates nothing. */
 SB_API sb_status sb_attend(const sb_plan* plan, const sb_query_view* q, const sb_kv_view* kv,
                            const sb_block_selection* selection, const sb_output_view* out,
                            void* workspace, sb_thread_pool* pool);
 
-/* The same work split for an engine's own threads; spawns nothing. Call sb_attend_partition with
+/** The same work split for an engine's own threads; spawns nothing. Call sb_attend_partition with
  * ith = 0..nth-1 (on any threads), then, once ALL have returned (a barrier), sb_attend_merge with
  * the same ith/nth range. Same plan, views, selection and workspace for both phases; the outputs
  * are bit-identical for every nth. Each partition call validates the views and the selection
@@ -338,24 +339,24 @@ SB_API sb_status sb_attend_partition(const sb_plan* plan, const sb_query_view* q
 SB_API sb_status sb_attend_merge(const sb_plan* plan, const sb_block_selection* selection,
                                  const sb_output_view* out, void* workspace, int32_t ith, int32_t nth);
 
-/* Fused select + attend with the plan's budget. `summaries` may be NULL only for a dense budget.
+/** Fused select + attend with the plan's budget. `summaries` may be NULL only for a dense budget.
  * `pool`, `stats` and `selection_out` (receives the chosen blocks) may be NULL. */
 SB_API sb_status sb_sparse_attention(const sb_plan* plan, const sb_query_view* q, const sb_kv_view* kv,
                                      const sb_summaries* summaries, const sb_output_view* out,
                                      void* workspace, sb_thread_pool* pool, sb_selection_stats* stats,
                                      const sb_block_selection* selection_out);
 
-/* ---- request features, predictors, probes ------------------------------------------------ */
+/** ---- request features, predictors, probes ------------------------------------------------ */
 
-/* What a predictor sees about one request (sparsebudget::RequestFeatures). Unknown optional
+/** What a predictor sees about one request (sparsebudget::RequestFeatures). Unknown optional
  * values are NaN (sb_request_features_init sets them so). Named arrays are borrowed for the
  * duration of a call. */
 typedef struct sb_request_features {
-  size_t struct_size; /* sizeof(sb_request_features) */
-  int64_t context_length; /* >= 1 */
-  int32_t block_size;     /* default 64 */
-  const char* task;       /* NULL = "unknown" */
-  double expected_output_length; /* NaN = unknown */
+  size_t struct_size;  /**< sizeof(sb_request_features) */
+  int64_t context_length;  /**< >= 1 */
+  int32_t block_size;  /**< default 64 */
+  const char* task;  /**< NULL = "unknown" */
+  double expected_output_length;  /**< NaN = unknown */
   double entropy;
   double top1_prob;
   double probe_blocks_50;
@@ -363,10 +364,10 @@ typedef struct sb_request_features {
   double probe_blocks_99;
   double probe_entropy;
   double probe_top5_mass;
-  int32_t num_task_probs; /* task_prob_names/values: probabilities over task classes */
+  int32_t num_task_probs;  /**< task_prob_names/values: probabilities over task classes */
   const char* const* task_prob_names;
   const double* task_prob_values;
-  int32_t num_extra; /* extra_names/values: other numeric features */
+  int32_t num_extra;  /**< extra_names/values: other numeric features */
   const char* const* extra_names;
   const double* extra_values;
 } sb_request_features;
@@ -374,8 +375,8 @@ typedef struct sb_request_features {
 SB_API void sb_request_features_init(sb_request_features* features);
 
 typedef struct sb_prediction {
-  size_t struct_size; /* sizeof(sb_prediction) */
-  sb_budget budget;   /* the kernel's input (SB_BUDGET_FRACTION); struct_size set by the library */
+  size_t struct_size;  /**< sizeof(sb_prediction) */
+  sb_budget budget;  /**< the kernel's input (SB_BUDGET_FRACTION); struct_size set by the library */
   double estimate_blocks;
   int64_t causal_blocks;
   int64_t total_blocks;
@@ -384,22 +385,22 @@ typedef struct sb_prediction {
   int32_t fallback;
 } sb_prediction;
 
-/* A loaded predictor (immutable; predict is thread-safe). */
+/** A loaded predictor (immutable; predict is thread-safe). */
 typedef struct sb_predictor sb_predictor;
 
-/* From a JSON file / JSON text ({"schema_version": 1, "type": ..., ...}, see docs/predictors.md).
+/** From a JSON file / JSON text ({"schema_version": 1, "type": ..., ...}, see docs/predictors.md).
  * Errors name the file and the bad key. *predictor NULL on failure. */
 SB_API sb_status sb_predictor_load_file(const char* path, sb_predictor** predictor);
 SB_API sb_status sb_predictor_load_json(const char* json_text, sb_predictor** predictor);
 SB_API void sb_predictor_destroy(sb_predictor* predictor);
-/* Type name ("length_law", ...), owned by the predictor. NULL for a NULL predictor. */
+/** Type name ("length_law", ...), owned by the predictor. NULL for a NULL predictor. */
 SB_API const char* sb_predictor_type(const sb_predictor* predictor);
-/* The predictor's JSON document. Writes at most `capacity` bytes (NUL included) into buffer
+/** The predictor's JSON document. Writes at most `capacity` bytes (NUL included) into buffer
  * (may be NULL with capacity 0) and the full length without the NUL into *length; if capacity
  * is too small, returns SB_ERROR_OUT_OF_RANGE after setting *length. */
 SB_API sb_status sb_predictor_to_json(const sb_predictor* predictor, char* buffer, size_t capacity,
                                       size_t* length);
-/* Validates the features and predicts the budget. Thread-safe, O(parameters). */
+/** Validates the features and predicts the budget. Thread-safe, O(parameters). */
 SB_API sb_status sb_predictor_predict(const sb_predictor* predictor, const sb_request_features* features,
                                       sb_prediction* prediction);
 
@@ -413,20 +414,20 @@ typedef struct sb_probe_stats {
   int64_t num_blocks;
 } sb_probe_stats;
 
-/* Probe statistics of the last query from mean summaries (see probe.hpp). q: num_q_heads rows of
+/** Probe statistics of the last query from mean summaries (see probe.hpp). q: num_q_heads rows of
  * head_dim floats, q_head_stride apart. scale 0 = 1/sqrt(head_dim). O(heads x blocks x head_dim);
  * allocates. */
 SB_API sb_status sb_probe_from_summaries(const sb_summaries* summaries, const float* q,
                                          int64_t q_head_stride, int32_t num_q_heads, float scale,
                                          sb_probe_stats* stats);
-/* From num_scores block scores of one head, with scale_over_rows = scale / rows. */
+/** From num_scores block scores of one head, with scale_over_rows = scale / rows. */
 SB_API sb_status sb_probe_from_scores(const double* scores, int64_t num_scores, double scale_over_rows,
                                       sb_probe_stats* stats);
-/* Copies the statistics into the probe_* fields of *features. */
+/** Copies the statistics into the probe_* fields of *features. */
 SB_API sb_status sb_probe_set_features(const sb_probe_stats* stats, sb_request_features* features);
 
 #ifdef __cplusplus
-} /* extern "C" */
+}  /**< extern "C" */
 #endif
 
-#endif /* SPARSEBUDGET_SPARSEBUDGET_H_ */
+#endif  /**< SPARSEBUDGET_SPARSEBUDGET_H_ */

@@ -1,4 +1,5 @@
-// sparsebudget/sparsebudget.hpp - umbrella header of the C++ API.
+/// @file
+/// sparsebudget/sparsebudget.hpp - umbrella header of the C++ API.
 #pragma once
 
 #include "sparsebudget/attention.hpp"

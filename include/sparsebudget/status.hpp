@@ -1,8 +1,9 @@
-// sparsebudget/status.hpp - status codes and an expected-value type.
-//
-// Every fallible call in the library returns a Status (or an Expected<T>), never throws on bad
-// input, and names the bad value in the message. A default-constructed Status is OK and holds no
-// heap memory; a message is only allocated on the error path.
+/// @file
+/// sparsebudget/status.hpp - status codes and an expected-value type.
+///
+/// Every fallible call in the library returns a Status (or an Expected<T>), never throws on bad
+/// input, and names the bad value in the message. A default-constructed Status is OK and holds no
+/// heap memory; a message is only allocated on the error path.
 #pragma once
 
 #include <optional>
@@ -11,19 +12,19 @@
 
 namespace sparsebudget {
 
-// Numeric values are part of the C ABI (sb_status in sparsebudget.h mirrors them).
+/// Numeric values are part of the C ABI (sb_status in sparsebudget.h mirrors them).
 enum class StatusCode : int {
   kOk = 0,
-  kInvalidArgument = 1,  // a parameter is malformed: null pointer, zero/negative size, bad enum
-  kOutOfRange = 2,       // a value is well-formed but outside what the call accepts
-  kNotFound = 3,         // a named thing (file, predictor type, task name) does not exist
-  kParseError = 4,       // a file or text could not be parsed (JSON, JSONL, .npy, safetensors)
-  kIoError = 5,          // reading or writing a file failed
-  kUnsupported = 6,      // valid request this build or CPU cannot serve (e.g. ISA not present)
-  kInternal = 7,         // a broken invariant inside the library: a bug, please report it
+  kInvalidArgument = 1,  ///< a parameter is malformed: null pointer, zero/negative size, bad enum
+  kOutOfRange = 2,       ///< a value is well-formed but outside what the call accepts
+  kNotFound = 3,         ///< a named thing (file, predictor type, task name) does not exist
+  kParseError = 4,       ///< a file or text could not be parsed (JSON, JSONL, .npy, safetensors)
+  kIoError = 5,          ///< reading or writing a file failed
+  kUnsupported = 6,      ///< valid request this build or CPU cannot serve (e.g. ISA not present)
+  kInternal = 7,         ///< a broken invariant inside the library: a bug, please report it
 };
 
-// Stable lowercase name of a code ("ok", "invalid_argument", ...).
+/// Stable lowercase name of a code ("ok", "invalid_argument", ...).
 const char* StatusCodeName(StatusCode code) noexcept;
 
 class [[nodiscard]] Status {
@@ -34,7 +35,7 @@ class [[nodiscard]] Status {
   bool ok() const noexcept { return code_ == StatusCode::kOk; }
   StatusCode code() const noexcept { return code_; }
   const std::string& message() const noexcept { return message_; }
-  // "invalid_argument: head_dim must be >= 1, got 0"
+  /// "invalid_argument: head_dim must be >= 1, got 0"
   std::string ToString() const;
 
  private:
@@ -44,7 +45,7 @@ class [[nodiscard]] Status {
 
 inline Status OkStatus() noexcept { return Status(); }
 
-// A value or the Status that explains why there is none.
+/// A value or the Status that explains why there is none.
 template <typename T>
 class [[nodiscard]] Expected {
  public:
@@ -67,4 +68,4 @@ class [[nodiscard]] Expected {
   Status status_;
 };
 
-}  // namespace sparsebudget
+}  ///< namespace sparsebudget

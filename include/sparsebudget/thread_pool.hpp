@@ -1,8 +1,9 @@
-// sparsebudget/thread_pool.hpp - a small persistent pool for the convenience (threaded) paths.
-//
-// The kernels never create threads. An engine with its own pool calls the partitioned entry
-// points (ith, nth) directly; everyone else may create one ThreadPool and pass it to the calls.
-// Threads are created in the constructor and joined in the destructor, never in between.
+/// @file
+/// sparsebudget/thread_pool.hpp - a small persistent pool for the convenience (threaded) paths.
+///
+/// The kernels never create threads. An engine with its own pool calls the partitioned entry
+/// points (ith, nth) directly; everyone else may create one ThreadPool and pass it to the calls.
+/// Threads are created in the constructor and joined in the destructor, never in between.
 #pragma once
 
 #include <condition_variable>
@@ -15,7 +16,7 @@ namespace sparsebudget {
 
 class ThreadPool {
  public:
-  // num_threads >= 1 counts the calling thread: num_threads - 1 workers are started.
+  /// num_threads >= 1 counts the calling thread: num_threads - 1 workers are started.
   explicit ThreadPool(int num_threads);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
@@ -23,8 +24,8 @@ class ThreadPool {
 
   int size() const noexcept { return num_threads_; }
 
-  // Runs fn(ctx, ith, size()) for every ith, the caller taking ith = 0, and returns when all are
-  // done (a full barrier). One Run at a time per pool: concurrent Runs are serialised.
+  /// Runs fn(ctx, ith, size()) for every ith, the caller taking ith = 0, and returns when all are
+  /// done (a full barrier). One Run at a time per pool: concurrent Runs are serialised.
   void Run(void (*fn)(void* ctx, int ith, int nth), void* ctx);
   template <typename F>
   void Run(F&& f) {
@@ -37,7 +38,7 @@ class ThreadPool {
 
   int num_threads_;
   std::vector<std::thread> workers_;
-  std::mutex run_mutex_;  // serialises Run
+  std::mutex run_mutex_;  ///< serialises Run
   std::mutex mutex_;
   std::condition_variable start_cv_, done_cv_;
   void (*fn_)(void*, int, int) = nullptr;
@@ -47,4 +48,4 @@ class ThreadPool {
   bool stop_ = false;
 };
 
-}  // namespace sparsebudget
+}  ///< namespace sparsebudget

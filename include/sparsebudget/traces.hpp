@@ -1,18 +1,19 @@
-// sparsebudget/traces.hpp - request traces: features + quality-vs-budget curve + oracle label.
-//
-// Format: JSONL, one record per line (docs/traces.md, docs/traces.schema.json):
-//   {"id": str, "task": str, "context_length": int, "block_size": int,
-//    "features": {name: number|null, ...},
-//    "curve": [{"blocks": int, "fraction": num, "quality": num}, ...],
-//    "dense_quality": num, "oracle": {"blocks": int, "fraction": num, "criterion": str}}
-// `blocks` counts all kept blocks (sink and local included), `fraction` = blocks / causal_blocks
-// with causal_blocks = ceil(context_length / block_size), quality in [0, 1]. Other top-level keys
-// are allowed and ignored. The reader validates every record and fails on the first bad one,
-// naming the file, the line and the key; nothing is skipped silently.
-//
-// Quality at a budget between curve points (QualityAt): the quality of the largest curve point
-// whose blocks <= the budget's total blocks (conservative); a budget >= causal_blocks has the
-// dense quality; a budget below the smallest curve point has quality 0.
+/// @file
+/// sparsebudget/traces.hpp - request traces: features + quality-vs-budget curve + oracle label.
+///
+/// Format: JSONL, one record per line (docs/traces.md, docs/traces.schema.json):
+///   {"id": str, "task": str, "context_length": int, "block_size": int,
+///    "features": {name: number|null, ...},
+///    "curve": [{"blocks": int, "fraction": num, "quality": num}, ...],
+///    "dense_quality": num, "oracle": {"blocks": int, "fraction": num, "criterion": str}}
+/// `blocks` counts all kept blocks (sink and local included), `fraction` = blocks / causal_blocks
+/// with causal_blocks = ceil(context_length / block_size), quality in [0, 1]. Other top-level keys
+/// are allowed and ignored. The reader validates every record and fails on the first bad one,
+/// naming the file, the line and the key; nothing is skipped silently.
+///
+/// Quality at a budget between curve points (QualityAt): the quality of the largest curve point
+/// whose blocks <= the budget's total blocks (conservative); a budget >= causal_blocks has the
+/// dense quality; a budget below the smallest curve point has quality 0.
 #pragma once
 
 #include <cstdint>
@@ -33,36 +34,36 @@ struct CurvePoint {
 struct OracleLabel {
   int64_t blocks = 0;
   double fraction = 0.0;
-  std::string criterion;  // e.g. "exact_match", "rel_l2<=0.05"
+  std::string criterion;  ///< e.g. "exact_match", "rel_l2<=0.05"
 };
 
 struct TraceRecord {
   std::string id;
-  RequestFeatures features;  // context_length, block_size and task copied from the record
-  std::vector<CurvePoint> curve;  // strictly ascending blocks
+  RequestFeatures features;  ///< context_length, block_size and task copied from the record
+  std::vector<CurvePoint> curve;  ///< strictly ascending blocks
   double dense_quality = 0.0;
   OracleLabel oracle;
-  int64_t line = 0;  // 1-based line in the file it came from (0 if built in memory)
+  int64_t line = 0;  ///< 1-based line in the file it came from (0 if built in memory)
 
   const std::string& task() const noexcept { return features.task; }
   int64_t context_length() const noexcept { return features.context_length; }
   int64_t causal_blocks() const noexcept { return features.causal_blocks(); }
 };
 
-// Parses and validates one JSONL line. Errors: "line N: key 'curve[3].quality' ...".
+/// Parses and validates one JSONL line. Errors: "line N: key 'curve[3].quality' ...".
 Expected<TraceRecord> ParseTraceRecord(const std::string& line, int64_t line_number);
-// Reads a whole file (duplicate ids are errors). Errors name the file and line.
+/// Reads a whole file (duplicate ids are errors). Errors name the file and line.
 Expected<std::vector<TraceRecord>> ReadTraces(const std::string& path);
-// One compact JSON line (no newline), round-trips through ParseTraceRecord.
+/// One compact JSON line (no newline), round-trips through ParseTraceRecord.
 std::string TraceRecordToJson(const TraceRecord& record);
 Status WriteTraces(const std::string& path, const std::vector<TraceRecord>& records);
 
-// The interpolation rule above. O(log curve points).
+/// The interpolation rule above. O(log curve points).
 double QualityAt(const TraceRecord& record, int64_t total_blocks) noexcept;
-// True if the quality at `total_blocks` is below the dense quality.
+/// True if the quality at `total_blocks` is below the dense quality.
 bool Degraded(const TraceRecord& record, int64_t total_blocks) noexcept;
-// Smallest curve budget from which every larger curve point (and dense) keeps the dense quality:
-// the monotone oracle. Every budget >= it is not degraded. O(curve points).
+/// Smallest curve budget from which every larger curve point (and dense) keeps the dense quality:
+/// the monotone oracle. Every budget >= it is not degraded. O(curve points).
 int64_t MonotoneOracleBlocks(const TraceRecord& record) noexcept;
 
-}  // namespace sparsebudget
+}  ///< namespace sparsebudget

@@ -336,17 +336,24 @@ Status Attend(const AttentionPlan& plan, const QueryView& q, const KVCacheView& 
   return OkStatus();
 }
 
+bool PlanRunsDense(const AttentionPlan& plan) noexcept {
+  const Budget& budget = plan.params.budget;
+  if (budget.mode == BudgetMode::kDense) return true;
+  if (budget.mode != BudgetMode::kBlocks && budget.mode != BudgetMode::kFraction) return false;
+  const ResolvedBudget r = ResolveBudget(budget, plan.num_blocks);
+  return r.total_blocks * 10 >= plan.num_blocks * 9;
+}
+
 Status SparseAttention(const AttentionPlan& plan, const QueryView& q, const KVCacheView& kv,
                        const BlockSummaries* summaries, OutputView out, void* workspace, ThreadPool* pool,
                        SelectionStats* stats, BlockSelection selection_out) {
   if (stats) *stats = SelectionStats{};
   if (plan.empty) return OkStatus();
   const Budget& budget = plan.params.budget;
-  bool fallback = false;
-  if (budget.mode == BudgetMode::kBlocks || budget.mode == BudgetMode::kFraction) {
-    const ResolvedBudget r = ResolveBudget(budget, plan.num_blocks);
-    fallback = r.total_blocks * 10 >= plan.num_blocks * 9 && r.total_blocks < plan.num_blocks;
-  }
+  // A budget that keeps everything goes through selection (cheap: nothing is scored) so the
+  // clamp is reported; one that keeps >= 90% but not all falls back to dense.
+  const bool fallback = budget.mode != BudgetMode::kDense && PlanRunsDense(plan) &&
+                        ResolveBudget(budget, plan.num_blocks).total_blocks < plan.num_blocks;
   if (budget.mode == BudgetMode::kDense || fallback) {
     if (selection_out.indices != nullptr && selection_out.counts != nullptr && selection_out.capacity >= plan.num_blocks) {
       for (int64_t u = 0; u < plan.num_units; ++u) {
