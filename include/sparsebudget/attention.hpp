@@ -54,12 +54,18 @@ namespace sparsebudget {
 
 class ThreadPool;
 
-/// Numeric values are part of the C ABI.
+/// Element type of K and V (queries and outputs are always fp32). Numeric values are part of the
+/// C ABI (sb_dtype).
 enum class DType : int { kF32 = 0, kF16 = 1, kBF16 = 2 };
+/// Block scoring for selection (rule above): kMean needs key sums, kBound key min/max in the
+/// BlockSummaries. Numeric values are part of the C ABI (sb_scoring).
 enum class Scoring : int { kMean = 0, kBound = 1 };
 
+/// "f32", "f16", "bf16"; "unknown" for other values.
 const char* DTypeName(DType t) noexcept;
+/// "mean", "bound"; "unknown" for other values.
 const char* ScoringName(Scoring s) noexcept;
+/// Bytes per element: 4 for kF32, 2 for kF16 and kBF16.
 size_t DTypeSize(DType t) noexcept;
 
 /// K and V of one request. Element (kv head h, token t, dim d) of K lives at
@@ -69,50 +75,53 @@ size_t DTypeSize(DType t) noexcept;
 /// (in elements of dtype), and V likewise with the same strides. head_dim is contiguous. In the
 /// paged layout page_size must be a multiple of block_size, so a block never straddles pages.
 struct KVCacheView {
-  const void* k = nullptr;
-  const void* v = nullptr;
-  DType dtype = DType::kF32;
-  int64_t token_stride = 0;
-  int64_t head_stride = 0;
+  const void* k = nullptr;  ///< K (caller-owned; only read, never kept after a call)
+  const void* v = nullptr;  ///< V, same layout and strides as K (BlockSummaries::Append ignores it)
+  DType dtype = DType::kF32;  ///< element type of K and V; must equal the plan's kv_dtype
+  int64_t token_stride = 0;   ///< elements between consecutive tokens (within a page), >= 0
+  int64_t head_stride = 0;    ///< elements between consecutive kv heads, >= 0
   const int32_t* page_table = nullptr;  ///< null = contiguous
-  int64_t page_size = 0;
-  int64_t page_stride = 0;
+  int64_t page_size = 0;    ///< paged only: tokens per page, a positive multiple of block_size
+  int64_t page_stride = 0;  ///< paged only: elements between consecutive pages
 };
 
 /// Queries (fp32) and outputs (fp32): row (query i, q head h) at data + i*token_stride +
 /// h*head_stride, head_dim contiguous. Query i sits at position context_length - num_queries + i.
 struct QueryView {
-  const float* data = nullptr;
-  int64_t token_stride = 0;
-  int64_t head_stride = 0;
+  const float* data = nullptr;  ///< row (query 0, q head 0); caller-owned, only read
+  int64_t token_stride = 0;     ///< floats between consecutive queries, >= 0
+  int64_t head_stride = 0;      ///< floats between consecutive q heads, >= 0
 };
+/// Attention outputs (fp32), laid out like QueryView; rows must not overlap.
 struct OutputView {
-  float* data = nullptr;
-  int64_t token_stride = 0;
-  int64_t head_stride = 0;
+  float* data = nullptr;     ///< row (query 0, q head 0); caller-owned, written by the attend calls
+  int64_t token_stride = 0;  ///< floats between consecutive queries, >= 0
+  int64_t head_stride = 0;   ///< floats between consecutive q heads, >= 0
 };
 
+/// Head counts, sizes and positions of one call (see Shapes above); validated by MakePlan.
 struct AttentionShape {
-  int32_t num_q_heads = 0;
-  int32_t num_kv_heads = 0;
-  int32_t head_dim = 0;        ///< >= 1; fast paths for multiples of 16
+  int32_t num_q_heads = 0;     ///< query heads, >= 1
+  int32_t num_kv_heads = 0;    ///< K/V heads, >= 1, must divide num_q_heads
+  int32_t head_dim = 0;        ///< in [1, 4096]; fast paths for multiples of 16
   int32_t block_size = 64;     ///< power of two in [16, 256]
   int64_t context_length = 0;  ///< L >= num_queries; L = 0 with num_queries = 0 is a no-op
   int32_t num_queries = 1;     ///< >= 0; 0 is a no-op
 };
 
+/// Everything MakePlan validates: shape, K/V element type, block scoring and budget.
 struct AttentionParams {
-  AttentionShape shape;
-  DType kv_dtype = DType::kF32;
-  Scoring scoring = Scoring::kBound;
+  AttentionShape shape;               ///< heads, sizes and positions
+  DType kv_dtype = DType::kF32;       ///< element type of K and V
+  Scoring scoring = Scoring::kBound;  ///< block scoring used by selection
   float scale = 0.0f;  ///< 0 = 1/sqrt(head_dim)
   Budget budget;       ///< validated by MakePlan
 };
 
 /// Everything an execute call needs, validated and precomputed; a plain value (no heap).
 struct AttentionPlan {
-  AttentionParams params;
-  float scale = 0.0f;
+  AttentionParams params;  ///< the parameters, as given
+  float scale = 0.0f;      ///< softmax scale in use: params.scale, or 1/sqrt(head_dim) if that is 0
   int32_t group = 0;              ///< q heads per kv head
   int64_t num_blocks = 0;         ///< causal blocks of the last query = ceil(L / B)
   int64_t first_query_pos = 0;    ///< L - num_queries
@@ -140,18 +149,20 @@ Status ValidateViews(const AttentionPlan& plan, const QueryView& q, const KVCach
 /// indices[u * capacity .. + counts[u]) hold the kept block indices in ascending order.
 /// capacity must be >= plan.num_blocks.
 struct BlockSelection {
-  int32_t* indices = nullptr;
-  int32_t* counts = nullptr;
-  int64_t capacity = 0;
+  int32_t* indices = nullptr;  ///< num_units * capacity entries (caller-owned)
+  int32_t* counts = nullptr;   ///< num_units entries: kept blocks per unit
+  int64_t capacity = 0;        ///< entries per unit in `indices`
 };
+/// Read-only BlockSelection, the attend calls' input; indices == nullptr means dense.
 struct ConstBlockSelection {
-  const int32_t* indices = nullptr;
-  const int32_t* counts = nullptr;
-  int64_t capacity = 0;
+  const int32_t* indices = nullptr;  ///< as BlockSelection::indices
+  const int32_t* counts = nullptr;   ///< as BlockSelection::counts
+  int64_t capacity = 0;              ///< as BlockSelection::capacity
 };
 
+/// Counters of one selection call (or of one partition slice).
 struct SelectionStats {
-  int64_t units = 0;
+  int64_t units = 0;          ///< (kv head, query block) units selected
   int64_t units_clamped = 0;  ///< units whose request was clamped (or more than exists)
   int64_t kept_blocks = 0;    ///< sum over units
   int64_t causal_blocks = 0;  ///< sum over units of causal blocks (kept / causal = density)
@@ -166,30 +177,46 @@ struct SelectionStats {
 /// any number of threads; Append/Reset need exclusive access.
 class BlockSummaries {
  public:
+  /// Shape and contents; num_kv_heads, head_dim and block_size must match the plan's.
   struct Config {
-    int32_t num_kv_heads = 0;
-    int32_t head_dim = 0;
-    int32_t block_size = 64;
-    int64_t max_tokens = 0;
+    int32_t num_kv_heads = 0;  ///< >= 1
+    int32_t head_dim = 0;      ///< in [1, 4096]
+    int32_t block_size = 64;   ///< power of two in [16, 256]
+    int64_t max_tokens = 0;    ///< capacity in tokens, >= 0; memory is sized for it at Create
     bool mean = true;   ///< keep sums for Scoring::kMean
     bool bound = true;  ///< keep min/max for Scoring::kBound
   };
+  /// Validates `config` (mean, bound or both must be kept) and allocates zeroed storage of
+  /// (mean + 2*bound) x num_kv_heads x ceil(max_tokens / block_size) x head_dim floats.
+  /// Errors: kInvalidArgument naming the bad field, kOutOfRange if the storage is too large.
   static Expected<BlockSummaries> Create(const Config& config);
 
   /// Folds tokens [num_tokens(), new_num_tokens) of `kv` into the summaries. O(new tokens x
   /// heads x head_dim). Errors: dtype/view mismatch, new_num_tokens beyond max_tokens or below
   /// num_tokens().
   Status Append(const KVCacheView& kv, int64_t new_num_tokens);
+  /// Forgets all tokens (num_tokens() becomes 0) and keeps the memory. O(1).
   void Reset() noexcept { num_tokens_ = 0; }
 
+  /// The configuration given to Create.
   const Config& config() const noexcept { return config_; }
+  /// Tokens folded in so far.
   int64_t num_tokens() const noexcept { return num_tokens_; }
+  /// Blocks holding at least one token: ceil(num_tokens() / block_size).
   int64_t num_blocks() const noexcept;
+  /// True if the summaries keep what scoring `s` needs (sums for kMean, min/max for kBound).
   bool has(Scoring s) const noexcept { return s == Scoring::kMean ? config_.mean : config_.bound; }
-  /// Pointers to block `block` of kv head `head` (head_dim floats each). Null if not kept.
+  /// @name Summaries of one block
+  ///@{
+
+  /// Pointers to block `block` of kv head `head` (head_dim floats each): the key sum, min and max.
+  /// Null if that kind is not kept. Not bounds-checked: needs head < num_kv_heads and block <
+  /// ceil(max_tokens / block_size); values mean something only below num_blocks(). Valid while
+  /// the summaries live; Append updates the values in place.
   const float* key_sum(int32_t head, int64_t block) const noexcept;
   const float* key_min(int32_t head, int64_t block) const noexcept;
   const float* key_max(int32_t head, int64_t block) const noexcept;
+  ///@}
   /// Tokens folded into `block` so far (B for full blocks).
   int64_t block_count(int64_t block) const noexcept;
 
@@ -233,9 +260,13 @@ Status Attend(const AttentionPlan& plan, const QueryView& q, const KVCacheView& 
 /// The same work split for an engine's own threads. Call AttendPartition(ith, nth) on nth threads
 /// (0 <= ith < nth), then, after all returned (a barrier), AttendMerge(ith, nth) on nth threads.
 /// Same workspace for both phases. Results are bit-identical for every nth. Spawns nothing.
+/// Unlike Attend, this checks only pointers, counts and ith/nth: run ValidateViews once up front
+/// and pass a selection made by SelectBlocks* (or one already checked).
 Status AttendPartition(const AttentionPlan& plan, const QueryView& q, const KVCacheView& kv,
                        ConstBlockSelection selection, OutputView out, void* workspace, int ith,
                        int nth);
+/// Phase two of the partitioned attend: combines the split-K partial results in `workspace` into
+/// `out` for units [U*ith/nth, U*(ith+1)/nth). Needs neither q nor kv. Spawns nothing.
 Status AttendMerge(const AttentionPlan& plan, ConstBlockSelection selection, OutputView out,
                    void* workspace, int ith, int nth);
 

@@ -19,6 +19,7 @@
 
 namespace sparsebudget {
 
+/// How a Budget sets the number of kept blocks. Numeric values equal sb_budget_mode (C ABI).
 enum class BudgetMode : int {
   kDense = 0,     ///< keep every causal block
   kBlocks = 1,    ///< keep `blocks` scored blocks in addition to sink and local ones
@@ -26,10 +27,13 @@ enum class BudgetMode : int {
   kTopP = 3,      ///< keep the fewest blocks whose estimated mass reaches top_p (see attention.hpp)
 };
 
+/// "dense", "blocks", "fraction", "top_p"; "unknown" for other values.
 const char* BudgetModeName(BudgetMode mode) noexcept;
 
+/// How many key blocks to keep per (kv head, query block), by the counting rule above. A plain
+/// value; the factories set only their mode's fields (defaults elsewhere) and do not validate.
 struct Budget {
-  BudgetMode mode = BudgetMode::kDense;
+  BudgetMode mode = BudgetMode::kDense;  ///< which of blocks / fraction / top_p applies
   int64_t blocks = 0;        ///< kBlocks: scored blocks, >= 0
   double fraction = 1.0;     ///< kFraction: in [0, 1]
   double top_p = 0.9;        ///< kTopP: in (0, 1]
@@ -40,19 +44,24 @@ struct Budget {
   /// Optional per-layer multipliers of blocks/fraction (empty = 1 for every layer).
   std::vector<double> layer_scale;
 
+  /// Keep every causal block.
   static Budget Dense() { return Budget{}; }
+  /// Keep `k` scored blocks besides the sink and local ones.
   static Budget Blocks(int64_t k) {
     Budget b;
     b.mode = BudgetMode::kBlocks;
     b.blocks = k;
     return b;
   }
+  /// Keep ceil(f * causal_blocks) blocks in total.
   static Budget Fraction(double f) {
     Budget b;
     b.mode = BudgetMode::kFraction;
     b.fraction = f;
     return b;
   }
+  /// Keep the fewest blocks whose estimated mass reaches `p`, the total clamped to
+  /// [min_total, max_total] (0 = no clamp).
   static Budget TopP(double p, int64_t min_total = 0, int64_t max_total = 0) {
     Budget b;
     b.mode = BudgetMode::kTopP;
@@ -62,13 +71,15 @@ struct Budget {
     return b;
   }
 
-  /// The budget for one layer: blocks and fraction scaled by layer_scale[layer] (if present).
+  /// The budget for one layer: blocks (rounded up) or fraction (capped at 1) scaled by
+  /// layer_scale[layer] if present; the result has an empty layer_scale.
   Budget ForLayer(int layer) const;
 };
 
 /// Checks every field; the message names the bad one. O(layers), no allocation on success.
 Status ValidateBudget(const Budget& budget);
 
+/// What a budget keeps out of a given number of causal blocks (ResolveBudget).
 struct ResolvedBudget {
   int64_t forced_blocks = 0;  ///< sink + local (+ own) blocks, deduplicated
   int64_t total_blocks = 0;   ///< forced + scored

@@ -32,21 +32,22 @@
 
 namespace sparsebudget {
 
-/// ---- fitting -------------------------------------------------------------------------------
+// ---- fitting -------------------------------------------------------------------------------
+/// Options of FitPredictor, per predictor type. length_law / task_length_law take none: they are
+/// least squares of log(target tokens) on log(L) (per task), the target being the geometric
+/// midpoint of the oracle's censoring interval on the curve grid (largest curve point below the
+/// oracle, oracle], see docs/predictors.md.
 struct FitOptions {
-  /// length_law / task_length_law: least squares of log(target tokens) on log(L) (per task).
-  /// The target is the geometric midpoint of the oracle's censoring interval on the curve grid
-  /// (largest curve point below the oracle, oracle], see docs/predictors.md.
-  /// linear:
-  std::vector<std::string> terms;  ///< empty = defaults from the features present in the traces
-  double l2 = 1e-3;                ///< ridge penalty on standardized terms
-  double quantile = 0.0;           ///< 0 = least squares; in (0,1) = pinball loss at this level
-  /// probe:
-  int probe_mass = 90;
-  /// table (Lagrangian allocation):
-  std::string bucket_feature;  ///< "" = task x length only; e.g. "entropy"
-  int bucket_count = 2;        ///< quantile buckets of bucket_feature (+1 bucket for unknown)
-  BudgetLimits limits;         ///< limits of the fitted predictor
+  // linear:
+  std::vector<std::string> terms;  ///< linear: empty = defaults from the features in the traces
+  double l2 = 1e-3;                ///< linear: ridge penalty on standardized terms
+  double quantile = 0.0;           ///< linear: 0 = least squares; in (0,1) = pinball loss level
+  // probe:
+  int probe_mass = 90;  ///< probe: which probe_blocks_X feature it scales: 50, 90 or 99
+  // table (Lagrangian allocation):
+  std::string bucket_feature;  ///< table: "" = task x length only; e.g. "entropy"
+  int bucket_count = 2;        ///< table: quantile buckets, in [1, 16] (+1 for unknown)
+  BudgetLimits limits;         ///< limits of the fitted predictor (every type)
 };
 
 /// Fits a predictor of `type` (fixed, length_law, task_length_law, linear, probe, table) on the
@@ -56,78 +57,93 @@ Expected<std::unique_ptr<Predictor>> FitPredictor(const std::string& type,
                                                   const std::vector<TraceRecord>& traces,
                                                   const FitOptions& options = {});
 
-/// ---- calibration ---------------------------------------------------------------------------
+// ---- calibration ---------------------------------------------------------------------------
+/// Options of Calibrate.
 struct CalibrationOptions {
-  /// Exactly one target: target_degraded in (0, 1) or target_mean_fraction in (0, 1].
-  double target_degraded = -1.0;
-  double target_mean_fraction = -1.0;
+  /// @name Target: set exactly one (a negative value means unset)
+  ///@{
+  double target_degraded = -1.0;       ///< degraded share on new requests, in (0, 1)
+  double target_mean_fraction = -1.0;  ///< mean budget fraction over the traces, in (0, 1]
+  ///@}
   double holdout = 0.3;  ///< share of traces held out for the finite-sample correction (0.05..0.95)
   double delta = 0.0;    ///< 0 = guarantee in expectation; in (0,1): high-probability version
-  uint64_t seed = 1;
-  FitOptions fit;
+  uint64_t seed = 1;  ///< seeds the fit / held-out split (degraded mode, fitted type)
+  FitOptions fit;     ///< used when Calibrate fits `type`; unused with a base predictor
 };
 
+/// What Calibrate chose, and how it does on the calibration traces.
 struct CalibrationResult {
-  std::unique_ptr<Predictor> predictor;
+  std::unique_ptr<Predictor> predictor;  ///< the calibrated predictor, owned by the result
   std::string method;          ///< "lagrangian_table+crc", "scale+crc", "scale+mean", ...
-  double chosen_value = 0.0;   ///< table: lambda; others: scale
+  /// table: lambda; others: scale (+inf when no scale met the target and the predictor is the
+  /// dense fixed fraction 1)
+  double chosen_value = 0.0;
   double fit_mean_fraction = 0.0;       ///< mean budget fraction on all calibration traces
   double holdout_mean_fraction = 0.0;   ///< on the held-out part (degraded mode)
   double holdout_degraded_share = 0.0;  ///< degraded share on the held-out part
   double holdout_miss_share = 0.0;      ///< b < oracle share on the held-out part
-  int64_t num_fit = 0;
-  int64_t num_holdout = 0;
+  int64_t num_fit = 0;      ///< traces in the fit part (all in mean mode; 0 for a base, degraded)
+  int64_t num_holdout = 0;  ///< traces held out (0 in mean mode; all for a base, degraded mode)
   std::string summary;  ///< one line: "chosen ... mean_budget_fraction=... degraded=..."
 };
 
-/// If `type_or_base` names a fittable type, fits it (on the fit part) and calibrates; table is
-/// calibrated by the per-cell Lagrangian allocation. Pass `base` instead to calibrate an existing
-/// predictor's scale (type_or_base ignored).
+/// With `base` null, fits predictor `type` (on the fit part in degraded mode, on all traces in
+/// mean mode) and calibrates its scale; table is calibrated by the per-cell Lagrangian
+/// allocation. Pass `base` instead to calibrate a copy of an existing predictor's scale (`type`
+/// ignored). Needs >= 2 traces; errors name the bad option.
 Expected<CalibrationResult> Calibrate(const std::string& type, const Predictor* base,
                                       const std::vector<TraceRecord>& traces,
                                       const CalibrationOptions& options);
 
-/// ---- evaluation ----------------------------------------------------------------------------
+// ---- evaluation ----------------------------------------------------------------------------
+/// One point of a quality-vs-budget frontier, averaged over the traces.
 struct EvalPoint {
   double scale = 1.0;  ///< the sweep parameter (scale, or the fixed fraction / blocks)
-  double mean_fraction = 0.0;
-  double mean_quality = 0.0;
-  double degraded_share = 0.0;
+  double mean_fraction = 0.0;   ///< mean of total_blocks / causal_blocks
+  double mean_quality = 0.0;    ///< mean QualityAt the budget
+  double degraded_share = 0.0;  ///< share of requests Degraded at the budget
 };
 
+/// How one predictor (or the traces' oracle labels) does on the traces, at its own limits.
 struct PredictorEval {
-  std::string name;
-  double mean_budget_fraction = 0.0;
-  double mean_blocks = 0.0;
+  std::string name;                   ///< as given to Evaluate; "oracle" for the labels
+  double mean_budget_fraction = 0.0;  ///< mean of total_blocks / causal_blocks
+  double mean_blocks = 0.0;           ///< mean total kept blocks
   double mean_kv_tokens = 0.0;  ///< tokens of K/V read per (layer, kv head)
   double mean_kv_bytes = 0.0;   ///< mean_kv_tokens * kv_bytes_per_token
-  double degraded_share = 0.0;
-  double mean_quality = 0.0;
+  double degraded_share = 0.0;  ///< share of requests Degraded at their budget
+  double mean_quality = 0.0;    ///< mean QualityAt their budget
   double miss_share = 0.0;        ///< b < monotone oracle
   double regret_vs_oracle = 0.0;  ///< mean_budget_fraction / oracle mean fraction
-  double clamped_share = 0.0;
-  double fallback_share = 0.0;
+  double clamped_share = 0.0;   ///< share of predictions with Prediction::clamped (0 for oracle)
+  double fallback_share = 0.0;  ///< share of estimates that used a fallback (0 for oracle)
   double auc = 0.0;               ///< area under the frontier, quality vs mean fraction on [0, 1]
-  double saved_vs_fixed_fraction = 0.0;  ///< 1 - mean / (best fixed fraction at <= degraded)
+  /// 1 - mean_budget_fraction / best_fixed_fraction_mean, where the best fixed fraction is the
+  /// one of least mean budget whose degraded share is <= this one's (0 if none is)
+  double saved_vs_fixed_fraction = 0.0;
   double saved_vs_fixed_blocks = 0.0;    ///< the same against fixed token budgets
   double best_fixed_fraction = 0.0;      ///< that fixed fraction (and its mean fraction below)
-  double best_fixed_fraction_mean = 0.0;
-  int64_t best_fixed_blocks = 0;
-  double best_fixed_blocks_mean = 0.0;
-  std::vector<EvalPoint> frontier;  ///< sweep of the scale
+  double best_fixed_fraction_mean = 0.0;  ///< that fixed fraction's mean budget fraction
+  int64_t best_fixed_blocks = 0;          ///< the same for fixed total-block budgets (0 if none)
+  double best_fixed_blocks_mean = 0.0;    ///< that budget's mean budget fraction
+  std::vector<EvalPoint> frontier;  ///< sweep of the scale (the oracle: its single point)
+  /// (task, point at this predictor's own scale, reported as 1) per task, sorted by task name
   std::vector<std::pair<std::string, EvalPoint>> per_task;
 };
 
+/// Options of Evaluate.
 struct EvalOptions {
   double kv_bytes_per_token = 512.0;  ///< K+V bytes per token per (layer, kv head): fp16, d=128
-  int sweep_points = 33;              ///< scales 2^-4 .. 2^4
+  int sweep_points = 33;              ///< scales 2^-4 .. 2^4, log-spaced; in [1, 1000] (1: scale 1)
 };
 
+/// Result of Evaluate.
 struct EvalReport {
-  int64_t num_requests = 0;
-  double dense_mean_quality = 0.0;
+  int64_t num_requests = 0;         ///< traces evaluated
+  double dense_mean_quality = 0.0;  ///< mean dense_quality of the traces
   PredictorEval oracle;             ///< the traces' oracle labels
   std::vector<PredictorEval> entries;  ///< one per predictor (fixed ones included)
+  /// Fixed fractions 2^(k/32) / 256 for k = 0..255, then 1 (scale = the fraction)
   std::vector<EvalPoint> fixed_fraction_frontier;
   std::vector<EvalPoint> fixed_blocks_frontier;  ///< scale = total blocks
 };
@@ -136,19 +152,23 @@ struct EvalReport {
 Expected<EvalReport> Evaluate(const std::vector<TraceRecord>& traces,
                               const std::vector<std::pair<std::string, const Predictor*>>& predictors,
                               const EvalOptions& options = {});
+/// A Markdown table (one row per entry, then the oracle) and a one-line summary.
 std::string EvalReportMarkdown(const EvalReport& report);
+/// The whole report as JSON (schema_version 1), frontiers and per-task points included.
 std::string EvalReportJson(const EvalReport& report);
 
-/// ---- oracle from attention -----------------------------------------------------------------
+// ---- oracle from attention -----------------------------------------------------------------
+/// One budget of OracleFromAttention's sweep.
 struct OracleCurvePoint {
   int64_t blocks = 0;  ///< total kept blocks
-  double fraction = 0.0;
+  double fraction = 0.0;  ///< blocks / causal_blocks
   double rel_error = 0.0;  ///< ||out - dense|| / ||dense|| over all query rows and heads
 };
+/// Result of OracleFromAttention.
 struct AttentionOracle {
   int64_t blocks = 0;  ///< smallest total blocks with rel_error <= epsilon (causal blocks if none)
-  double fraction = 0.0;
-  int64_t causal_blocks = 0;
+  double fraction = 0.0;      ///< blocks / causal_blocks
+  int64_t causal_blocks = 0;  ///< causal blocks of the last query, ceil(L / block_size)
   std::vector<OracleCurvePoint> curve;  ///< every total from the forced count to causal blocks
 };
 /// Runs SparseAttention with Budget::Blocks(k) (the params' sink/local/scoring) for k = 0, 1, ...
@@ -160,18 +180,23 @@ Expected<AttentionOracle> OracleFromAttention(const AttentionParams& params, con
 /// Minimal .npy I/O for the oracle: little-endian float32 ('<f4') or float16 ('<f2') arrays in C
 /// order, format versions 1-3. Values are widened to float32. Errors name the file and the field.
 struct NpyArray {
-  std::vector<int64_t> shape;
+  std::vector<int64_t> shape;  ///< dimensions, outermost first
   std::vector<float> data;  ///< row-major
 };
+/// Reads a whole .npy file. Errors: kIoError if it cannot be read, kParseError naming the field.
 Expected<NpyArray> ReadNpy(const std::string& path);
+/// Writes `data` as '<f4', format version 1.0, C order, replacing the file. Error if the product
+/// of `shape` differs from data.size() (kInvalidArgument) or writing fails (kIoError).
 Status WriteNpy(const std::string& path, const std::vector<int64_t>& shape, const std::vector<float>& data);
 
-/// ---- synthetic traces ----------------------------------------------------------------------
+// ---- synthetic traces ----------------------------------------------------------------------
+/// Options of SynthesizeTraces.
 struct SynthOptions {
-  int64_t count = 1000;
-  uint64_t seed = 1;
-  int32_t block_size = 64;
-  std::vector<int64_t> lengths = {512, 1024, 2048, 4096, 8192};  ///< each request picks one
+  int64_t count = 1000;     ///< records to generate
+  uint64_t seed = 1;        ///< same options and seed give the same records
+  int32_t block_size = 64;  ///< tokens per block of every record, >= 1
+  /// Each request picks one uniformly; empty = log-uniform in [512, 8192]
+  std::vector<int64_t> lengths = {512, 1024, 2048, 4096, 8192};
   bool continuous_lengths = false;  ///< log-uniform between min and max of `lengths`
   bool fine_grid = false;  ///< curve at every block count up to 512 (else the standard grid), + dense
   double noise = 0.35;     ///< sd of the log-normal noise on the needed budget
@@ -183,11 +208,13 @@ struct SynthOptions {
 std::vector<TraceRecord> SynthesizeTraces(const SynthOptions& options);
 /// The per-task law used by SynthesizeTraces (for tests): c, a.
 struct SynthLaw {
-  const char* task;
-  double c;
-  double a;
-  double dense_accuracy;
+  const char* task;       ///< task class name (static storage)
+  double c;               ///< needed tokens = c * L^a before noise
+  double a;               ///< exponent of the context length L
+  double dense_accuracy;  ///< probability that a record's dense quality is 1 (else 0)
 };
+/// The four built-in laws (single_qa, multi_qa, multi_hop, aggregation); each synthetic request
+/// picks one uniformly.
 std::vector<SynthLaw> SynthLaws();
 
 }  ///< namespace sparsebudget

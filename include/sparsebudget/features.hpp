@@ -18,13 +18,18 @@
 
 namespace sparsebudget {
 
-/// Built-in task classes. The set is open: any non-empty name is accepted.
-inline constexpr const char* kTaskSingleQa = "single_qa";
-inline constexpr const char* kTaskMultiQa = "multi_qa";
-inline constexpr const char* kTaskMultiHop = "multi_hop";
-inline constexpr const char* kTaskAggregation = "aggregation";
-inline constexpr const char* kTaskUnknown = "unknown";
+/// @name Built-in task class names
+/// The set is open: any non-empty name is accepted. kTaskUnknown is the default task.
+///@{
+inline constexpr const char* kTaskSingleQa = "single_qa";       ///< retrieve one fact
+inline constexpr const char* kTaskMultiQa = "multi_qa";         ///< retrieve several facts at once
+inline constexpr const char* kTaskMultiHop = "multi_hop";       ///< a chain of dependent lookups
+inline constexpr const char* kTaskAggregation = "aggregation";  ///< collect all values of a key
+inline constexpr const char* kTaskUnknown = "unknown";          ///< not known (the default)
+///@}
 
+/// What a predictor sees about one request; an unknown value is std::nullopt. Ranges are checked
+/// by ValidateFeatures (Predictor::Predict calls it).
 struct RequestFeatures {
   int64_t context_length = 0;  ///< tokens in the context, >= 1
   int32_t block_size = 64;     ///< kernel block size in tokens, >= 1
@@ -35,13 +40,14 @@ struct RequestFeatures {
   /// Uncertainty of the model's next-token distribution at the end of prefill.
   std::optional<double> entropy;    ///< nats, >= 0
   std::optional<double> top1_prob;  ///< in [0, 1]
-  /// Attention probe statistics (probe.hpp): blocks needed for 50/90/99% of the estimated block
-  /// mass (fractional when averaged over heads), entropy of the block mass, top-5%-block mass.
-  std::optional<double> probe_blocks_50;
-  std::optional<double> probe_blocks_90;
-  std::optional<double> probe_blocks_99;
-  std::optional<double> probe_entropy;
-  std::optional<double> probe_top5_mass;
+  /// @name Attention probe statistics (probe.hpp)
+  ///@{
+  std::optional<double> probe_blocks_50;  ///< blocks for 50% of the mass, >= 0 (may be fractional)
+  std::optional<double> probe_blocks_90;  ///< blocks for 90% of the mass, >= 0
+  std::optional<double> probe_blocks_99;  ///< blocks for 99% of the mass, >= 0
+  std::optional<double> probe_entropy;    ///< entropy of the block mass, nats
+  std::optional<double> probe_top5_mass;  ///< mass of the heaviest 5% of blocks, in [0, 1]
+  ///@}
   /// Any other numeric feature by name (e.g. "answer_length" from traces).
   std::map<std::string, double> extra;
 
@@ -65,6 +71,8 @@ Status ValidateFeatures(const RequestFeatures& f);
 /// probe_top5_mass (numbers or null), and "extra": {name: number}. Unknown keys are rejected,
 /// naming the key. Round trip is exact.
 Expected<RequestFeatures> FeaturesFromJson(const std::string& json_text);
+/// One compact JSON object: every key above, unknown values as null; task_probs and extra only
+/// when not empty.
 std::string FeaturesToJson(const RequestFeatures& f);
 
 }  ///< namespace sparsebudget

@@ -4,7 +4,8 @@
 /// The kernels exist in three builds: a portable scalar one (always present), AVX2 (+FMA, F16C)
 /// and AVX-512 (F, BW, VL, DQ). The best one the CPU supports is chosen once, on first use, from
 /// CPUID feature bits (never from the CPU model). The environment variable
-/// SPARSEBUDGET_MAX_ISA=scalar|avx2|avx512 caps the choice at start-up; SetMaxIsa caps it later.
+/// SPARSEBUDGET_MAX_ISA=scalar|avx2|avx512 caps the choice at start-up (an unrecognised value
+/// caps it at scalar); SetMaxIsa caps it later.
 /// All functions here are thread-safe.
 #pragma once
 
@@ -12,9 +13,11 @@
 
 namespace sparsebudget {
 
+/// A kernel build, ordered: each level needs the CPU features of the ones below it. kScalar:
+/// portable C++; kAvx2: AVX2 + FMA + F16C; kAvx512: AVX-512 F/BW/VL/DQ. Values equal sb_isa.
 enum class Isa : int { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
 
-const char* IsaName(Isa isa) noexcept;  ///< "scalar", "avx2", "avx512"
+const char* IsaName(Isa isa) noexcept;  ///< "scalar", "avx2", "avx512"; "unknown" otherwise
 /// Parses "scalar", "avx2", "avx512" (case-sensitive). Error names the bad text.
 Expected<Isa> ParseIsa(const char* name);
 

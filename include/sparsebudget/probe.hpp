@@ -24,12 +24,13 @@
 
 namespace sparsebudget {
 
+/// Concentration of the estimated block mass (definitions above).
 struct ProbeStats {
-  double blocks_50 = 0.0;
-  double blocks_90 = 0.0;
-  double blocks_99 = 0.0;
-  double entropy = 0.0;
-  double top5_mass = 0.0;
+  double blocks_50 = 0.0;  ///< fewest blocks reaching 50% of the mass, in [1, num_blocks]
+  double blocks_90 = 0.0;  ///< the same for 90%
+  double blocks_99 = 0.0;  ///< the same for 99%
+  double entropy = 0.0;    ///< of the block mass, nats, in [0, ln num_blocks]
+  double top5_mass = 0.0;  ///< mass of the ceil(5%) heaviest blocks, in (0, 1]
   int64_t num_blocks = 0;  ///< causal blocks scored
 };
 

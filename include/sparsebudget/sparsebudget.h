@@ -52,7 +52,7 @@
 extern "C" {
 #endif
 
-/** ---- status, errors, version, logging ---------------------------------------------------- */
+/* ---- status, errors, version, logging ---------------------------------------------------- */
 
 /** Numeric values equal sparsebudget::StatusCode (status.hpp). */
 typedef enum sb_status {
@@ -75,17 +75,22 @@ SB_API const char* sb_status_string(sb_status status);
  * library, valid until the next sb_ call on this thread. Never NULL. */
 SB_API const char* sb_last_error(void);
 
-#define SB_VERSION_MAJOR 0
-#define SB_VERSION_MINOR 1
-#define SB_VERSION_PATCH 0
+/** @name Version of this header, MAJOR.MINOR.PATCH (0.1.0)
+ * Equal to sparsebudget::kVersion* of the C++ headers.
+ * @{ */
+#define SB_VERSION_MAJOR 0 /**< MAJOR */
+#define SB_VERSION_MINOR 1 /**< MINOR */
+#define SB_VERSION_PATCH 0 /**< PATCH */
+/** @} */
 /** The library's version, "MAJOR.MINOR.PATCH" (static storage). Compare with SB_VERSION_* to
  * detect a header/library mismatch. */
 SB_API const char* sb_version(void);
 
+/** Severity of a log message; the callback gets messages at or above its min_level. */
 typedef enum sb_log_level {
   SB_LOG_DEBUG = 0,  /**< plan summaries */
   SB_LOG_INFO = 1,  /**< kernel (ISA) selection and caps */
-  SB_LOG_WARN = 2,
+  SB_LOG_WARN = 2,  /**< reserved: the library logs nothing at this level yet */
   SB_LOG_ERROR = 3  /**< every failing call, with its message */
 } sb_log_level;
 
@@ -98,7 +103,7 @@ typedef void (*sb_log_callback)(void* user_data, sb_log_level level, const char*
  * min_level are not formatted. Thread-safe; never fails except for a bad level. */
 SB_API sb_status sb_set_log_callback(sb_log_callback callback, void* user_data, sb_log_level min_level);
 
-/** ---- ISA --------------------------------------------------------------------------------- */
+/* ---- ISA --------------------------------------------------------------------------------- */
 
 /** Numeric values equal sparsebudget::Isa. */
 typedef enum sb_isa { SB_ISA_SCALAR = 0, SB_ISA_AVX2 = 1, SB_ISA_AVX512 = 2 } sb_isa;
@@ -107,8 +112,9 @@ typedef enum sb_isa { SB_ISA_SCALAR = 0, SB_ISA_AVX2 = 1, SB_ISA_AVX512 = 2 } sb
 SB_API const char* sb_isa_name(sb_isa isa);
 /** Parses an ISA name (case-sensitive) into *isa. */
 SB_API sb_status sb_isa_parse(const char* name, sb_isa* isa);
-/** The best ISA the CPU supports (ignoring caps), and the one kernels use now. Thread-safe. */
+/** The best ISA the CPU (and OS) supports, ignoring caps. Thread-safe. */
 SB_API sb_isa sb_isa_detected(void);
+/** The ISA kernels use now: the lower of the detected one and the cap. Thread-safe. */
 SB_API sb_isa sb_isa_active(void);
 /** 1 if kernels for `isa` can run on this CPU, else 0. */
 SB_API int sb_isa_supported(sb_isa isa);
@@ -116,10 +122,14 @@ SB_API int sb_isa_supported(sb_isa isa);
  * what the CPU has is not an error (the detected ISA is then used). Thread-safe. */
 SB_API sb_status sb_isa_set_max(sb_isa cap);
 
-/** ---- budgets ----------------------------------------------------------------------------- */
+/* ---- budgets ----------------------------------------------------------------------------- */
 
+/** Element type of K and V (values equal sparsebudget::DType); queries and outputs are fp32. */
 typedef enum sb_dtype { SB_DTYPE_F32 = 0, SB_DTYPE_F16 = 1, SB_DTYPE_BF16 = 2 } sb_dtype;
+/** Block scoring for selection (values equal sparsebudget::Scoring): MEAN needs summaries with
+ * keep_mean, BOUND (Quest's upper bound) needs keep_bound. */
 typedef enum sb_scoring { SB_SCORING_MEAN = 0, SB_SCORING_BOUND = 1 } sb_scoring;
+/** How a budget sets the number of kept blocks (values equal sparsebudget::BudgetMode). */
 typedef enum sb_budget_mode {
   SB_BUDGET_DENSE = 0,  /**< every causal block */
   SB_BUDGET_BLOCKS = 1,  /**< `blocks` scored blocks besides the sink and local ones */
@@ -130,7 +140,7 @@ typedef enum sb_budget_mode {
 /** A budget (sparsebudget::Budget without per-layer scales; see budget.hpp for the counting rule). */
 typedef struct sb_budget {
   size_t struct_size;  /**< sizeof(sb_budget) */
-  sb_budget_mode mode;
+  sb_budget_mode mode;  /**< which of blocks / fraction / top_p applies; default dense */
   int32_t sink_blocks;  /**< >= 0, default 1 */
   int32_t local_blocks;  /**< >= 0, default 1 (the query's own block is always kept) */
   int64_t blocks;  /**< SB_BUDGET_BLOCKS: scored blocks, >= 0 */
@@ -145,11 +155,12 @@ SB_API void sb_budget_init(sb_budget* budget);
 /** Checks every field; the message names the bad one. O(1). */
 SB_API sb_status sb_budget_validate(const sb_budget* budget);
 
+/** Output of sb_budget_resolve (sparsebudget::ResolvedBudget). */
 typedef struct sb_resolved_budget {
-  size_t struct_size;
+  size_t struct_size;  /**< set by the caller to sizeof(sb_resolved_budget); kept by the library */
   int64_t forced_blocks;  /**< sink + local (+ own) blocks */
   int64_t total_blocks;  /**< forced + scored */
-  int64_t scored_blocks;
+  int64_t scored_blocks;  /**< chosen by score: total - forced */
   int32_t clamped;  /**< 1 if a clamp applied or more was asked than exists */
 } sb_resolved_budget;
 
@@ -158,17 +169,18 @@ typedef struct sb_resolved_budget {
 SB_API sb_status sb_budget_resolve(const sb_budget* budget, int64_t causal_blocks,
                                    sb_resolved_budget* resolved);
 
-/** ---- attention plan ---------------------------------------------------------------------- */
+/* ---- attention plan ---------------------------------------------------------------------- */
 
+/** Shape, K/V type, scoring and budget of one attention call (sparsebudget::AttentionParams). */
 typedef struct sb_attention_params {
   size_t struct_size;  /**< sizeof(sb_attention_params) */
-  int32_t num_q_heads;
+  int32_t num_q_heads;  /**< >= 1 */
   int32_t num_kv_heads;  /**< divides num_q_heads */
   int32_t head_dim;  /**< [1, 4096]; fast paths for multiples of 16 */
   int32_t block_size;  /**< power of two in [16, 256], default 64 */
   int64_t context_length;  /**< L >= num_queries */
   int32_t num_queries;  /**< >= 0 (1 = decode); 0 makes every execute call a no-op */
-  sb_dtype kv_dtype;
+  sb_dtype kv_dtype;  /**< element type of K and V, default SB_DTYPE_F32 */
   sb_scoring scoring;  /**< default SB_SCORING_BOUND */
   float scale;  /**< 0 = 1/sqrt(head_dim) */
   sb_budget budget;  /**< budget.struct_size must be set too (sb_attention_params_init does) */
@@ -184,10 +196,12 @@ typedef struct sb_plan sb_plan;
 /** Validates every field (the message names the bad one) and creates a plan. O(1); one small
  * allocation. *plan is set to NULL on failure. */
 SB_API sb_status sb_plan_create(const sb_attention_params* params, sb_plan** plan);
+/** Frees a plan; NULL is a no-op. No call may still be using it. */
 SB_API void sb_plan_destroy(sb_plan* plan);
 
+/** Output of sb_plan_get_info: what the plan precomputed. */
 typedef struct sb_plan_info {
-  size_t struct_size;
+  size_t struct_size;  /**< set by the caller to sizeof(sb_plan_info); kept by the library */
   size_t workspace_bytes;  /**< bytes of workspace every execute call of this plan needs */
   int64_t num_blocks;  /**< causal blocks of the last query, ceil(L / block_size) */
   int64_t num_query_blocks;  /**< query blocks touched by the queries */
@@ -203,7 +217,7 @@ SB_API sb_status sb_plan_get_info(const sb_plan* plan, sb_plan_info* info);
  * no particular alignment beyond 4 bytes; 64-byte alignment is faster. */
 SB_API sb_status sb_plan_workspace_bytes(const sb_plan* plan, size_t* bytes);
 
-/** ---- views ------------------------------------------------------------------------------- */
+/* ---- views ------------------------------------------------------------------------------- */
 
 /** K and V of one request. Element (kv head h, token t, dim d) of K lives at (in elements)
  *   contiguous (page_table NULL): k + t*token_stride + h*head_stride + d
@@ -215,11 +229,11 @@ SB_API sb_status sb_plan_workspace_bytes(const sb_plan* plan, size_t* bytes);
  * layouts give bit-identical results. bf16 and f16 values are raw 16-bit patterns. */
 typedef struct sb_kv_view {
   size_t struct_size;  /**< sizeof(sb_kv_view) */
-  const void* k;
-  const void* v;
-  sb_dtype dtype;
-  int64_t token_stride;
-  int64_t head_stride;
+  const void* k;  /**< K, elements of `dtype` */
+  const void* v;  /**< V, same layout and strides as K (not read by sb_summaries_append) */
+  sb_dtype dtype;  /**< must equal the plan's kv_dtype */
+  int64_t token_stride;  /**< elements between consecutive tokens (within a page), >= 0 */
+  int64_t head_stride;  /**< elements between consecutive kv heads, >= 0 */
   const int32_t* page_table;  /**< NULL = contiguous */
   int64_t page_size;  /**< tokens per page */
   int64_t page_stride;  /**< elements between pages */
@@ -229,17 +243,17 @@ typedef struct sb_kv_view {
  * query i sits at position context_length - num_queries + i. */
 typedef struct sb_query_view {
   size_t struct_size;  /**< sizeof(sb_query_view) */
-  const float* data;
-  int64_t token_stride;
-  int64_t head_stride;
+  const float* data;  /**< row (query 0, q head 0) */
+  int64_t token_stride;  /**< floats between consecutive queries, >= 0 */
+  int64_t head_stride;  /**< floats between consecutive q heads, >= 0 */
 } sb_query_view;
 
 /** fp32 outputs, laid out like the queries; written, never read. */
 typedef struct sb_output_view {
   size_t struct_size;  /**< sizeof(sb_output_view) */
-  float* data;
-  int64_t token_stride;
-  int64_t head_stride;
+  float* data;  /**< row (query 0, q head 0); rows must not overlap */
+  int64_t token_stride;  /**< floats between consecutive queries, >= 0 */
+  int64_t head_stride;  /**< floats between consecutive q heads, >= 0 */
 } sb_output_view;
 
 /** Chosen blocks. Unit u = kv_head * num_query_blocks + (query_block - first_query_block);
@@ -249,13 +263,14 @@ typedef struct sb_block_selection {
   size_t struct_size;  /**< sizeof(sb_block_selection) */
   int32_t* indices;  /**< num_units * capacity */
   int32_t* counts;  /**< num_units */
-  int64_t capacity;
+  int64_t capacity;  /**< entries per unit in `indices`, >= num_blocks */
 } sb_block_selection;
 
+/** Counters of a selection (sparsebudget::SelectionStats without dense_fallback). */
 typedef struct sb_selection_stats {
-  size_t struct_size;
-  int64_t units;
-  int64_t units_clamped;
+  size_t struct_size;  /**< set by the caller to sizeof(sb_selection_stats); kept by the library */
+  int64_t units;  /**< units selected (the plan's num_units) */
+  int64_t units_clamped;  /**< units whose budget was clamped or asked for more than exists */
   int64_t kept_blocks;  /**< sum over units */
   int64_t causal_blocks;  /**< sum over units: kept / causal = density */
   int32_t dense;  /**< 1 if every unit kept every causal block */
@@ -267,12 +282,13 @@ typedef struct sb_selection_stats {
 SB_API sb_status sb_validate_views(const sb_plan* plan, const sb_query_view* q, const sb_kv_view* kv,
                                    const sb_output_view* out);
 
-/** ---- block summaries --------------------------------------------------------------------- */
+/* ---- block summaries --------------------------------------------------------------------- */
 
+/** Shape and contents of block summaries (sparsebudget::BlockSummaries::Config). */
 typedef struct sb_summaries_config {
   size_t struct_size;  /**< sizeof(sb_summaries_config) */
-  int32_t num_kv_heads;
-  int32_t head_dim;
+  int32_t num_kv_heads;  /**< >= 1, must equal the plan's */
+  int32_t head_dim;  /**< in [1, 4096], must equal the plan's */
   int32_t block_size;  /**< must equal the plan's */
   int64_t max_tokens;  /**< capacity: memory is sized for this at create time */
   int32_t keep_mean;  /**< nonzero: keep sums for SB_SCORING_MEAN (and probes) */
@@ -288,12 +304,14 @@ typedef struct sb_summaries sb_summaries;
 /** Allocates fp32 storage for max_tokens (the only allocation: (keep_mean + 2*keep_bound) *
  * num_kv_heads * ceil(max_tokens/block_size) * head_dim floats). *summaries NULL on failure. */
 SB_API sb_status sb_summaries_create(const sb_summaries_config* config, sb_summaries** summaries);
+/** Frees the summaries (invalidating sb_summaries_block pointers); NULL is a no-op. */
 SB_API void sb_summaries_destroy(sb_summaries* summaries);
 /** Folds tokens [num_tokens, new_num_tokens) of kv->k into the summaries (reads only those).
  * O(new tokens x heads x head_dim). Only kv->k, dtype, strides and the page fields are used. */
 SB_API sb_status sb_summaries_append(sb_summaries* summaries, const sb_kv_view* kv, int64_t new_num_tokens);
 /** Forgets all tokens (keeps the memory). */
 SB_API sb_status sb_summaries_reset(sb_summaries* summaries);
+/** *num_tokens = tokens folded in so far. */
 SB_API sb_status sb_summaries_num_tokens(const sb_summaries* summaries, int64_t* num_tokens);
 /** Storage bytes. */
 SB_API sb_status sb_summaries_bytes(const sb_summaries* summaries, size_t* bytes);
@@ -304,12 +322,15 @@ SB_API sb_status sb_summaries_block(const sb_summaries* summaries, int32_t head,
                                     const float** key_sum, const float** key_min,
                                     const float** key_max, int64_t* count);
 
-/** ---- execute ----------------------------------------------------------------------------- */
+/* ---- execute ----------------------------------------------------------------------------- */
 
 /** A persistent thread pool for the convenience paths (threads created here, joined at destroy).
  * num_threads >= 1 counts the calling thread. One call at a time per pool (serialised). */
 typedef struct sb_thread_pool sb_thread_pool;
+/** Creates a pool; num_threads in [1, 4096], the caller included (num_threads - 1 workers).
+ * *pool NULL on failure. */
 SB_API sb_status sb_thread_pool_create(int32_t num_threads, sb_thread_pool** pool);
+/** Joins the workers and frees the pool; NULL is a no-op. No call may still be using it. */
 SB_API void sb_thread_pool_destroy(sb_thread_pool* pool);
 
 /** Selects blocks for every unit with the plan's budget and scoring (see attention.hpp for the
@@ -336,6 +357,8 @@ SB_API sb_status sb_attend(const sb_plan* plan, const sb_query_view* q, const sb
 SB_API sb_status sb_attend_partition(const sb_plan* plan, const sb_query_view* q, const sb_kv_view* kv,
                                      const sb_block_selection* selection, const sb_output_view* out,
                                      void* workspace, int32_t ith, int32_t nth);
+/** Phase two of the partitioned attend (see sb_attend_partition): combines the split-K partial
+ * results in `workspace` into `out`. q and kv are not needed. */
 SB_API sb_status sb_attend_merge(const sb_plan* plan, const sb_block_selection* selection,
                                  const sb_output_view* out, void* workspace, int32_t ith, int32_t nth);
 
@@ -346,7 +369,7 @@ SB_API sb_status sb_sparse_attention(const sb_plan* plan, const sb_query_view* q
                                      void* workspace, sb_thread_pool* pool, sb_selection_stats* stats,
                                      const sb_block_selection* selection_out);
 
-/** ---- request features, predictors, probes ------------------------------------------------ */
+/* ---- request features, predictors, probes ------------------------------------------------ */
 
 /** What a predictor sees about one request (sparsebudget::RequestFeatures). Unknown optional
  * values are NaN (sb_request_features_init sets them so). Named arrays are borrowed for the
@@ -357,41 +380,46 @@ typedef struct sb_request_features {
   int32_t block_size;  /**< default 64 */
   const char* task;  /**< NULL = "unknown" */
   double expected_output_length;  /**< NaN = unknown */
-  double entropy;
-  double top1_prob;
-  double probe_blocks_50;
-  double probe_blocks_90;
-  double probe_blocks_99;
-  double probe_entropy;
-  double probe_top5_mass;
+  double entropy;  /**< of the next-token distribution, nats, >= 0; NaN = unknown */
+  double top1_prob;  /**< in [0, 1]; NaN = unknown */
+  double probe_blocks_50;  /**< blocks for 50% of the estimated mass (probe.hpp); NaN = unknown */
+  double probe_blocks_90;  /**< the same for 90%; NaN = unknown */
+  double probe_blocks_99;  /**< the same for 99%; NaN = unknown */
+  double probe_entropy;  /**< entropy of the block mass, nats; NaN = unknown */
+  double probe_top5_mass;  /**< mass of the heaviest 5% of blocks, in [0, 1]; NaN = unknown */
   int32_t num_task_probs;  /**< task_prob_names/values: probabilities over task classes */
-  const char* const* task_prob_names;
-  const double* task_prob_values;
+  const char* const* task_prob_names;  /**< num_task_probs class names */
+  const double* task_prob_values;  /**< num_task_probs probabilities, each in [0, 1] */
   int32_t num_extra;  /**< extra_names/values: other numeric features */
-  const char* const* extra_names;
-  const double* extra_values;
+  const char* const* extra_names;  /**< num_extra feature names */
+  const double* extra_values;  /**< num_extra finite values */
 } sb_request_features;
 
+/** Sets struct_size and defaults: block_size 64, task NULL, every optional value NaN, no named
+ * arrays; context_length is 0 and must be set. */
 SB_API void sb_request_features_init(sb_request_features* features);
 
+/** Output of sb_predictor_predict (sparsebudget::Prediction). */
 typedef struct sb_prediction {
   size_t struct_size;  /**< sizeof(sb_prediction) */
   sb_budget budget;  /**< the kernel's input (SB_BUDGET_FRACTION); struct_size set by the library */
-  double estimate_blocks;
-  int64_t causal_blocks;
-  int64_t total_blocks;
-  double fraction;
-  int32_t clamped;
-  int32_t fallback;
+  double estimate_blocks;  /**< the predictor's estimate of total blocks, before limits */
+  int64_t causal_blocks;  /**< ceil(context_length / block_size) */
+  int64_t total_blocks;  /**< blocks the kernel keeps with `budget` */
+  double fraction;  /**< total_blocks / causal_blocks */
+  int32_t clamped;  /**< 1 if a limit changed the estimate */
+  int32_t fallback;  /**< 1 if a needed feature was unknown and the fallback was used */
 } sb_prediction;
 
 /** A loaded predictor (immutable; predict is thread-safe). */
 typedef struct sb_predictor sb_predictor;
 
-/** From a JSON file / JSON text ({"schema_version": 1, "type": ..., ...}, see docs/predictors.md).
+/** From a JSON file ({"schema_version": 1, "type": ..., ...}, see docs/predictors.md).
  * Errors name the file and the bad key. *predictor NULL on failure. */
 SB_API sb_status sb_predictor_load_file(const char* path, sb_predictor** predictor);
+/** The same from NUL-terminated JSON text. Errors name the bad key. *predictor NULL on failure. */
 SB_API sb_status sb_predictor_load_json(const char* json_text, sb_predictor** predictor);
+/** Frees a predictor; NULL is a no-op. No call may still be using it. */
 SB_API void sb_predictor_destroy(sb_predictor* predictor);
 /** Type name ("length_law", ...), owned by the predictor. NULL for a NULL predictor. */
 SB_API const char* sb_predictor_type(const sb_predictor* predictor);
@@ -404,14 +432,15 @@ SB_API sb_status sb_predictor_to_json(const sb_predictor* predictor, char* buffe
 SB_API sb_status sb_predictor_predict(const sb_predictor* predictor, const sb_request_features* features,
                                       sb_prediction* prediction);
 
+/** Probe statistics (sparsebudget::ProbeStats; definitions in probe.hpp). */
 typedef struct sb_probe_stats {
-  size_t struct_size;
-  double blocks_50;
-  double blocks_90;
-  double blocks_99;
-  double entropy;
-  double top5_mass;
-  int64_t num_blocks;
+  size_t struct_size;  /**< set by the caller to sizeof(sb_probe_stats); kept by the library */
+  double blocks_50;  /**< blocks for 50% of the mass (from summaries: mean over heads) */
+  double blocks_90;  /**< the same for 90% */
+  double blocks_99;  /**< the same for 99% */
+  double entropy;  /**< of the block mass, nats */
+  double top5_mass;  /**< mass of the heaviest 5% of blocks */
+  int64_t num_blocks;  /**< blocks scored */
 } sb_probe_stats;
 
 /** Probe statistics of the last query from mean summaries (see probe.hpp). q: num_q_heads rows of

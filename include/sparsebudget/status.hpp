@@ -14,7 +14,7 @@ namespace sparsebudget {
 
 /// Numeric values are part of the C ABI (sb_status in sparsebudget.h mirrors them).
 enum class StatusCode : int {
-  kOk = 0,
+  kOk = 0,               ///< success
   kInvalidArgument = 1,  ///< a parameter is malformed: null pointer, zero/negative size, bad enum
   kOutOfRange = 2,       ///< a value is well-formed but outside what the call accepts
   kNotFound = 3,         ///< a named thing (file, predictor type, task name) does not exist
@@ -27,13 +27,20 @@ enum class StatusCode : int {
 /// Stable lowercase name of a code ("ok", "invalid_argument", ...).
 const char* StatusCodeName(StatusCode code) noexcept;
 
+/// Outcome of a fallible call: a StatusCode and, on error, a message naming the bad value.
+/// A plain value; must not be ignored ([[nodiscard]]).
 class [[nodiscard]] Status {
  public:
+  /// OK, no message, no allocation.
   Status() noexcept = default;
+  /// A status with `code` and `message`; with StatusCode::kOk it is OK whatever the message.
   Status(StatusCode code, std::string message) : code_(code), message_(std::move(message)) {}
 
+  /// True if code() is StatusCode::kOk.
   bool ok() const noexcept { return code_ == StatusCode::kOk; }
+  /// The code; kOk on success.
   StatusCode code() const noexcept { return code_; }
+  /// What went wrong, naming the bad value (without the code name); empty for Status().
   const std::string& message() const noexcept { return message_; }
   /// "invalid_argument: head_dim must be >= 1, got 0"
   std::string ToString() const;
@@ -43,18 +50,28 @@ class [[nodiscard]] Status {
   std::string message_;
 };
 
+/// Same as Status(): OK, allocates nothing.
 inline Status OkStatus() noexcept { return Status(); }
 
 /// A value or the Status that explains why there is none.
 template <typename T>
 class [[nodiscard]] Expected {
  public:
+  /// Holds `value` (implicit, so a function can `return value;`).
   Expected(T value) : value_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  /// Holds an error (implicit, so a function can `return status;`). An OK `status` is a caller
+  /// bug and is stored as StatusCode::kInternal, so ok() stays false.
   Expected(Status status) : status_(std::move(status)) {  // NOLINT(google-explicit-constructor)
     if (status_.ok()) status_ = Status(StatusCode::kInternal, "Expected built from an OK status");
   }
+  /// True if a value is held.
   bool ok() const noexcept { return value_.has_value(); }
+  /// The error; an OK Status when a value is held.
   const Status& status() const noexcept { return status_; }
+  /// @name Access to the held value
+  ///@{
+
+  /// The held value. Undefined behaviour unless ok(): check first. Never throws.
   T& value() & { return *value_; }
   const T& value() const& { return *value_; }
   T&& value() && { return std::move(*value_); }
@@ -62,6 +79,7 @@ class [[nodiscard]] Expected {
   const T* operator->() const { return &*value_; }
   T& operator*() & { return *value_; }
   const T& operator*() const& { return *value_; }
+  ///@}
 
  private:
   std::optional<T> value_;

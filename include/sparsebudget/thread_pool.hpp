@@ -14,19 +14,26 @@
 
 namespace sparsebudget {
 
+/// A fixed set of persistent workers plus the calling thread, used as a fork-join barrier by Run.
+/// Any thread may call Run; calls on one pool are serialised. Calling Run from inside a task of
+/// the same pool deadlocks.
 class ThreadPool {
  public:
-  /// num_threads >= 1 counts the calling thread: num_threads - 1 workers are started.
+  /// num_threads >= 1 counts the calling thread: num_threads - 1 workers are started (values
+  /// below 1 are treated as 1).
   explicit ThreadPool(int num_threads);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
 
+  /// Threads taking part in each Run, the caller included (>= 1).
   int size() const noexcept { return num_threads_; }
 
   /// Runs fn(ctx, ith, size()) for every ith, the caller taking ith = 0, and returns when all are
   /// done (a full barrier). One Run at a time per pool: concurrent Runs are serialised.
   void Run(void (*fn)(void* ctx, int ith, int nth), void* ctx);
+  /// Runs f(ith, nth) on every thread like Run(fn, ctx); `f` is called concurrently from
+  /// size() threads and must be safe for that.
   template <typename F>
   void Run(F&& f) {
     Run([](void* c, int ith, int nth) { (*static_cast<std::remove_reference_t<F>*>(c))(ith, nth); },

@@ -25,37 +25,48 @@
 
 namespace sparsebudget {
 
+/// One measured budget of a record's quality-vs-budget curve.
 struct CurvePoint {
-  int64_t blocks = 0;
-  double fraction = 0.0;
-  double quality = 0.0;
+  int64_t blocks = 0;     ///< total kept blocks, in [1, causal_blocks]
+  double fraction = 0.0;  ///< blocks / causal_blocks (checked to 1e-4 when read)
+  double quality = 0.0;   ///< task quality at this budget, in [0, 1]
 };
 
+/// The record's oracle budget, as labelled by whoever produced the trace.
 struct OracleLabel {
-  int64_t blocks = 0;
-  double fraction = 0.0;
+  int64_t blocks = 0;     ///< total kept blocks, in [1, causal_blocks]
+  double fraction = 0.0;  ///< blocks / causal_blocks (checked to 1e-4 when read)
   std::string criterion;  ///< e.g. "exact_match", "rel_l2<=0.05"
 };
 
+/// One request of a trace file (one JSONL line).
 struct TraceRecord {
-  std::string id;
+  std::string id;  ///< non-empty, unique within a file
   RequestFeatures features;  ///< context_length, block_size and task copied from the record
   std::vector<CurvePoint> curve;  ///< strictly ascending blocks
-  double dense_quality = 0.0;
-  OracleLabel oracle;
+  double dense_quality = 0.0;  ///< quality with every block kept, in [0, 1]
+  OracleLabel oracle;          ///< the record's oracle label
   int64_t line = 0;  ///< 1-based line in the file it came from (0 if built in memory)
 
+  /// @name Shortcuts into features
+  ///@{
+
+  /// The same-named value of `features`.
   const std::string& task() const noexcept { return features.task; }
   int64_t context_length() const noexcept { return features.context_length; }
   int64_t causal_blocks() const noexcept { return features.causal_blocks(); }
+  ///@}
 };
 
 /// Parses and validates one JSONL line. Errors: "line N: key 'curve[3].quality' ...".
 Expected<TraceRecord> ParseTraceRecord(const std::string& line, int64_t line_number);
 /// Reads a whole file (duplicate ids are errors). Errors name the file and line.
 Expected<std::vector<TraceRecord>> ReadTraces(const std::string& path);
-/// One compact JSON line (no newline), round-trips through ParseTraceRecord.
+/// One compact JSON line (no newline), round-trips through ParseTraceRecord except for
+/// features.task_probs, which the format does not carry, and `line`.
 std::string TraceRecordToJson(const TraceRecord& record);
+/// Writes one TraceRecordToJson line per record, replacing the file. Records are not validated.
+/// Error (kIoError) names the file.
 Status WriteTraces(const std::string& path, const std::vector<TraceRecord>& records);
 
 /// The interpolation rule above. O(log curve points).
