@@ -14,7 +14,8 @@
 # Environment
 #   SPARSEBUDGET_FUZZ_SECONDS   seconds per fuzz target (default 60)
 #   SPARSEBUDGET_TEST_SHAPES    random shapes per ISA for the float64 reference tests under the
-#                               sanitizers (default 250 here; the normal build runs 1000)
+#                               sanitizers (default 250 under ASan, 30 under TSan; the normal
+#                               build runs 1000)
 #   SPARSEBUDGET_JOBS           parallel jobs (default 2)
 #   SPARSEBUDGET_RELIABILITY_REPORT  if set, a file that receives the summary lines
 # The sanitizer stages skip the packaging tests (consumer_*): they build consumers of the
@@ -24,7 +25,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 JOBS=${SPARSEBUDGET_JOBS:-2}
 FUZZ_SECONDS=${SPARSEBUDGET_FUZZ_SECONDS:-60}
-export SPARSEBUDGET_TEST_SHAPES=${SPARSEBUDGET_TEST_SHAPES:-250}
+SHAPES=${SPARSEBUDGET_TEST_SHAPES:-}
 REPORT=${SPARSEBUDGET_RELIABILITY_REPORT:-}
 STAGES=("$@")
 [ ${#STAGES[@]} -eq 0 ] && STAGES=(asan tsan fuzz static)
@@ -41,14 +42,15 @@ if setarch "$(uname -m)" -R true 2>/dev/null; then NOASLR=(setarch "$(uname -m)"
 configure_build() {  # dir, extra cmake args...
   local dir=$1
   shift
+  mkdir -p "$dir"
   cmake -S "$ROOT" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1" \
     -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O2 -g1" -DSPARSEBUDGET_BUILD_BENCH=OFF -DSPARSEBUDGET_BUILD_EXAMPLES=OFF \
-    -DSPARSEBUDGET_BUILD_PYTHON=OFF "$@" >"$dir.configure.log" 2>&1 || { tail -n 30 "$dir.configure.log"; return 1; }
-  "${RUNNER[@]}" cmake --build "$dir" -j "$JOBS" >"$dir.build.log" 2>&1 || { grep -E "error|Error" "$dir.build.log" | head -n 40; return 1; }
+    -DSPARSEBUDGET_BUILD_PYTHON=OFF "$@" >"$dir/reliability.configure.log" 2>&1 || { tail -n 30 "$dir/reliability.configure.log"; return 1; }
+  "${RUNNER[@]}" cmake --build "$dir" -j "$JOBS" >"$dir/reliability.build.log" 2>&1 || { grep -E "error|Error" "$dir/reliability.build.log" | head -n 40; return 1; }
 }
 
 run_ctest() {  # dir
-  local dir=$1 log="$1.ctest.log"
+  local dir=$1 log="$1/reliability.ctest.log"
   "${RUNNER[@]}" ctest --test-dir "$dir" --output-on-failure -j "$JOBS" -E '^consumer_' --timeout 1500 >"$log" 2>&1
   local rc=$?
   grep -E "tests passed|tests failed|Total Test time" "$log"
@@ -66,6 +68,7 @@ stage_asan() {
   RUNNER=()
   export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1}
   export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+  export SPARSEBUDGET_TEST_SHAPES=${SHAPES:-250}
   configure_build "$ROOT/build-asan" -DSPARSEBUDGET_SANITIZE="address;undefined" || return 1
   run_ctest "$ROOT/build-asan"
   local rc=$?
@@ -78,10 +81,11 @@ stage_tsan() {
   t0=$(now)
   RUNNER=("${NOASLR[@]}")
   export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
+  export SPARSEBUDGET_TEST_SHAPES=${SHAPES:-30}
   configure_build "$ROOT/build-tsan" -DSPARSEBUDGET_SANITIZE=thread || return 1
   run_ctest "$ROOT/build-tsan"
   local rc=$?
-  note "tsan: ctest $( [ $rc -eq 0 ] && echo passed || echo FAILED ) ($(($(now) - t0)) s)"
+  note "tsan: ctest $( [ $rc -eq 0 ] && echo passed || echo FAILED ) ($(($(now) - t0)) s, $SPARSEBUDGET_TEST_SHAPES shapes per ISA)"
   return $rc
 }
 
@@ -89,12 +93,13 @@ stage_fuzz() {
   local t0 dir="$ROOT/build-fuzz"
   t0=$(now)
   RUNNER=()
+  mkdir -p "$dir"
   command -v clang++-14 >/dev/null || { echo "reliability: clang++-14 missing (apt-get install clang-14 libclang-rt-14-dev)"; return 1; }
   CC=clang-14 CXX=clang++-14 cmake -S "$ROOT" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" -DSPARSEBUDGET_FUZZ=ON -DSPARSEBUDGET_SANITIZE="address;undefined" \
     -DSPARSEBUDGET_BUILD_TESTS=OFF -DSPARSEBUDGET_BUILD_BENCH=OFF -DSPARSEBUDGET_BUILD_EXAMPLES=OFF \
-    -DSPARSEBUDGET_BUILD_TOOLS=OFF -DSPARSEBUDGET_BUILD_PYTHON=OFF >"$dir.configure.log" 2>&1 || { tail -n 30 "$dir.configure.log"; return 1; }
-  cmake --build "$dir" -j "$JOBS" >"$dir.build.log" 2>&1 || { grep -E "error|Error" "$dir.build.log" | head -n 40; return 1; }
+    -DSPARSEBUDGET_BUILD_TOOLS=OFF -DSPARSEBUDGET_BUILD_PYTHON=OFF >"$dir/reliability.configure.log" 2>&1 || { tail -n 30 "$dir/reliability.configure.log"; return 1; }
+  cmake --build "$dir" -j "$JOBS" >"$dir/reliability.build.log" 2>&1 || { grep -E "error|Error" "$dir/reliability.build.log" | head -n 40; return 1; }
   local targets=(fuzz_predictor_json fuzz_trace_reader fuzz_shape_validation fuzz_npy fuzz_kernel_diff)
   local rc=0 pids=() t
   mkdir -p "$dir/artifacts"
@@ -131,9 +136,12 @@ stage_fuzz() {
     if [ -z "$execs" ] || [ "$crashes" -ne 0 ] || grep -qE "INFO: exiting: [1-9]|ERROR: libFuzzer: (fuzz target exited|-max_len)" "$log"; then
       rc=1
       note "fuzz $t: FAILED, ${crashes} crash/leak/timeout/oom inputs in ${execs:-?} executions (log $log, inputs $dir/artifacts/$t-*)"
-      # Distinct first reports.
-      grep -hE "runtime error:|ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|FUZZ INVARIANT BROKEN|SUMMARY: " "$log" |
-        sed -E 's/0x[0-9a-f]+/0x?/g; s/[0-9]{6,}/N/g; s/==[0-9]+==/==/g' | sort | uniq -c | sort -rn | head -n 12
+      # Distinct findings: replay saved inputs (up to 10 of each kind) and keep each first report.
+      local a
+      for a in $(for k in crash leak oom timeout slow-unit; do ls "$dir/artifacts/$t-$k-"* 2>/dev/null | head -n 10; done); do
+        ASAN_OPTIONS=detect_leaks=1 timeout 60 "$dir/tests/fuzz/$t" -timeout=25 -rss_limit_mb=2048 -malloc_limit_mb=1024 "$a" 2>&1 |
+          grep -m1 -E "runtime error:|ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|FUZZ INVARIANT BROKEN"
+      done | sed -E 's/0x[0-9a-f]+/0x?/g; s/[0-9]{6,}/N/g; s/==[0-9]+==/==/g; s/\* [0-9]+ /* k /' | sort | uniq -c | sort -rn | head -n 12
     else
       note "fuzz $t: ${execs} executions in ${secs:-$FUZZ_SECONDS} s, $(ls "$dir/work/$t" | wc -l) corpus units (+ $(ls "$ROOT/tests/fuzz/corpus/$t" | wc -l) seeds), no crash, leak or report"
     fi
@@ -145,22 +153,23 @@ stage_fuzz() {
 stage_static() {
   local t0 dir="$ROOT/build-tidy" rc=0
   t0=$(now)
+  mkdir -p "$dir"
   command -v clang-tidy-14 >/dev/null || command -v clang-tidy >/dev/null || { echo "reliability: clang-tidy missing"; return 1; }
   command -v cppcheck >/dev/null || { echo "reliability: cppcheck missing"; return 1; }
   local tidy
   tidy=$(command -v clang-tidy-14 || command -v clang-tidy)
   CC=clang-14 CXX=clang++-14 cmake -S "$ROOT" -B "$dir" -DCMAKE_EXPORT_COMPILE_COMMANDS=ON \
     -DSPARSEBUDGET_BUILD_TESTS=OFF -DSPARSEBUDGET_BUILD_BENCH=OFF -DSPARSEBUDGET_BUILD_EXAMPLES=OFF \
-    -DSPARSEBUDGET_BUILD_TOOLS=OFF -DSPARSEBUDGET_BUILD_PYTHON=OFF >"$dir.configure.log" 2>&1 || { tail -n 30 "$dir.configure.log"; return 1; }
+    -DSPARSEBUDGET_BUILD_TOOLS=OFF -DSPARSEBUDGET_BUILD_PYTHON=OFF >"$dir/reliability.configure.log" 2>&1 || { tail -n 30 "$dir/reliability.configure.log"; return 1; }
   # Every library source (headers of include/ and src/ are checked through them).
   mapfile -t files < <(find "$ROOT/src" -name '*.cpp' | sort)
-  printf '%s\n' "${files[@]}" | xargs -P "$JOBS" -n 4 "$tidy" -p "$dir" --quiet >"$dir.tidy.log" 2>&1
+  printf '%s\n' "${files[@]}" | xargs -P "$JOBS" -n 4 "$tidy" -p "$dir" --quiet >"$dir/reliability.tidy.log" 2>&1
   local tidy_rc=$?
   local n_tidy
-  n_tidy=$(grep -cE ': (warning|error): ' "$dir.tidy.log")
+  n_tidy=$(grep -cE ': (warning|error): ' "$dir/reliability.tidy.log")
   if [ $tidy_rc -ne 0 ] || [ "$n_tidy" -ne 0 ]; then
     rc=1
-    grep -E ': (warning|error): ' "$dir.tidy.log" | sort -u | head -n 40
+    grep -E ': (warning|error): ' "$dir/reliability.tidy.log" | sort -u | head -n 40
   fi
   note "clang-tidy: ${#files[@]} files, $n_tidy findings"
   # cppcheck. Suppressed, with reasons:
@@ -173,13 +182,13 @@ stage_static() {
   cppcheck --enable=warning,performance,portability --std=c++17 --language=c++ --error-exitcode=1 \
     --inline-suppr --suppress=missingIncludeSystem --suppress=invalidPointerCast:"$ROOT/src/attention/internal.hpp" \
     --suppress=passedByValue --suppress=uninitvar:"$ROOT/src/kernels/kernels_impl.inc" --quiet \
-    -I "$ROOT/include" -I "$ROOT/src" -j "$JOBS" "$ROOT/src" "$ROOT/include" >"$dir.cppcheck.log" 2>&1
+    -I "$ROOT/include" -I "$ROOT/src" -j "$JOBS" "$ROOT/src" "$ROOT/include" >"$dir/reliability.cppcheck.log" 2>&1
   local cc_rc=$?
   local n_cc
-  n_cc=$(grep -cE '^[^ ].*: (error|warning|style|performance|portability): ' "$dir.cppcheck.log")
+  n_cc=$(grep -cE '^[^ ].*: (error|warning|style|performance|portability): ' "$dir/reliability.cppcheck.log")
   if [ $cc_rc -ne 0 ] || [ "$n_cc" -ne 0 ]; then
     rc=1
-    head -n 40 "$dir.cppcheck.log"
+    head -n 40 "$dir/reliability.cppcheck.log"
   fi
   note "cppcheck: $n_cc findings"
   note "static: $(($(now) - t0)) s"

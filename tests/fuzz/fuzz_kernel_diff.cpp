@@ -31,7 +31,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const int32_t Hkv = static_cast<int32_t>(in.Range(1, 2));
   const int32_t G = static_cast<int32_t>(in.Range(1, 4));
   const int32_t D = static_cast<int32_t>(in.Range(1, 72));
-  const int64_t L = in.Range(1, 12 * B + 3);
+  const int64_t L = in.Range(1, 6 * B + 3);
   const int32_t nq = static_cast<int32_t>(in.Range(1, std::min<int64_t>(L, 2 * B + 1)));
   const DType dtype = static_cast<DType>(in.Range(0, 2));
   const Scoring scoring = in.Byte() % 2 ? Scoring::kBound : Scoring::kMean;
@@ -104,7 +104,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                        return true;
                      }(),
                  std::string("partitions differ on ") + IsaName(isa));
-    // Fused call on this ISA's own selection: a valid run (selection may differ near ties).
+    // Fused call on this ISA's own selection (once per input, on the fastest ISA): a valid run.
+    if (isa != isas.back()) {
+      outs.push_back(o.buf);
+      continue;
+    }
     OutData of = MakeOut(nq, Hkv * G, D, lay.misalign);
     auto sum_isa = BlockSummaries::Create({Hkv, D, B, L, true, true});
     SBFUZZ_CHECK(sum_isa->Append(kv.view, L).ok(), "append");

@@ -54,8 +54,8 @@ class Barrier {
 
 // Shared, read-only state.
 struct Shared {
-  static constexpr int32_t Hq = 8, Hkv = 2, D = 64, B = 16;
-  static constexpr int64_t L = 40 * B + 7;  // 41 blocks
+  static constexpr int32_t Hq = 8, Hkv = 2, D = 32, B = 16;
+  static constexpr int64_t L = 24 * B + 7;  // 25 blocks
   static constexpr int32_t NQ = 20;         // prefill chunk for some kinds
   std::vector<float> k, v, q;
   KVCacheView kv;
