@@ -5,7 +5,7 @@ set -euo pipefail
 core=(cmake make g++ pkg-config libeigen3-dev libfmt-dev libspdlog-dev nlohmann-json3-dev
       libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev)
 extra=(pybind11-dev python3-dev python3-numpy python3-matplotlib python3-pytest python3-torch
-       libopenblas-dev clang-14 libclang-rt-14-dev doxygen)
+       libopenblas-dev clang-14 libclang-rt-14-dev clang-tidy cppcheck doxygen)
 want=("${core[@]}")
 [ "${1:-all}" = all ] && want+=("${extra[@]}")
 missing=()

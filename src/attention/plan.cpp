@@ -30,6 +30,8 @@ size_t DTypeSize(DType t) noexcept { return t == DType::kF32 ? 4 : 2; }
 namespace detail {
 
 namespace {
+// Far above any model (the largest have 128 query heads); keeps row counts in int32.
+constexpr int64_t kMaxHeads = 65536;
 Status Bad(const std::string& m) { return Status(StatusCode::kInvalidArgument, m); }
 std::string S(int64_t v) { return std::to_string(v); }
 
@@ -73,6 +75,7 @@ Status MakePlan(const AttentionParams& params, AttentionPlan* plan) {
   const AttentionShape& s = params.shape;
   if (s.num_q_heads < 1) return Bad("num_q_heads must be >= 1, got " + S(s.num_q_heads));
   if (s.num_kv_heads < 1) return Bad("num_kv_heads must be >= 1, got " + S(s.num_kv_heads));
+  if (s.num_q_heads > detail::kMaxHeads) return Bad("num_q_heads must be <= " + S(detail::kMaxHeads) + ", got " + S(s.num_q_heads));
   if (s.num_q_heads % s.num_kv_heads != 0)
     return Bad("num_kv_heads (" + S(s.num_kv_heads) + ") must divide num_q_heads (" +
                S(s.num_q_heads) + ")");
@@ -141,8 +144,11 @@ Status CheckRows(const char* what, int64_t ntok, int64_t nhead, int64_t dim, int
   const bool many_tok = ntok > 1, many_head = nhead > 1;
   bool ok;
   if (many_tok && many_head) {
-    ok = (hs >= dim && ts >= hs * nhead) || (ts >= dim && hs >= ts * ntok);
-    // ts >= hs * nhead may itself overflow for absurd strides; the offset check below catches it.
+    // Products that overflow cannot be met by any stride: treat them as "does not fit".
+    int64_t head_extent, tok_extent;
+    const bool head_fits = !__builtin_mul_overflow(hs, nhead, &head_extent);
+    const bool tok_fits = !__builtin_mul_overflow(ts, ntok, &tok_extent);
+    ok = (hs >= dim && head_fits && ts >= head_extent) || (ts >= dim && tok_fits && hs >= tok_extent);
   } else if (many_tok) {
     ok = ts >= dim;
   } else if (many_head) {
@@ -193,21 +199,23 @@ Status ValidateViews(const AttentionPlan& plan, const QueryView& q, const KVCach
   if (kv.page_size < s.block_size || kv.page_size % s.block_size != 0)
     return Bad("kv.page_size must be a positive multiple of block_size (" + S(s.block_size) +
                "), got " + S(kv.page_size));
+  if (kv.page_stride < 0) return Bad("kv.page_stride must be >= 0, got " + S(kv.page_stride));
   const int64_t tok_in_page = s.context_length < kv.page_size ? s.context_length : kv.page_size;
   if (Status st = CheckRows("kv page", tok_in_page, s.num_kv_heads, s.head_dim, kv.token_stride,
                             kv.head_stride, elem);
       !st.ok())
     return st;
+  // CheckRows proved this extent fits in int64 bytes.
   const int64_t page_extent = (tok_in_page - 1) * kv.token_stride + (s.num_kv_heads - 1) * kv.head_stride + s.head_dim;
-  const int64_t pages = (s.context_length + kv.page_size - 1) / kv.page_size;
+  const int64_t pages = s.context_length / kv.page_size + (s.context_length % kv.page_size != 0 ? 1 : 0);
   if (pages > 1 && kv.page_stride < page_extent)
     return Bad("kv.page_stride " + S(kv.page_stride) + " is smaller than one page's extent " +
                S(page_extent));
   for (int64_t i = 0; i < pages; ++i) {
     const int64_t pg = kv.page_table[i];
     int64_t off;
-    if (pg < 0 || __builtin_mul_overflow(pg, kv.page_stride, &off) ||
-        __builtin_mul_overflow(off + page_extent, static_cast<int64_t>(elem), &off))
+    if (pg < 0 || __builtin_mul_overflow(pg, kv.page_stride, &off) || __builtin_add_overflow(off, page_extent, &off) ||
+        __builtin_mul_overflow(off, static_cast<int64_t>(elem), &off))
       return Bad("kv.page_table[" + S(i) + "] = " + S(pg) + " is negative or overflows");
   }
   return OkStatus();

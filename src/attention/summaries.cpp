@@ -17,7 +17,7 @@ Expected<BlockSummaries> BlockSummaries::Create(const Config& c) {
   if (!c.mean && !c.bound) return bad("summaries must keep mean, bound or both");
   BlockSummaries s;
   s.config_ = c;
-  s.max_blocks_ = (c.max_tokens + c.block_size - 1) / c.block_size;
+  s.max_blocks_ = c.max_tokens / c.block_size + (c.max_tokens % c.block_size != 0 ? 1 : 0);
   uint64_t per_kind;
   if (__builtin_mul_overflow(static_cast<uint64_t>(s.max_blocks_),
                              static_cast<uint64_t>(c.num_kv_heads) * static_cast<uint64_t>(c.head_dim),
@@ -72,9 +72,15 @@ Status BlockSummaries::Append(const KVCacheView& kv, int64_t new_num_tokens) {
   if (kv.page_table != nullptr &&
       (kv.page_size < config_.block_size || kv.page_size % config_.block_size != 0))
     return bad("kv.page_size must be a positive multiple of block_size, got " + std::to_string(kv.page_size));
+  const int32_t B = config_.block_size;
+  if (kv.page_table != nullptr) {
+    for (int64_t pg = num_tokens_ / kv.page_size; pg <= (new_num_tokens - 1) / kv.page_size; ++pg)
+      if (kv.page_table[pg] < 0)
+        return bad("kv.page_table[" + std::to_string(pg) + "] = " + std::to_string(kv.page_table[pg]) + " is negative");
+    if (kv.page_stride < 0) return bad("kv.page_stride must be >= 0, got " + std::to_string(kv.page_stride));
+  }
   const kernels::KernelTable& kt = kernels::Kernels();
   const size_t elem = DTypeSize(kv.dtype);
-  const int32_t B = config_.block_size;
   for (int32_t h = 0; h < config_.num_kv_heads; ++h) {
     for (int64_t t = num_tokens_; t < new_num_tokens; ++t) {
       const int64_t block = t / B;

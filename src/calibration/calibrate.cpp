@@ -61,7 +61,7 @@ size_t PickLevel(const std::vector<int64_t>& misses, int64_t n, double alpha, do
 
 std::string Fmt(const char* f, double v) {
   char buf[64];
-  std::snprintf(buf, sizeof(buf), f, v);
+  (void)std::snprintf(buf, sizeof(buf), f, v);
   return buf;
 }
 

@@ -70,17 +70,17 @@ const EvalPoint* BestFixed(const std::vector<EvalPoint>& pts, double d) {
 
 std::string F4(double v) {
   char b[32];
-  std::snprintf(b, sizeof(b), "%.4f", v);
+  (void)std::snprintf(b, sizeof(b), "%.4f", v);
   return b;
 }
 std::string F3(double v) {
   char b[32];
-  std::snprintf(b, sizeof(b), "%.3f", v);
+  (void)std::snprintf(b, sizeof(b), "%.3f", v);
   return b;
 }
 std::string Pct(double v) {
   char b[32];
-  std::snprintf(b, sizeof(b), "%.1f%%", 100.0 * v);
+  (void)std::snprintf(b, sizeof(b), "%.1f%%", 100.0 * v);
   return b;
 }
 

@@ -49,7 +49,7 @@ void SplitIndices(const std::vector<TraceRecord>& traces, double holdout, uint64
     auto& v = kv.second;
     for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[rng.Below(i)]);
     const size_t nh = static_cast<size_t>(std::llround(holdout * static_cast<double>(v.size())));
-    for (size_t i = 0; i < v.size(); ++i) (i < nh ? hold : fit)->push_back(i < nh ? v[i] : v[i]);
+    for (size_t i = 0; i < v.size(); ++i) (i < nh ? hold : fit)->push_back(v[i]);
   }
   std::sort(fit->begin(), fit->end());
   std::sort(hold->begin(), hold->end());
@@ -76,8 +76,10 @@ double BinomCdf(int64_t k, int64_t n, double p) {
   double sum = 0.0;
   const double lp = std::log(p), lq = std::log1p(-p);
   for (int64_t i = 0; i <= k; ++i) {
-    const double lc = std::lgamma(static_cast<double>(n) + 1) - std::lgamma(static_cast<double>(i) + 1) -
-                      std::lgamma(static_cast<double>(n - i) + 1);
+    // lgamma_r: std::lgamma writes the global signgam, a data race between concurrent calls.
+    int sign = 0;
+    const double lc = lgamma_r(static_cast<double>(n) + 1, &sign) - lgamma_r(static_cast<double>(i) + 1, &sign) -
+                      lgamma_r(static_cast<double>(n - i) + 1, &sign);
     sum += std::exp(lc + static_cast<double>(i) * lp + static_cast<double>(n - i) * lq);
   }
   return std::min(1.0, sum);

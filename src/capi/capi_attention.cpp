@@ -3,6 +3,8 @@
 #include <memory>
 #include <string>
 
+#include <cstddef>
+
 #include "attention/internal.hpp"
 #include "capi/capi_internal.hpp"
 #include "sparsebudget/attention.hpp"
@@ -20,7 +22,7 @@ static_assert(static_cast<int>(SB_DTYPE_BF16) == static_cast<int>(DType::kBF16) 
 std::string S(int64_t v) { return std::to_string(v); }
 
 sb_status ToParams(const char* fn, const sb_attention_params* in, AttentionParams* out) {
-  sb_attention_params p;
+  sb_attention_params p{};
   if (sb_status st = ReadIn(fn, "params", in, sizeof(sb_attention_params), &p); st != SB_OK) return st;
   AttentionParams r;
   r.shape.num_q_heads = p.num_q_heads;
@@ -29,20 +31,26 @@ sb_status ToParams(const char* fn, const sb_attention_params* in, AttentionParam
   r.shape.block_size = p.block_size;
   r.shape.context_length = p.context_length;
   r.shape.num_queries = p.num_queries;
-  const int dt = static_cast<int>(p.kv_dtype);
+  const int dt = EnumBits(p.kv_dtype);
   if (dt < 0 || dt > 2) return Fail(fn, SB_ERROR_INVALID_ARGUMENT, "params->kv_dtype is not an sb_dtype: " + S(dt));
-  const int sc = static_cast<int>(p.scoring);
+  const int sc = EnumBits(p.scoring);
   if (sc < 0 || sc > 1) return Fail(fn, SB_ERROR_INVALID_ARGUMENT, "params->scoring is not an sb_scoring: " + S(sc));
   r.kv_dtype = static_cast<DType>(dt);
   r.scoring = static_cast<Scoring>(sc);
   r.scale = p.scale;
+  // The nested budget must lie inside the caller's params object.
+  if (offsetof(sb_attention_params, budget) + p.budget.struct_size > p.struct_size &&
+      p.budget.struct_size > sizeof(sb_budget))
+    return Fail(fn, SB_ERROR_INVALID_ARGUMENT,
+                "params->budget.struct_size " + S(static_cast<int64_t>(p.budget.struct_size)) +
+                    " reaches past params->struct_size " + S(static_cast<int64_t>(p.struct_size)));
   if (sb_status st = ToBudget(fn, "params->budget", &in->budget, &r.budget); st != SB_OK) return st;
   *out = r;
   return SB_OK;
 }
 
 sb_status ToQuery(const char* fn, const sb_query_view* in, QueryView* out) {
-  sb_query_view v;
+  sb_query_view v{};
   if (sb_status st = ReadIn(fn, "q", in, sizeof(sb_query_view), &v); st != SB_OK) return st;
   out->data = v.data;
   out->token_stride = v.token_stride;
@@ -51,7 +59,7 @@ sb_status ToQuery(const char* fn, const sb_query_view* in, QueryView* out) {
 }
 
 sb_status ToOutput(const char* fn, const sb_output_view* in, OutputView* out) {
-  sb_output_view v;
+  sb_output_view v{};
   if (sb_status st = ReadIn(fn, "out", in, sizeof(sb_output_view), &v); st != SB_OK) return st;
   out->data = v.data;
   out->token_stride = v.token_stride;
@@ -60,9 +68,9 @@ sb_status ToOutput(const char* fn, const sb_output_view* in, OutputView* out) {
 }
 
 sb_status ToKv(const char* fn, const sb_kv_view* in, KVCacheView* out) {
-  sb_kv_view v;
+  sb_kv_view v{};
   if (sb_status st = ReadIn(fn, "kv", in, sizeof(sb_kv_view), &v); st != SB_OK) return st;
-  const int dt = static_cast<int>(v.dtype);
+  const int dt = EnumBits(v.dtype);
   if (dt < 0 || dt > 2) return Fail(fn, SB_ERROR_INVALID_ARGUMENT, "kv->dtype is not an sb_dtype: " + S(dt));
   out->k = v.k;
   out->v = v.v;
@@ -87,7 +95,7 @@ sb_status ToSelection(const char* fn, const char* what, const sb_block_selection
     }
     return Null(fn, what);
   }
-  sb_block_selection v;
+  sb_block_selection v{};
   if (sb_status st = ReadIn(fn, what, in, sizeof(sb_block_selection), &v); st != SB_OK) return st;
   if (v.indices == nullptr) return Fail(fn, SB_ERROR_INVALID_ARGUMENT, std::string(what) + "->indices is null");
   if (v.counts == nullptr) return Fail(fn, SB_ERROR_INVALID_ARGUMENT, std::string(what) + "->counts is null");
@@ -253,7 +261,7 @@ sb_status sb_summaries_create(const sb_summaries_config* config, sb_summaries** 
   return Guard(fn, [&]() -> sb_status {
     if (summaries == nullptr) return Null(fn, "summaries");
     *summaries = nullptr;
-    sb_summaries_config c;
+    sb_summaries_config c{};
     if (sb_status st = capi::ReadIn(fn, "config", config, sizeof(sb_summaries_config), &c); st != SB_OK) return st;
     BlockSummaries::Config cc;
     cc.num_kv_heads = c.num_kv_heads;

@@ -69,7 +69,7 @@ sb_status Fail(const char* fn, const Status& status) noexcept {
 }
 
 bool LogEnabled(sb_log_level level) noexcept {
-  return static_cast<int>(level) >= Logger().min_level.load(std::memory_order_relaxed);
+  return EnumBits(level) >= Logger().min_level.load(std::memory_order_relaxed);
 }
 
 void Log(sb_log_level level, const std::string& message) noexcept {
@@ -81,9 +81,9 @@ void Log(sb_log_level level, const std::string& message) noexcept {
 }
 
 sb_status ToBudget(const char* fn, const char* what, const sb_budget* in, Budget* out) noexcept {
-  sb_budget b;
+  sb_budget b{};
   if (sb_status st = ReadIn(fn, what, in, sizeof(sb_budget), &b); st != SB_OK) return st;
-  const int mode = static_cast<int>(b.mode);
+  const int mode = EnumBits(b.mode);
   if (mode < 0 || mode > 3)
     return Fail(fn, SB_ERROR_INVALID_ARGUMENT,
                 std::string(what) + "->mode is not an sb_budget_mode: " + std::to_string(mode));
@@ -101,7 +101,7 @@ sb_status ToBudget(const char* fn, const char* what, const sb_budget* in, Budget
 }
 
 sb_budget FromBudget(const Budget& r) noexcept {
-  sb_budget b;
+  sb_budget b{};
   sb_budget_init(&b);
   b.mode = static_cast<sb_budget_mode>(static_cast<int>(r.mode));
   b.blocks = r.blocks;
@@ -125,7 +125,7 @@ using capi::Ok;
 extern "C" {
 
 const char* sb_status_string(sb_status status) {
-  const int code = static_cast<int>(status);
+  const int code = sparsebudget::capi::EnumBits(status);
   if (code < 0 || code > 7) return "unknown";
   return StatusCodeName(static_cast<StatusCode>(code));
 }
@@ -137,7 +137,7 @@ const char* sb_version(void) { return Version(); }
 sb_status sb_set_log_callback(sb_log_callback callback, void* user_data, sb_log_level min_level) {
   const char* fn = __func__;
   return Guard(fn, [&]() -> sb_status {
-    const int level = static_cast<int>(min_level);
+    const int level = sparsebudget::capi::EnumBits(min_level);
     if (level < SB_LOG_DEBUG || level > SB_LOG_ERROR)
       return Fail(fn, SB_ERROR_INVALID_ARGUMENT, "min_level is not an sb_log_level: " + std::to_string(level));
     capi::LogState& s = capi::Logger();
@@ -150,7 +150,7 @@ sb_status sb_set_log_callback(sb_log_callback callback, void* user_data, sb_log_
 }
 
 const char* sb_isa_name(sb_isa isa) {
-  const int v = static_cast<int>(isa);
+  const int v = sparsebudget::capi::EnumBits(isa);
   if (v < 0 || v > 2) return "unknown";
   return IsaName(static_cast<Isa>(v));
 }
@@ -171,7 +171,7 @@ sb_isa sb_isa_detected(void) { return static_cast<sb_isa>(static_cast<int>(Detec
 sb_isa sb_isa_active(void) { return static_cast<sb_isa>(static_cast<int>(ActiveIsa())); }
 
 int sb_isa_supported(sb_isa isa) {
-  const int v = static_cast<int>(isa);
+  const int v = sparsebudget::capi::EnumBits(isa);
   if (v < 0 || v > 2) return 0;
   return IsaSupported(static_cast<Isa>(v)) ? 1 : 0;
 }
@@ -179,7 +179,7 @@ int sb_isa_supported(sb_isa isa) {
 sb_status sb_isa_set_max(sb_isa cap) {
   const char* fn = __func__;
   return Guard(fn, [&]() -> sb_status {
-    const int v = static_cast<int>(cap);
+    const int v = sparsebudget::capi::EnumBits(cap);
     if (v < 0 || v > 2)
       return Fail(fn, SB_ERROR_INVALID_ARGUMENT, "cap is not an sb_isa: " + std::to_string(v));
     SetMaxIsa(static_cast<Isa>(v));

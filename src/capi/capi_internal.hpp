@@ -58,6 +58,16 @@ sb_status Guard(const char* fn, F&& f) noexcept {
   }
 }
 
+// The bits of a C enum value as an int. A C caller may pass any int in an enum; loading an
+// out-of-range value through the C++ enum type is undefined, so it is copied as raw bytes.
+template <typename E>
+int EnumBits(const E& e) noexcept {
+  static_assert(sizeof(E) == sizeof(int), "C enums are int-sized");
+  int v;
+  std::memcpy(&v, &e, sizeof v);
+  return v;
+}
+
 // Input struct: non-null, struct_size >= first version, bytes past what we know are zero. Copies
 // the known part into *copy.
 template <typename T>

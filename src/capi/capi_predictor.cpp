@@ -26,7 +26,7 @@ std::optional<double> Opt(double v) {
 }
 
 sb_status ToFeatures(const char* fn, const sb_request_features* in, RequestFeatures* out) {
-  sb_request_features f;
+  sb_request_features f{};
   if (sb_status st = ReadIn(fn, "features", in, sizeof(sb_request_features), &f); st != SB_OK) return st;
   RequestFeatures r;
   r.context_length = f.context_length;

@@ -1,6 +1,10 @@
 // CPU feature detection and the kernel dispatch table.
 #include "sparsebudget/isa.hpp"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -19,8 +23,10 @@ Isa Detect() noexcept {
   __builtin_cpu_init();
   const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                    __builtin_cpu_supports("f16c");
+  // F16C from CPUID leaf 1 (ECX bit 29): clang has no __builtin_cpu_supports("f16c").
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & (1u << 29)) != 0;
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
   if (avx512 && avx2) return Isa::kAvx512;
   if (avx2) return Isa::kAvx2;
 #endif
@@ -34,7 +40,8 @@ std::atomic<int> g_cap{static_cast<int>(Isa::kAvx512)};
 void Init() {
   std::call_once(g_once, [] {
     g_detected = Detect();
-    if (const char* env = std::getenv("SPARSEBUDGET_MAX_ISA")) {
+    // Read once under call_once, before any thread could call setenv through us.
+    if (const char* env = std::getenv("SPARSEBUDGET_MAX_ISA")) {  // NOLINT(concurrency-mt-unsafe)
       Expected<Isa> cap = ParseIsa(env);
       // An unknown value must not silently run the fastest path: fall back to the scalar one.
       g_cap.store(static_cast<int>(cap.ok() ? *cap : Isa::kScalar));

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <optional>
 #include <set>
 #include <string>
@@ -16,6 +17,14 @@
 namespace sparsebudget::detail {
 
 using json = nlohmann::json;
+
+// The status for a file that could not be opened: kNotFound when it does not exist, kIoError
+// otherwise (unreadable, a directory, ...).
+inline Status CannotOpen(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return Status(StatusCode::kNotFound, path + ": no such file");
+  return Status(StatusCode::kIoError, path + ": cannot open");
+}
 
 inline const char* JsonTypeName(const json& j) {
   if (j.is_null()) return "null";

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "io/json_util.hpp"
 #include "sparsebudget/calibration.hpp"
 
 namespace sparsebudget {
@@ -66,7 +67,7 @@ bool HeaderField(const std::string& h, const std::string& key, std::string* out)
 Expected<NpyArray> ReadNpy(const std::string& path) {
   auto bad = [&](const std::string& m) { return Status(StatusCode::kParseError, path + ": " + m); };
   std::ifstream in(path, std::ios::binary);
-  if (!in) return Status(StatusCode::kIoError, path + ": cannot open");
+  if (!in) return detail::CannotOpen(path);
   char magic[8];
   if (!in.read(magic, 8) || std::memcmp(magic, "\x93NUMPY", 6) != 0) return bad("not a .npy file (bad magic)");
   const int major = static_cast<unsigned char>(magic[6]);
@@ -118,11 +119,21 @@ Expected<NpyArray> ReadNpy(const std::string& path) {
     count *= static_cast<uint64_t>(d);
     if (count > (uint64_t{1} << 34)) return bad("array too large");
   }
+  // Never allocate more than the file can hold: a short header may declare a huge array.
+  const std::streampos here = in.tellg();
+  in.seekg(0, std::ios::end);
+  const std::streamoff rest = in.tellg() - here;
+  in.seekg(here);
+  if (rest < 0 || static_cast<uint64_t>(rest) < count * elem)
+    return bad("data truncated: expected " + std::to_string(count * elem) + " bytes, the file holds " +
+               std::to_string(rest < 0 ? 0 : rest));
   std::vector<char> raw(static_cast<size_t>(count) * elem);
   if (!in.read(raw.data(), static_cast<std::streamsize>(raw.size())))
     return bad("data truncated: expected " + std::to_string(raw.size()) + " bytes");
   a.data.resize(static_cast<size_t>(count));
-  if (elem == 4) {
+  if (raw.empty()) {
+    // a zero-sized dimension: nothing to copy
+  } else if (elem == 4) {
     std::memcpy(a.data.data(), raw.data(), raw.size());
   } else {
     for (size_t i = 0; i < a.data.size(); ++i) {
@@ -138,6 +149,9 @@ Status WriteNpy(const std::string& path, const std::vector<int64_t>& shape, cons
   std::string dims;
   uint64_t count = 1;
   for (size_t i = 0; i < shape.size(); ++i) {
+    if (shape[i] < 0)
+      return Status(StatusCode::kInvalidArgument,
+                    path + ": shape[" + std::to_string(i) + "] = " + std::to_string(shape[i]) + " is negative");
     dims += (i ? ", " : "") + std::to_string(shape[i]);
     count *= static_cast<uint64_t>(shape[i]);
   }

@@ -132,7 +132,7 @@ Expected<TraceRecord> ParseTraceRecord(const std::string& text, int64_t line_num
 
 Expected<std::vector<TraceRecord>> ReadTraces(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return Status(StatusCode::kIoError, path + ": cannot open");
+  if (!in) return detail::CannotOpen(path);
   std::vector<TraceRecord> out;
   std::set<std::string> ids;
   std::string line;

@@ -85,6 +85,8 @@ Status ValidateFeatures(const RequestFeatures& f) {
       return bad(std::string("features.") + of.name + " must be finite or unknown");
   }
   if (f.entropy && *f.entropy < 0) return bad("features.entropy must be >= 0, got " + std::to_string(*f.entropy));
+  if (f.expected_output_length && *f.expected_output_length < 0)
+    return bad("features.expected_output_length must be >= 0, got " + std::to_string(*f.expected_output_length));
   if (f.top1_prob && !(*f.top1_prob >= 0 && *f.top1_prob <= 1))
     return bad("features.top1_prob must be in [0, 1], got " + std::to_string(*f.top1_prob));
   for (const char* n : {"probe_blocks_50", "probe_blocks_90", "probe_blocks_99"}) {

@@ -82,6 +82,10 @@ Status CheckModel(const LinearModel& m) {
       if (part.empty()) return bad("terms[" + std::to_string(i) + "]", "has an empty factor: '" + m.terms[i] + "'");
   }
   if (!std::isfinite(m.intercept)) return bad("intercept", "must be finite");
+  for (size_t i = 0; i < m.weights.size(); ++i)
+    if (!std::isfinite(m.weights[i])) return bad("weights[" + std::to_string(i) + "]", "must be finite");
+  for (size_t i = 0; i < m.impute.size(); ++i)
+    if (!std::isfinite(m.impute[i])) return bad("impute[" + std::to_string(i) + "]", "must be finite");
   if (!(m.l2 >= 0)) return bad("l2", "must be >= 0");
   if (!(m.quantile >= 0 && m.quantile < 1)) return bad("quantile", "must be 0 (none) or in (0, 1)");
   return OkStatus();

@@ -1,4 +1,5 @@
 // Predictor base: limits, Predict, the registry and JSON dispatch.
+#include "io/json_util.hpp"
 #include "sparsebudget/predictor.hpp"
 
 #include <algorithm>
@@ -118,6 +119,16 @@ void ReadHeader(ObjectReader& r, const std::string& expected_type) {
 
 Expected<std::unique_ptr<Predictor>> MemberFromJson(const json& j, const std::string& where) {
   if (!j.is_object()) return Status(StatusCode::kParseError, where + ": expected a predictor object");
+  // Combinators nest; bound the depth so a hostile file cannot exhaust the stack or time.
+  constexpr int kMaxNesting = 32;
+  static thread_local int depth = 0;
+  if (depth >= kMaxNesting)
+    return Status(StatusCode::kParseError,
+                  where + ": predictors nest deeper than " + std::to_string(kMaxNesting) + " levels");
+  struct Guard {
+    Guard() { ++depth; }
+    ~Guard() { --depth; }
+  } guard;
   auto p = PredictorFromJson(j.dump());
   if (!p.ok()) return Status(p.status().code(), where + ": " + p.status().message());
   return std::move(p).value();
@@ -205,7 +216,7 @@ Expected<std::unique_ptr<Predictor>> PredictorFromJson(const std::string& text) 
 
 Expected<std::unique_ptr<Predictor>> LoadPredictor(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return Status(StatusCode::kIoError, path + ": cannot open");
+  if (!in) return detail::CannotOpen(path);
   std::stringstream ss;
   ss << in.rdbuf();
   auto p = PredictorFromJson(ss.str());
