@@ -6,7 +6,7 @@ PYTHON  ?= /usr/bin/python3
 WERROR  ?= $(if $(CI),ON,OFF)
 CMAKE_FLAGS ?=
 
-.PHONY: deps configure build test demo bench docs clean
+.PHONY: deps configure build test test-reliability demo bench docs clean
 
 deps:
 	@tools/install_deps.sh all
@@ -21,6 +21,11 @@ build: configure
 test: build
 	@ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
 
+# Sanitizers (ASan+UBSan, TSan) over the whole suite, libFuzzer targets, clang-tidy and cppcheck
+# (tools/reliability.sh; about 30 minutes on 2 cores). CI runs it after `make test`.
+test-reliability: deps
+	@tools/reliability.sh
+
 demo: configure
 	@cmake --build $(BUILD) -j $(JOBS) --target demo
 
@@ -31,4 +36,4 @@ clean:
 	rm -rf $(BUILD)
 
 docs: deps
-	@mkdir -p $(BUILD)/docs && doxygen Doxyfile
+	@mkdir -p $(BUILD)/docs/doxygen && (cat Doxyfile; echo "OUTPUT_DIRECTORY = $(BUILD)/docs/doxygen") | doxygen -
