@@ -6,6 +6,7 @@
 /// Threads are created in the constructor and joined in the destructor, never in between.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -45,14 +46,16 @@ class ThreadPool {
 
   int num_threads_;
   std::vector<std::thread> workers_;
-  std::mutex run_mutex_;  ///< serialises Run
-  std::mutex mutex_;
+  std::mutex run_mutex_;  // serialises Run
+  std::mutex mutex_;      // guards the sleeping side of the hand-offs below
   std::condition_variable start_cv_, done_cv_;
   void (*fn_)(void*, int, int) = nullptr;
   void* ctx_ = nullptr;
-  unsigned long generation_ = 0;
-  int pending_ = 0;
-  bool stop_ = false;
+  // Hand-offs spin briefly before sleeping: a decode step's work is often tens of microseconds,
+  // less than a condition-variable wake-up.
+  std::atomic<unsigned long> generation_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<bool> stop_{false};
 };
 
 }  ///< namespace sparsebudget
