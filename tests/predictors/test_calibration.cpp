@@ -115,7 +115,7 @@ TEST(Traces, BadRecordsNameLineAndKey) {
   auto blank = sb::ReadTraces(path);
   ASSERT_FALSE(blank.ok());
   EXPECT_NE(blank.status().message().find("line 2"), std::string::npos) << blank.status().message();
-  EXPECT_EQ(sb::ReadTraces(path + ".missing").status().code(), sb::StatusCode::kIoError);
+  EXPECT_EQ(sb::ReadTraces(path + ".missing").status().code(), sb::StatusCode::kNotFound);
   std::remove(path.c_str());
 }
 
