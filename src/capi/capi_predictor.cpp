@@ -156,6 +156,7 @@ sb_status sb_predictor_to_json(const sb_predictor* predictor, char* buffer, size
                   "capacity " + std::to_string(capacity) + " is below the " + std::to_string(json.size() + 1) +
                       " bytes the JSON needs");
     }
+    if (buffer == nullptr) return Null(fn, "buffer");  // unreachable (capacity >= 1 here); for the analyzer
     std::memcpy(buffer, json.c_str(), json.size() + 1);
     return Ok();
   });
