@@ -20,30 +20,6 @@ namespace {
 
 Status Err(StatusCode c, const std::string& m) { return Status(c, m); }
 
-float HalfToFloat(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu, bits;
-  if (exp == 0) {
-    if (mant == 0) {
-      bits = sign;
-    } else {
-      exp = 113;
-      while ((mant & 0x400u) == 0) {
-        mant <<= 1;
-        --exp;
-      }
-      bits = sign | (exp << 23) | ((mant & 0x3ffu) << 13);
-    }
-  } else if (exp == 31) {
-    bits = sign | 0x7f800000u | (mant << 13);
-  } else {
-    bits = sign | ((exp + 112) << 23) | (mant << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
 // y[n][out] = x[n][in] * W^T with W [out][in] row-major.
 void Linear(const float* x, int64_t n, int in, const std::vector<float>& w, int out, float* y) {
   MapM(y, n, out).noalias() = MapC(x, n, in) * MapC(w.data(), out, in).transpose();
@@ -121,24 +97,11 @@ Expected<std::shared_ptr<const Model>> Model::Load(const std::string& dir) {
     const size_t elem = dt == "F32" ? 4 : 2;
     if (off.size() != 2 || off[1] < off[0] || off[1] > data.size() || (off[1] - off[0]) != expect * elem)
       return Err(StatusCode::kParseError, "tensor " + name + " has the wrong size or offsets");
+    if (dt != "F32" && dt != "F16" && dt != "BF16")
+      return Err(StatusCode::kParseError, "tensor " + name + " has unsupported dtype " + dt);
     out->resize(expect);
-    const char* p = data.data() + off[0];
-    for (size_t i = 0; i < expect; ++i) {
-      if (dt == "F32") {
-        std::memcpy(&(*out)[i], p + 4 * i, 4);
-      } else {
-        uint16_t u;
-        std::memcpy(&u, p + 2 * i, 2);
-        if (dt == "F16") {
-          (*out)[i] = HalfToFloat(u);
-        } else if (dt == "BF16") {
-          const uint32_t b = static_cast<uint32_t>(u) << 16;
-          std::memcpy(&(*out)[i], &b, 4);
-        } else {
-          return Err(StatusCode::kParseError, "tensor " + name + " has unsupported dtype " + dt);
-        }
-      }
-    }
+    ToFloat32(data.data() + off[0], dt == "F32" ? DType::kF32 : dt == "F16" ? DType::kF16 : DType::kBF16,
+              static_cast<int64_t>(expect), out->data());
     return OkStatus();
   };
   const Config& c = model->cfg_;

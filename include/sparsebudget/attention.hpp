@@ -68,6 +68,12 @@ const char* ScoringName(Scoring s) noexcept;
 /// Bytes per element: 4 for kF32, 2 for kF16 and kBF16.
 size_t DTypeSize(DType t) noexcept;
 
+/// Converts n elements of `dtype` (IEEE fp16, bf16 or fp32, any alignment) to fp32 with the
+/// active ISA's conversion (exact: every fp16/bf16 value is representable in fp32). The one
+/// conversion routine of the library; engines and tools may use it for weights or caches.
+/// O(n), allocates nothing, thread-safe.
+void ToFloat32(const void* in, DType dtype, int64_t n, float* out) noexcept;
+
 /// K and V of one request. Element (kv head h, token t, dim d) of K lives at
 ///   contiguous: k + t*token_stride + h*head_stride + d
 ///   paged:      k + page_table[t / page_size]*page_stride + (t % page_size)*token_stride

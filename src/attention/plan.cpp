@@ -27,6 +27,10 @@ const char* ScoringName(Scoring s) noexcept {
 
 size_t DTypeSize(DType t) noexcept { return t == DType::kF32 ? 4 : 2; }
 
+void ToFloat32(const void* in, DType dtype, int64_t n, float* out) noexcept {
+  if (n > 0) kernels::Kernels().to_f32(in, dtype, n, out);
+}
+
 namespace detail {
 
 namespace {

@@ -6,37 +6,12 @@
 #include <vector>
 
 #include "io/json_util.hpp"
+#include "sparsebudget/attention.hpp"
 #include "sparsebudget/calibration.hpp"
 
 namespace sparsebudget {
 
 namespace {
-
-float HalfToFloat(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  uint32_t exp = (h >> 10) & 0x1Fu;
-  uint32_t mant = h & 0x3FFu;
-  uint32_t bits;
-  if (exp == 0) {
-    if (mant == 0) {
-      bits = sign;
-    } else {  // subnormal: normalise
-      int e = -1;
-      do {
-        ++e;
-        mant <<= 1;
-      } while ((mant & 0x400u) == 0);
-      bits = sign | (static_cast<uint32_t>(127 - 15 - e) << 23) | ((mant & 0x3FFu) << 13);
-    }
-  } else if (exp == 31) {
-    bits = sign | 0x7F800000u | (mant << 13);
-  } else {
-    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, sizeof(f));
-  return f;
-}
 
 // Value of 'key': ... in the header dict (text up to the next ',' or '}' at depth 0).
 bool HeaderField(const std::string& h, const std::string& key, std::string* out) {
@@ -136,11 +111,7 @@ Expected<NpyArray> ReadNpy(const std::string& path) {
   } else if (elem == 4) {
     std::memcpy(a.data.data(), raw.data(), raw.size());
   } else {
-    for (size_t i = 0; i < a.data.size(); ++i) {
-      uint16_t h;
-      std::memcpy(&h, raw.data() + 2 * i, 2);
-      a.data[i] = HalfToFloat(h);
-    }
+    ToFloat32(raw.data(), DType::kF16, static_cast<int64_t>(a.data.size()), a.data.data());
   }
   return a;
 }
