@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "io/json_util.hpp"
+#include "predictors/feature_fields.hpp"
 
 namespace sparsebudget {
 
@@ -16,20 +17,7 @@ namespace {
 using detail::json;
 using detail::ObjectReader;
 
-struct KnownFeature {
-  const char* name;
-  std::optional<double> RequestFeatures::*member;
-};
-constexpr KnownFeature kKnown[] = {
-    {"entropy", &RequestFeatures::entropy},
-    {"top1_prob", &RequestFeatures::top1_prob},
-    {"probe_blocks_50", &RequestFeatures::probe_blocks_50},
-    {"probe_blocks_90", &RequestFeatures::probe_blocks_90},
-    {"probe_blocks_99", &RequestFeatures::probe_blocks_99},
-    {"probe_entropy", &RequestFeatures::probe_entropy},
-    {"probe_top5_mass", &RequestFeatures::probe_top5_mass},
-    {"expected_output_length", &RequestFeatures::expected_output_length},
-};
+using detail::kOptionalFeatureFields;
 }  // namespace
 
 Expected<TraceRecord> ParseTraceRecord(const std::string& text, int64_t line_number) {
@@ -64,7 +52,7 @@ Expected<TraceRecord> ParseTraceRecord(const std::string& text, int64_t line_num
           break;
         }
         bool known = false;
-        for (const auto& k : kKnown) {
+        for (const auto& k : kOptionalFeatureFields) {
           if (it.key() == k.name) {
             known = true;
             if (it->is_number()) f.*k.member = it->get<double>();
@@ -165,7 +153,7 @@ std::string TraceRecordToJson(const TraceRecord& r) {
   j["context_length"] = r.features.context_length;
   j["block_size"] = r.features.block_size;
   json f = json::object();
-  for (const auto& k : kKnown) {
+  for (const auto& k : kOptionalFeatureFields) {
     const auto& v = r.features.*k.member;
     if (v)
       f[k.name] = *v;

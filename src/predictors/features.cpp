@@ -6,6 +6,7 @@
 #include <string>
 
 #include "io/json_util.hpp"
+#include "predictors/feature_fields.hpp"
 
 namespace sparsebudget {
 
@@ -39,20 +40,7 @@ std::optional<double> Base(const RequestFeatures& f, std::string_view name) {
   return std::nullopt;
 }
 
-struct OptField {
-  const char* name;
-  std::optional<double> RequestFeatures::*member;
-};
-constexpr OptField kOptFields[] = {
-    {"expected_output_length", &RequestFeatures::expected_output_length},
-    {"entropy", &RequestFeatures::entropy},
-    {"top1_prob", &RequestFeatures::top1_prob},
-    {"probe_blocks_50", &RequestFeatures::probe_blocks_50},
-    {"probe_blocks_90", &RequestFeatures::probe_blocks_90},
-    {"probe_blocks_99", &RequestFeatures::probe_blocks_99},
-    {"probe_entropy", &RequestFeatures::probe_entropy},
-    {"probe_top5_mass", &RequestFeatures::probe_top5_mass},
-};
+using detail::kOptionalFeatureFields;
 }  // namespace
 
 int64_t RequestFeatures::causal_blocks() const noexcept {
@@ -79,7 +67,7 @@ Status ValidateFeatures(const RequestFeatures& f) {
     if (!(kv.second >= 0.0 && kv.second <= 1.0))
       return bad("features.task_probs[" + kv.first + "] must be in [0, 1], got " + std::to_string(kv.second));
   }
-  for (const auto& of : kOptFields) {
+  for (const auto& of : kOptionalFeatureFields) {
     const auto& v = f.*of.member;
     if (v && !std::isfinite(*v))
       return bad(std::string("features.") + of.name + " must be finite or unknown");
@@ -109,7 +97,7 @@ Expected<RequestFeatures> FeaturesFromJson(const std::string& text) {
   r.Integer("context_length", &f.context_length, true);
   r.Int32("block_size", &f.block_size, false);
   r.String("task", &f.task, false);
-  for (const auto& of : kOptFields) r.NumberOrNull(of.name, &(f.*of.member), false);
+  for (const auto& of : kOptionalFeatureFields) r.NumberOrNull(of.name, &(f.*of.member), false);
   if (const json* tp = r.Get("task_probs", false)) {
     if (!tp->is_object()) {
       r.FailKey("task_probs", "must be an object of numbers");
@@ -148,7 +136,7 @@ std::string FeaturesToJson(const RequestFeatures& f) {
   j["context_length"] = f.context_length;
   j["block_size"] = f.block_size;
   j["task"] = f.task;
-  for (const auto& of : kOptFields) {
+  for (const auto& of : kOptionalFeatureFields) {
     const auto& v = f.*of.member;
     j[of.name] = v ? json(*v) : json(nullptr);
   }
