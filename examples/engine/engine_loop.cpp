@@ -317,16 +317,6 @@ sb::AttentionParams Params(int64_t context_length, const sb::Budget& budget) {
   return p;
 }
 
-// SparseAttention's rule (attention.hpp): a count budget keeping >= 90% of the causal blocks runs
-// the dense path. An engine driving SelectBlocks + AttendPartition itself applies the same rule
-// so that its outputs equal SparseAttention's bit for bit.
-bool DenseFallback(const sb::AttentionPlan& plan) {
-  const sb::Budget& b = plan.params.budget;
-  if (b.mode == sb::BudgetMode::kDense) return true;
-  if (b.mode != sb::BudgetMode::kBlocks && b.mode != sb::BudgetMode::kFraction) return false;
-  const sb::ResolvedBudget rb = sb::ResolveBudget(b, plan.num_blocks);
-  return rb.total_blocks * 10 >= plan.num_blocks * 9;
-}
 
 // ---- the predictor -----------------------------------------------------------------------
 std::unique_ptr<sb::Predictor> MakePredictor(const Options& o, std::string* how) {
@@ -387,7 +377,7 @@ struct Engine {
     if (sb::Status st = sb::MakePlan(Params(r.len, r.prediction.budget), &r.plan); !st.ok()) Fail("MakePlan", st);
     if (sb::Status st = sb::MakePlan(Params(r.len, sb::Budget::Dense()), &r.dense_plan); !st.ok())
       Fail("MakePlan(dense)", st);
-    r.dense_fallback = DenseFallback(r.plan);
+    r.dense_fallback = sb::PlanRunsDense(r.plan);  // SparseAttention's own rule
     if (std::max(r.plan.workspace_bytes, r.dense_plan.workspace_bytes) > r.workspace.bytes)
       Fail("workspace", sb::Status(sb::StatusCode::kInternal, "sized for the final length, yet too small"));
   }
