@@ -407,7 +407,8 @@ PredictorPtr Share(std::unique_ptr<sb::Predictor> p) { return PredictorPtr(std::
 
 }  // namespace
 
-PYBIND11_MODULE(sparsebudget, m) {
+// The compiled half of the `sparsebudget` package (python/sparsebudget/__init__.py re-exports it).
+PYBIND11_MODULE(_core, m) {
   m.doc() = "sparsebudget: per-request sparse-attention budgets and the block-sparse CPU kernel";
   m.attr("__version__") = sb::Version();
   m.def("version", [] { return std::string(sb::Version()); }, "Library version, 'MAJOR.MINOR.PATCH'.");
