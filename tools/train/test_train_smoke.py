@@ -8,7 +8,6 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tasks as T  # noqa: E402
 import train  # noqa: E402
-import make_traces as M  # noqa: E402
 from model import load_model, load_safetensors  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -22,19 +21,6 @@ def test_smoke_train(tmp_path):
     assert w["tok_emb.weight"].shape == (T.VOCAB_SIZE, 256)
     assert w["layers.3.w_down.weight"].shape == (256, 768)
     assert len(w) == 2 + 4 * 9
-
-
-def test_sparse_all_blocks_equals_dense(tmp_path):
-    train.main(["--smoke", "--out", str(tmp_path)])
-    m = load_model(str(tmp_path / "model.safetensors"), str(tmp_path / "config.json"))
-    e = T.make_split_example("trace_test", "multi_qa", 512, 0)
-    pr = torch.tensor([e["prompt"]])
-    A = len(e["answer"])
-    logits, Ks, Vs, Qs = M.dense_forward(m, pr)
-    assert torch.allclose(logits, m(pr)[:, -1], atol=1e-4)
-    toks = M.sparse_decode(m, [k[:, :, :-1] for k in Ks], [v[:, :, :-1] for v in Vs], pr[:, -1],
-                           [0, M.DENSE_K], A, 512)
-    assert toks[0, 1].tolist() == m.greedy(pr, A)[0].tolist()
 
 
 def test_shipped_model_files():
