@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -81,8 +82,8 @@ struct KVData {
 
 struct LayoutChoice {
   bool head_major = false;
-  int32_t pad = 0;          // extra elements between rows
-  int32_t misalign = 0;     // element offset of the first element
+  int32_t pad = 0;          // extra elements between rows (x32 values for q8_0)
+  int32_t misalign = 0;     // element offset of the first element (bytes for q8_0)
   int64_t page_size = 0;    // > 0: paged, pages shuffled
 };
 
@@ -91,6 +92,7 @@ inline void Store(DType t, unsigned char* base, int64_t idx, float x) {
     case DType::kF32: std::memcpy(base + idx * 4, &x, 4); break;
     case DType::kF16: { const uint16_t h = FloatToHalf(x); std::memcpy(base + idx * 2, &h, 2); break; }
     case DType::kBF16: { const uint16_t b = FloatToBF16(x); std::memcpy(base + idx * 2, &b, 2); break; }
+    case DType::kQ8_0: std::abort();  // whole blocks only: MakeKV quantizes rows
   }
 }
 inline double Load(DType t, const unsigned char* base, int64_t idx) {
@@ -98,8 +100,18 @@ inline double Load(DType t, const unsigned char* base, int64_t idx) {
     case DType::kF32: { float f; std::memcpy(&f, base + idx * 4, 4); return f; }
     case DType::kF16: { uint16_t h; std::memcpy(&h, base + idx * 2, 2); return HalfToDouble(h); }
     case DType::kBF16: { uint16_t b; std::memcpy(&b, base + idx * 2, 2); return BF16ToDouble(b); }
+    case DType::kQ8_0: std::abort();  // MakeKV decodes q8_0 with Q8ToDouble
   }
   return 0;
+}
+
+// One q8_0 value decoded independently of the library: fp16 scale (ldexp route) times int8.
+inline double Q8ToDouble(const unsigned char* base, int64_t idx) {
+  const unsigned char* blk = base + idx / 32 * 34;
+  uint16_t h;
+  std::memcpy(&h, blk, 2);
+  const auto q = static_cast<int8_t>(blk[2 + idx % 32]);
+  return HalfToDouble(h) * q;
 }
 
 // Fills K/V with N(0, sigma) values (K gets per-token scale variety so block scores differ).
@@ -110,7 +122,8 @@ inline KVData MakeKV(std::mt19937_64& rng, DType dtype, int64_t L, int32_t heads
   kv.L = L;
   kv.heads = heads;
   kv.dim = dim;
-  const size_t elem = DTypeSize(dtype);
+  const bool q8 = dtype == DType::kQ8_0;
+  const int64_t pad = q8 ? 32 * lay.pad : lay.pad;  // q8_0 strides are multiples of 32 values
   int64_t ts, hs, page_stride = 0, tokens_in_layout = L;
   int64_t npages = 0;
   if (lay.page_size > 0) {
@@ -118,17 +131,17 @@ inline KVData MakeKV(std::mt19937_64& rng, DType dtype, int64_t L, int32_t heads
     tokens_in_layout = lay.page_size;
   }
   if (lay.head_major) {
-    ts = dim + lay.pad;
-    hs = ts * tokens_in_layout + lay.pad;
+    ts = dim + pad;
+    hs = ts * tokens_in_layout + pad;
   } else {
-    hs = dim + lay.pad;
-    ts = hs * heads + lay.pad;
+    hs = dim + pad;
+    ts = hs * heads + pad;
   }
   int64_t extent = (tokens_in_layout - 1) * ts + (heads - 1) * hs + dim;
-  if (tokens_in_layout <= 0) extent = 1;
+  if (tokens_in_layout <= 0) extent = q8 ? 32 : 1;
   int64_t total;
   if (lay.page_size > 0) {
-    page_stride = extent + lay.pad;
+    page_stride = extent + pad;
     // One spare page so the table is a real permutation with a hole.
     total = page_stride * (npages + 1);
     kv.pages.resize(static_cast<size_t>(npages));
@@ -141,30 +154,48 @@ inline KVData MakeKV(std::mt19937_64& rng, DType dtype, int64_t L, int32_t heads
   } else {
     total = extent;
   }
-  const size_t bytes = static_cast<size_t>(total + lay.misalign + 1) * elem;
+  const size_t lead = q8 ? static_cast<size_t>(lay.misalign) : static_cast<size_t>(lay.misalign) * DTypeSize(dtype);
+  const size_t bytes = lead + static_cast<size_t>(q8 ? DTypeBytes(dtype, total) + 34 : (total + 1) * static_cast<int64_t>(DTypeSize(dtype)));
   kv.kbuf.assign(bytes, 0);
   kv.vbuf.assign(bytes, 0);
-  unsigned char* kb = kv.kbuf.data() + static_cast<size_t>(lay.misalign) * elem;
-  unsigned char* vb = kv.vbuf.data() + static_cast<size_t>(lay.misalign) * elem;
+  unsigned char* kb = kv.kbuf.data() + lead;
+  unsigned char* vb = kv.vbuf.data() + lead;
   kv.k64.assign(static_cast<size_t>(L) * heads * dim, 0.0);
   kv.v64.assign(kv.k64.size(), 0.0);
   std::normal_distribution<float> nd(0.0f, static_cast<float>(sigma));
   std::uniform_real_distribution<float> scale_d(0.3f, 2.0f);
+  std::vector<float> krow(static_cast<size_t>(dim)), vrow(static_cast<size_t>(dim));
   for (int64_t t = 0; t < L; ++t) {
     const float tscale = scale_d(rng);
     for (int32_t h = 0; h < heads; ++h) {
+      int64_t idx0;
+      if (lay.page_size > 0) {
+        idx0 = kv.pages[static_cast<size_t>(t / lay.page_size)] * page_stride + (t % lay.page_size) * ts + h * hs;
+      } else {
+        idx0 = t * ts + h * hs;
+      }
       for (int32_t d = 0; d < dim; ++d) {
-        int64_t idx;
-        if (lay.page_size > 0) {
-          idx = kv.pages[static_cast<size_t>(t / lay.page_size)] * page_stride + (t % lay.page_size) * ts + h * hs + d;
-        } else {
-          idx = t * ts + h * hs + d;
-        }
-        Store(dtype, kb, idx, nd(rng) * tscale);
-        Store(dtype, vb, idx, nd(rng));
+        krow[static_cast<size_t>(d)] = nd(rng) * tscale;
+        vrow[static_cast<size_t>(d)] = nd(rng);
+      }
+      if (q8) {
+        // The library's quantizer (its own round-trip test checks it); decoding below is ours.
+        if (!QuantizeQ8_0(krow.data(), dim, kb + DTypeBytes(dtype, idx0)).ok() ||
+            !QuantizeQ8_0(vrow.data(), dim, vb + DTypeBytes(dtype, idx0)).ok())
+          std::abort();
+      }
+      for (int32_t d = 0; d < dim; ++d) {
+        const int64_t idx = idx0 + d;
         const size_t r = (static_cast<size_t>(t) * heads + h) * dim + d;
-        kv.k64[r] = Load(dtype, kb, idx);
-        kv.v64[r] = Load(dtype, vb, idx);
+        if (q8) {
+          kv.k64[r] = Q8ToDouble(kb, idx);
+          kv.v64[r] = Q8ToDouble(vb, idx);
+        } else {
+          Store(dtype, kb, idx, krow[static_cast<size_t>(d)]);
+          Store(dtype, vb, idx, vrow[static_cast<size_t>(d)]);
+          kv.k64[r] = Load(dtype, kb, idx);
+          kv.v64[r] = Load(dtype, vb, idx);
+        }
       }
     }
   }

@@ -149,7 +149,14 @@ struct Worst {
   std::string where;
 };
 
-void RandomShapesOnIsa(Isa isa) {
+// q8_0 needs head_dim a multiple of 32: the case's D rounded up (1, 7 -> 32; 80 -> 96).
+Case AsQ8(Case c) {
+  c.dtype = DType::kQ8_0;
+  c.D = std::max(32, (c.D + 31) / 32 * 32);
+  return c;
+}
+
+void RandomShapesOnIsa(Isa isa, bool q8 = false) {
   std::printf("[ ISAs     ] %s\n", IsaList().c_str());
   if (!IsaSupported(isa)) GTEST_SKIP() << IsaName(isa) << " is not available on this CPU";
   // SPARSEBUDGET_TEST_SHAPES lowers the count for sanitizer builds (tools/reliability.sh).
@@ -162,7 +169,8 @@ void RandomShapesOnIsa(Isa isa) {
     std::map<DType, int> ran;
     int sel_compared = 0, sel_skipped_near_tie = 0;
     for (int n = 0; n < kCases; ++n) {
-      const Case c = RandomCase(1000003ull * static_cast<uint64_t>(n) + 17);
+      const Case c = q8 ? AsQ8(RandomCase(2000003ull * static_cast<uint64_t>(n) + 29))
+                        : RandomCase(1000003ull * static_cast<uint64_t>(n) + 17);
       CaseRun r;
       Execute(c, &r);
       if (::testing::Test::HasFatalFailure()) return;
@@ -255,6 +263,10 @@ void RandomShapesOnIsa(Isa isa) {
 TEST(Attention, RandomShapesMatchFloat64Reference_scalar) { RandomShapesOnIsa(Isa::kScalar); }
 TEST(Attention, RandomShapesMatchFloat64Reference_avx2) { RandomShapesOnIsa(Isa::kAvx2); }
 TEST(Attention, RandomShapesMatchFloat64Reference_avx512) { RandomShapesOnIsa(Isa::kAvx512); }
+// q8_0 K/V (ggml's blocks): the reference runs on the dequantized values, same bound as fp32.
+TEST(Attention, Q8_0RandomShapesMatchFloat64Reference_scalar) { RandomShapesOnIsa(Isa::kScalar, true); }
+TEST(Attention, Q8_0RandomShapesMatchFloat64Reference_avx2) { RandomShapesOnIsa(Isa::kAvx2, true); }
+TEST(Attention, Q8_0RandomShapesMatchFloat64Reference_avx512) { RandomShapesOnIsa(Isa::kAvx512, true); }
 
 // Deterministic shapes with a clear score structure: selection must equal the reference's.
 TEST(Selection, TieFreeMatchesReferenceBothScorings) {
@@ -363,11 +375,12 @@ TEST(Selection, TopPKeepsFewestBlocksReachingP) {
 TEST(Summaries, IncrementalEqualsRebuiltAndReference) {
   for (Isa isa : IsasToRun()) {
     IsaScope scope(isa);
-    for (DType dt : {DType::kF32, DType::kF16, DType::kBF16}) {
+    for (DType dt : {DType::kF32, DType::kF16, DType::kBF16, DType::kQ8_0}) {
       std::mt19937_64 rng(99 + static_cast<uint64_t>(dt));
       const int64_t L = 5 * 32 + 11;
-      KVData kv = MakeKV(rng, dt, L, 2, 37, LayoutChoice{false, 1, 1, 0});
-      BlockSummaries::Config sc{2, 37, 32, L, true, true};
+      const int32_t D = dt == DType::kQ8_0 ? 64 : 37;
+      KVData kv = MakeKV(rng, dt, L, 2, D, LayoutChoice{false, 1, 1, 0});
+      BlockSummaries::Config sc{2, D, 32, L, true, true};
       auto inc = BlockSummaries::Create(sc);
       auto full = BlockSummaries::Create(sc);
       ASSERT_TRUE(full->Append(kv.view, L).ok());
@@ -377,14 +390,14 @@ TEST(Summaries, IncrementalEqualsRebuiltAndReference) {
         ASSERT_TRUE(fresh->Append(kv.view, t).ok());
         for (int32_t h = 0; h < 2; ++h)
           for (int64_t b = 0; b < inc->num_blocks(); ++b) {
-            ASSERT_EQ(0, std::memcmp(inc->key_sum(h, b), fresh->key_sum(h, b), 37 * 4)) << "t=" << t;
-            ASSERT_EQ(0, std::memcmp(inc->key_min(h, b), fresh->key_min(h, b), 37 * 4)) << "t=" << t;
-            ASSERT_EQ(0, std::memcmp(inc->key_max(h, b), fresh->key_max(h, b), 37 * 4)) << "t=" << t;
+            ASSERT_EQ(0, std::memcmp(inc->key_sum(h, b), fresh->key_sum(h, b), static_cast<size_t>(D) * 4)) << "t=" << t;
+            ASSERT_EQ(0, std::memcmp(inc->key_min(h, b), fresh->key_min(h, b), static_cast<size_t>(D) * 4)) << "t=" << t;
+            ASSERT_EQ(0, std::memcmp(inc->key_max(h, b), fresh->key_max(h, b), static_cast<size_t>(D) * 4)) << "t=" << t;
           }
       }
       for (int32_t h = 0; h < 2; ++h)
         for (int64_t b = 0; b < full->num_blocks(); ++b)
-          for (int32_t d = 0; d < 37; ++d) {
+          for (int32_t d = 0; d < D; ++d) {
             double s = 0, mn = INFINITY, mx = -INFINITY;
             for (int64_t t = b * 32; t < std::min<int64_t>(L, (b + 1) * 32); ++t) {
               s += kv.K(t, h, d);
@@ -403,12 +416,15 @@ TEST(Summaries, IncrementalEqualsRebuiltAndReference) {
 TEST(Determinism, BitIdenticalAcrossRerunsPartitionsLayoutsAndDenseEquivalents) {
   for (Isa isa : IsasToRun()) {
     IsaScope scope(isa);
-    for (int trial = 0; trial < 12; ++trial) {
+    // Trials 12.. use several kv heads (the dense decode walks all heads of a block together),
+    // the even ones with q8_0 K/V.
+    for (int trial = 0; trial < 20; ++trial) {
       Case c = RandomCase(31337 + static_cast<uint64_t>(trial));
+      if (trial >= 12 && trial % 2 == 0) c = AsQ8(c);
       c.L = 64 * 70 + 9;
       c.B = 64;
       c.nq = trial % 3 == 0 ? 70 : 1;
-      c.Hkv = 1;
+      c.Hkv = trial >= 12 ? 2 + trial % 3 : 1;
       c.lay.page_size = 0;
       c.budget = trial % 2 ? Budget::Fraction(0.3) : Budget::Dense();
       CaseRun base;
@@ -615,6 +631,111 @@ TEST(Errors, EveryBadShapeHasAStatusNamingTheValue) {
   // Unknown ISA name.
   EXPECT_FALSE(ParseIsa("sse9").ok());
   EXPECT_NE(ParseIsa("sse9").status().message().find("sse9"), std::string::npos);
+}
+
+}  // namespace
+
+namespace {
+
+// QuantizeQ8_0 against ggml's reference rule, written out here: per 32 values d = max|x| / 127
+// (fp32), stored as fp16 (round to nearest even), q = roundf(x * (1/d)), q = 0 for d = 0.
+TEST(Q8_0, QuantizeRoundTripAndBlockFormat) {
+  std::mt19937_64 rng(8080);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::uniform_real_distribution<double> mag(-12.0, 6.0);  // block scales from ~1e-12 to ~1e6
+  int blocks_checked = 0;
+  for (int trial = 0; trial < 200; ++trial) {
+    const int64_t n = 32 * (1 + trial % 9);
+    std::vector<float> x(static_cast<size_t>(n));
+    for (int64_t b = 0; b < n / 32; ++b) {
+      const float m = static_cast<float>(std::pow(10.0, mag(rng)));
+      const bool zero = (trial + b) % 17 == 0;
+      for (int j = 0; j < 32; ++j) x[static_cast<size_t>(b * 32 + j)] = zero ? 0.0f : nd(rng) * m;
+    }
+    std::vector<unsigned char> q(static_cast<size_t>(DTypeBytes(DType::kQ8_0, n)) + 1, 0xAB);
+    unsigned char* dst = q.data() + 1;  // any alignment
+    ASSERT_TRUE(QuantizeQ8_0(x.data(), n, dst).ok());
+    std::vector<float> back(static_cast<size_t>(n));
+    for (Isa isa : IsasToRun()) {
+      IsaScope scope(isa);
+      ToFloat32(dst, DType::kQ8_0, n, back.data());
+      for (int64_t b = 0; b < n / 32; ++b) {
+        float amax = 0.0f;
+        for (int j = 0; j < 32; ++j) amax = std::max(amax, std::abs(x[static_cast<size_t>(b * 32 + j)]));
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        uint16_t h;
+        std::memcpy(&h, dst + b * 34, 2);
+        ASSERT_EQ(h, FloatToHalf(d)) << "block " << b << " trial " << trial;
+        for (int j = 0; j < 32; ++j) {
+          const size_t i = static_cast<size_t>(b * 32 + j);
+          const auto qi = static_cast<int8_t>(dst[b * 34 + 2 + j]);
+          ASSERT_EQ(qi, static_cast<int8_t>(std::round(x[i] * id))) << "value " << i << " trial " << trial;
+          // Exact dequantization, and the documented round-trip bound (plus fp16 subnormal steps).
+          ASSERT_EQ(static_cast<double>(back[i]), Q8ToDouble(dst, b * 32 + j)) << IsaName(isa);
+          const double err = std::abs(static_cast<double>(back[i]) - x[i]);
+          ASSERT_LE(err, 0.5 * d * (1 + 1e-5) + std::abs(x[i]) * std::ldexp(1.0, -11) + 127 * std::ldexp(1.0, -25))
+              << "value " << i << " x " << x[i] << " d " << d;
+        }
+        ++blocks_checked;
+      }
+    }
+  }
+  EXPECT_GT(blocks_checked, 500);
+}
+
+TEST(Q8_0, BadInputHasAStatusNamingTheValue) {
+  std::vector<float> x(64, 1.0f);
+  std::vector<unsigned char> q(68);
+  EXPECT_NE(QuantizeQ8_0(x.data(), 48, q.data()).message().find("48"), std::string::npos);
+  EXPECT_NE(QuantizeQ8_0(x.data(), 0, q.data()).message().find("multiple of 32"), std::string::npos);
+  EXPECT_EQ(QuantizeQ8_0(nullptr, 32, q.data()).code(), StatusCode::kInvalidArgument);
+  x[37] = NAN;
+  EXPECT_NE(QuantizeQ8_0(x.data(), 64, q.data()).message().find("in[37]"), std::string::npos);
+  x[37] = 1e30f;  // the scale would overflow fp16
+  EXPECT_NE(QuantizeQ8_0(x.data(), 64, q.data()).message().find("in[37]"), std::string::npos);
+  // A trailing incomplete block has no values: NaN, never stale memory.
+  x[37] = 1.0f;
+  ASSERT_TRUE(QuantizeQ8_0(x.data(), 32, q.data()).ok());
+  std::vector<float> out(40, 0.0f);
+  ToFloat32(q.data(), DType::kQ8_0, 40, out.data());
+  EXPECT_NEAR(out[31], 1.0f, 1e-3);
+  EXPECT_TRUE(std::isnan(out[32]) && std::isnan(out[39]));
+  EXPECT_EQ(DTypeBytes(DType::kQ8_0, 128), 136);
+  EXPECT_EQ(DTypeBytes(DType::kQ8_0, 100), -1);
+  EXPECT_EQ(DTypeBytes(DType::kF16, 100), 200);
+  EXPECT_EQ(DTypeBytes(DType::kF32, int64_t{1} << 62), -1);
+  EXPECT_STREQ(DTypeName(DType::kQ8_0), "q8_0");
+
+  // Shapes and views: head_dim and strides must be multiples of 32 values.
+  AttentionParams p;
+  p.shape = {8, 2, 48, 64, 1000, 1};
+  p.kv_dtype = DType::kQ8_0;
+  AttentionPlan plan;
+  Status st = MakePlan(p, &plan);
+  EXPECT_NE(st.message().find("head_dim must be a multiple of 32"), std::string::npos) << st.ToString();
+  p.shape.head_dim = 64;
+  ASSERT_TRUE(MakePlan(p, &plan).ok());
+  std::vector<unsigned char> k(static_cast<size_t>(DTypeBytes(DType::kQ8_0, 1000 * 2 * 64)));
+  std::vector<float> qv(8 * 64), o(8 * 64), ws(plan.workspace_bytes / 4 + 1);
+  KVCacheView kv{k.data(), k.data(), DType::kQ8_0, 128, 64};
+  EXPECT_TRUE(Attend(plan, {qv.data(), 512, 64}, kv, {}, {o.data(), 512, 64}, ws.data()).ok());
+  KVCacheView odd = kv;
+  odd.token_stride = 136;
+  st = Attend(plan, {qv.data(), 512, 64}, odd, {}, {o.data(), 512, 64}, ws.data());
+  EXPECT_NE(st.message().find("multiples of 32"), std::string::npos) << st.ToString();
+  auto sum = BlockSummaries::Create({2, 64, 64, 1000, true, true});
+  ASSERT_TRUE(sum.ok());
+  st = sum->Append(odd, 10);
+  EXPECT_NE(st.message().find("token_stride 136"), std::string::npos) << st.ToString();
+  EXPECT_TRUE(sum->Append(kv, 1000).ok());
+  KVCacheView paged = kv;
+  std::vector<int32_t> table(16, 0);
+  paged.page_table = table.data();
+  paged.page_size = 64;
+  paged.page_stride = 64 * 128 + 16;
+  st = Attend(plan, {qv.data(), 512, 64}, paged, {}, {o.data(), 512, 64}, ws.data());
+  EXPECT_NE(st.message().find("page_stride"), std::string::npos) << st.ToString();
 }
 
 }  // namespace

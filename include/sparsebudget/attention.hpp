@@ -26,8 +26,9 @@
 ///   max_blocks].
 ///
 /// Numerics. Attention over the kept tokens is exact softmax(scale * q.k) v computed with an
-/// online softmax in fp32 (fp16/bf16 keys and values are widened in registers; accumulation is
-/// always fp32). Results agree with a float64 reference within 64 * eps_f32 * sqrt(head_dim) *
+/// online softmax in fp32 (fp16/bf16 keys and values are widened in registers, q8_0 blocks
+/// dequantized exactly in registers; accumulation is always fp32; the reference is the
+/// dequantized values). Results agree with a float64 reference within 64 * eps_f32 * sqrt(head_dim) *
 /// max|out| for fp32 K/V (tests/test_attention.cpp states the fp16/bf16 bound). Results are
 /// bit-identical across reruns and across thread partitions for a given ISA; they may differ in
 /// the last bits between ISAs.
@@ -56,30 +57,55 @@ class ThreadPool;
 
 /// Element type of K and V (queries and outputs are always fp32). Numeric values are part of the
 /// C ABI (sb_dtype).
-enum class DType : int { kF32 = 0, kF16 = 1, kBF16 = 2 };
+///
+/// kQ8_0 is ggml's q8_0 block format, as llama.cpp's 8-bit KV caches store it: each run of 32
+/// consecutive values of a row is one 34-byte block, an IEEE fp16 scale d followed by 32 int8 q,
+/// value = float(d) * q (exact in fp32). With kQ8_0, head_dim and every stride must be multiples
+/// of 32 (strides still count values: s values are s / 32 * 34 bytes); blocks need no alignment.
+enum class DType : int { kF32 = 0, kF16 = 1, kBF16 = 2, kQ8_0 = 3 };
+
+/// Values per q8_0 block and its size in bytes (fp16 scale + 32 int8).
+inline constexpr int32_t kQ8_0BlockValues = 32;
+inline constexpr int32_t kQ8_0BlockBytes = 34;
 /// Block scoring for selection (rule above): kMean needs key sums, kBound key min/max in the
 /// BlockSummaries. Numeric values are part of the C ABI (sb_scoring).
 enum class Scoring : int { kMean = 0, kBound = 1 };
 
-/// "f32", "f16", "bf16"; "unknown" for other values.
+/// "f32", "f16", "bf16", "q8_0"; "unknown" for other values.
 const char* DTypeName(DType t) noexcept;
 /// "mean", "bound"; "unknown" for other values.
 const char* ScoringName(Scoring s) noexcept;
-/// Bytes per element: 4 for kF32, 2 for kF16 and kBF16.
+/// Bytes per element: 4 for kF32, 2 for kF16 and kBF16; 0 for kQ8_0, a block type (use
+/// DTypeBytes).
 size_t DTypeSize(DType t) noexcept;
+/// Bytes of n consecutive values of type t: n * DTypeSize(t), or n / 32 * 34 for kQ8_0. -1 if n is
+/// negative, not a multiple of 32 for kQ8_0, t is not a DType, or the product overflows. O(1).
+int64_t DTypeBytes(DType t, int64_t n) noexcept;
 
 /// Converts n elements of `dtype` (IEEE fp16, bf16 or fp32, any alignment) to fp32 with the
 /// active ISA's conversion (exact: every fp16/bf16 value is representable in fp32). The one
 /// conversion routine of the library; engines and tools may use it for weights or caches.
-/// O(n), allocates nothing, thread-safe.
+/// kQ8_0 (n values = n / 32 blocks) is dequantized exactly (fp16 scale * int8 fits fp32); there,
+/// out[i] for i past the last complete block of 32 is set to NaN. O(n), allocates nothing,
+/// thread-safe.
 void ToFloat32(const void* in, DType dtype, int64_t n, float* out) noexcept;
+
+/// Quantizes n fp32 values (n a positive multiple of 32) to n / 32 q8_0 blocks at `out` (n / 32 *
+/// 34 bytes, any alignment), exactly as ggml's reference quantize_row_q8_0: per block d =
+/// max|x| / 127, stored as fp16, q = round(x / d) computed as roundf(x * (1 / d)) with the fp32 d
+/// (q = 0 for an all-zero block). Round trip: |ToFloat32(q8) - x| <= d/2 + |x| * 2^-11 (the fp16
+/// rounding of d). Errors (nothing written): kInvalidArgument for a null pointer, n not a positive
+/// multiple of 32, or a non-finite input (the message names its index). O(n), allocates nothing,
+/// thread-safe.
+Status QuantizeQ8_0(const float* in, int64_t n, void* out);
 
 /// K and V of one request. Element (kv head h, token t, dim d) of K lives at
 ///   contiguous: k + t*token_stride + h*head_stride + d
 ///   paged:      k + page_table[t / page_size]*page_stride + (t % page_size)*token_stride
 ///                 + h*head_stride + d
-/// (in elements of dtype), and V likewise with the same strides. head_dim is contiguous. In the
-/// paged layout page_size must be a multiple of block_size, so a block never straddles pages.
+/// (in elements of dtype; for kQ8_0 in values, every stride a multiple of 32), and V likewise
+/// with the same strides. head_dim is contiguous. In the paged layout page_size must be a
+/// multiple of block_size, so a block never straddles pages.
 struct KVCacheView {
   const void* k = nullptr;  ///< K (caller-owned; only read, never kept after a call)
   const void* v = nullptr;  ///< V, same layout and strides as K (BlockSummaries::Append ignores it)
@@ -109,7 +135,7 @@ struct OutputView {
 struct AttentionShape {
   int32_t num_q_heads = 0;     ///< query heads, >= 1
   int32_t num_kv_heads = 0;    ///< K/V heads, >= 1, must divide num_q_heads
-  int32_t head_dim = 0;        ///< in [1, 4096]; fast paths for multiples of 16
+  int32_t head_dim = 0;        ///< in [1, 4096] (a multiple of 32 for kQ8_0); fast paths for multiples of 16
   int32_t block_size = 64;     ///< power of two in [16, 256]
   int64_t context_length = 0;  ///< L >= num_queries; L = 0 with num_queries = 0 is a no-op
   int32_t num_queries = 1;     ///< >= 0; 0 is a no-op

@@ -124,8 +124,10 @@ SB_API sb_status sb_isa_set_max(sb_isa cap);
 
 /* ---- budgets ----------------------------------------------------------------------------- */
 
-/** Element type of K and V (values equal sparsebudget::DType); queries and outputs are fp32. */
-typedef enum sb_dtype { SB_DTYPE_F32 = 0, SB_DTYPE_F16 = 1, SB_DTYPE_BF16 = 2 } sb_dtype;
+/** Element type of K and V (values equal sparsebudget::DType); queries and outputs are fp32.
+ * SB_DTYPE_Q8_0 is ggml's q8_0 (per 32 values of a row: an fp16 scale, then 32 int8), read in
+ * place; head_dim and every stride must then be multiples of 32 (strides count values). */
+typedef enum sb_dtype { SB_DTYPE_F32 = 0, SB_DTYPE_F16 = 1, SB_DTYPE_BF16 = 2, SB_DTYPE_Q8_0 = 3 } sb_dtype;
 /** Block scoring for selection (values equal sparsebudget::Scoring): MEAN needs summaries with
  * keep_mean, BOUND (Quest's upper bound) needs keep_bound. */
 typedef enum sb_scoring { SB_SCORING_MEAN = 0, SB_SCORING_BOUND = 1 } sb_scoring;

@@ -13,6 +13,7 @@ const char* DTypeName(DType t) noexcept {
     case DType::kF32: return "f32";
     case DType::kF16: return "f16";
     case DType::kBF16: return "bf16";
+    case DType::kQ8_0: return "q8_0";
   }
   return "unknown";
 }
@@ -25,10 +26,37 @@ const char* ScoringName(Scoring s) noexcept {
   return "unknown";
 }
 
-size_t DTypeSize(DType t) noexcept { return t == DType::kF32 ? 4 : 2; }
+size_t DTypeSize(DType t) noexcept {
+  switch (t) {
+    case DType::kF32: return 4;
+    case DType::kF16:
+    case DType::kBF16: return 2;
+    case DType::kQ8_0: return 0;
+  }
+  return 0;
+}
+
+int64_t DTypeBytes(DType t, int64_t n) noexcept {
+  if (n < 0) return -1;
+  const auto dt = static_cast<int>(t);
+  if (dt < 0 || dt > 3) return -1;
+  if (t == DType::kQ8_0) {
+    if (n % kQ8_0BlockValues != 0) return -1;
+    return n / kQ8_0BlockValues * kQ8_0BlockBytes;  // never overflows: 34/32 < 2 and n < 2^63
+  }
+  int64_t bytes;
+  if (__builtin_mul_overflow(n, static_cast<int64_t>(DTypeSize(t)), &bytes)) return -1;
+  return bytes;
+}
 
 void ToFloat32(const void* in, DType dtype, int64_t n, float* out) noexcept {
-  if (n > 0) kernels::Kernels().to_f32(in, dtype, n, out);
+  if (n <= 0) return;
+  int64_t whole = n;
+  if (dtype == DType::kQ8_0) {
+    whole = n - n % kQ8_0BlockValues;
+    for (int64_t i = whole; i < n; ++i) out[i] = NAN;  // an incomplete block has no values
+  }
+  if (whole > 0) kernels::Kernels().to_f32(in, dtype, whole, out);
 }
 
 namespace detail {
@@ -96,7 +124,9 @@ Status MakePlan(const AttentionParams& params, AttentionPlan* plan) {
     return Status(StatusCode::kOutOfRange, "context_length " + S(s.context_length) +
                                                " has more blocks than 32-bit block indices hold");
   const auto dt = static_cast<int>(params.kv_dtype);
-  if (dt < 0 || dt > 2) return Bad("kv_dtype is not a DType: " + S(dt));
+  if (dt < 0 || dt > 3) return Bad("kv_dtype is not a DType: " + S(dt));
+  if (params.kv_dtype == DType::kQ8_0 && s.head_dim % kQ8_0BlockValues != 0)
+    return Bad("head_dim must be a multiple of 32 for q8_0 K/V, got " + S(s.head_dim));
   const auto sc = static_cast<int>(params.scoring);
   if (sc < 0 || sc > 1) return Bad("scoring is not a Scoring: " + S(sc));
   if (!std::isfinite(params.scale))
@@ -139,7 +169,7 @@ namespace {
 // A (tokens x heads x dim) view with the dim contiguous: rows must not overlap and the largest
 // offset must fit. Either order of nesting is accepted (token-major or head-major).
 Status CheckRows(const char* what, int64_t ntok, int64_t nhead, int64_t dim, int64_t ts, int64_t hs,
-                 size_t elem) {
+                 DType dtype) {
   using detail::Bad;
   using detail::S;
   if (ts < 0 || hs < 0)
@@ -163,10 +193,12 @@ Status CheckRows(const char* what, int64_t ntok, int64_t nhead, int64_t dim, int
   if (!ok)
     return Bad(std::string(what) + " rows overlap: token_stride " + S(ts) + ", head_stride " +
                S(hs) + " for " + S(ntok) + " tokens x " + S(nhead) + " heads x head_dim " + S(dim));
-  int64_t a, b, c, bytes;
+  if (dtype == DType::kQ8_0 && (ts % kQ8_0BlockValues != 0 || hs % kQ8_0BlockValues != 0))
+    return Bad(std::string(what) + " strides must be multiples of 32 values for q8_0, got token_stride " + S(ts) +
+               " head_stride " + S(hs));
+  int64_t a, b, c;
   if (__builtin_mul_overflow(ntok - 1, ts, &a) || __builtin_mul_overflow(nhead - 1, hs, &b) ||
-      __builtin_add_overflow(a, b, &c) || __builtin_add_overflow(c, dim, &c) ||
-      __builtin_mul_overflow(c, static_cast<int64_t>(elem), &bytes))
+      __builtin_add_overflow(a, b, &c) || __builtin_add_overflow(c, dim, &c) || DTypeBytes(dtype, c) < 0)
     return Status(StatusCode::kOutOfRange, std::string(what) + " byte extent overflows (token_stride " +
                                                S(ts) + ", head_stride " + S(hs) + ")");
   return OkStatus();
@@ -181,13 +213,13 @@ Status ValidateViews(const AttentionPlan& plan, const QueryView& q, const KVCach
   if (plan.empty) return OkStatus();
   const AttentionShape& s = plan.params.shape;
   if (q.data == nullptr) return Bad("q.data is null");
-  if (Status st = CheckRows("q", s.num_queries, s.num_q_heads, s.head_dim, q.token_stride, q.head_stride, 4);
+  if (Status st = CheckRows("q", s.num_queries, s.num_q_heads, s.head_dim, q.token_stride, q.head_stride, DType::kF32);
       !st.ok())
     return st;
   if (out != nullptr) {
     if (out->data == nullptr) return Bad("out.data is null");
     if (Status st = CheckRows("out", s.num_queries, s.num_q_heads, s.head_dim, out->token_stride,
-                              out->head_stride, 4);
+                              out->head_stride, DType::kF32);
         !st.ok())
       return st;
   }
@@ -196,7 +228,7 @@ Status ValidateViews(const AttentionPlan& plan, const QueryView& q, const KVCach
   if (kv.dtype != plan.params.kv_dtype)
     return Bad(std::string("kv.dtype ") + DTypeName(kv.dtype) + " differs from the plan's " +
                DTypeName(plan.params.kv_dtype));
-  const size_t elem = DTypeSize(kv.dtype);
+  const DType elem = kv.dtype;
   if (kv.page_table == nullptr)
     return CheckRows("kv", s.context_length, s.num_kv_heads, s.head_dim, kv.token_stride,
                      kv.head_stride, elem);
@@ -204,6 +236,8 @@ Status ValidateViews(const AttentionPlan& plan, const QueryView& q, const KVCach
     return Bad("kv.page_size must be a positive multiple of block_size (" + S(s.block_size) +
                "), got " + S(kv.page_size));
   if (kv.page_stride < 0) return Bad("kv.page_stride must be >= 0, got " + S(kv.page_stride));
+  if (kv.dtype == DType::kQ8_0 && kv.page_stride % kQ8_0BlockValues != 0)
+    return Bad("kv.page_stride must be a multiple of 32 values for q8_0, got " + S(kv.page_stride));
   const int64_t tok_in_page = s.context_length < kv.page_size ? s.context_length : kv.page_size;
   if (Status st = CheckRows("kv page", tok_in_page, s.num_kv_heads, s.head_dim, kv.token_stride,
                             kv.head_stride, elem);
@@ -219,7 +253,7 @@ Status ValidateViews(const AttentionPlan& plan, const QueryView& q, const KVCach
     const int64_t pg = kv.page_table[i];
     int64_t off;
     if (pg < 0 || __builtin_mul_overflow(pg, kv.page_stride, &off) || __builtin_add_overflow(off, page_extent, &off) ||
-        __builtin_mul_overflow(off, static_cast<int64_t>(elem), &off))
+        DTypeBytes(elem, off) < 0)
       return Bad("kv.page_table[" + S(i) + "] = " + S(pg) + " is negative or overflows");
   }
   return OkStatus();

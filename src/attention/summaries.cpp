@@ -67,8 +67,14 @@ Status BlockSummaries::Append(const KVCacheView& kv, int64_t new_num_tokens) {
   if (new_num_tokens == num_tokens_) return OkStatus();
   if (kv.k == nullptr) return bad("kv.k is null");
   const auto dt = static_cast<int>(kv.dtype);
-  if (dt < 0 || dt > 2) return bad("kv.dtype is not a DType: " + std::to_string(dt));
+  if (dt < 0 || dt > 3) return bad("kv.dtype is not a DType: " + std::to_string(dt));
   if (kv.token_stride < 0 || kv.head_stride < 0) return bad("kv strides must be >= 0");
+  if (kv.dtype == DType::kQ8_0 &&
+      (config_.head_dim % kQ8_0BlockValues != 0 || kv.token_stride % kQ8_0BlockValues != 0 ||
+       kv.head_stride % kQ8_0BlockValues != 0 || (kv.page_table != nullptr && kv.page_stride % kQ8_0BlockValues != 0)))
+    return bad("q8_0 K needs head_dim and strides that are multiples of 32 (head_dim " +
+               std::to_string(config_.head_dim) + ", token_stride " + std::to_string(kv.token_stride) +
+               ", head_stride " + std::to_string(kv.head_stride) + ")");
   if (kv.page_table != nullptr &&
       (kv.page_size < config_.block_size || kv.page_size % config_.block_size != 0))
     return bad("kv.page_size must be a positive multiple of block_size, got " + std::to_string(kv.page_size));
@@ -80,12 +86,11 @@ Status BlockSummaries::Append(const KVCacheView& kv, int64_t new_num_tokens) {
     if (kv.page_stride < 0) return bad("kv.page_stride must be >= 0, got " + std::to_string(kv.page_stride));
   }
   const kernels::KernelTable& kt = kernels::Kernels();
-  const size_t elem = DTypeSize(kv.dtype);
   for (int32_t h = 0; h < config_.num_kv_heads; ++h) {
     for (int64_t t = num_tokens_; t < new_num_tokens; ++t) {
       const int64_t block = t / B;
-      const kernels::BlockPtr bp = kernels::BlockAddress(kv, h, block, B, elem);
-      const char* key = bp.k + static_cast<int64_t>(elem) * (t % B) * kv.token_stride;
+      const kernels::BlockPtr bp = kernels::BlockAddress(kv, h, block, B);
+      const char* key = bp.k + kernels::ValueBytes(kv.dtype, (t % B) * kv.token_stride);
       kt.summary_add(key, kv.dtype, config_.head_dim, const_cast<float*>(key_sum(h, block)),
                      const_cast<float*>(key_min(h, block)), const_cast<float*>(key_max(h, block)),
                      t % B == 0);

@@ -15,6 +15,7 @@ namespace sparsebudget::capi {
 namespace {
 
 static_assert(static_cast<int>(SB_DTYPE_BF16) == static_cast<int>(DType::kBF16) &&
+                  static_cast<int>(SB_DTYPE_Q8_0) == static_cast<int>(DType::kQ8_0) &&
                   static_cast<int>(SB_DTYPE_F16) == static_cast<int>(DType::kF16) &&
                   static_cast<int>(SB_SCORING_BOUND) == static_cast<int>(Scoring::kBound),
               "sb_dtype / sb_scoring must mirror DType / Scoring");
@@ -32,7 +33,7 @@ sb_status ToParams(const char* fn, const sb_attention_params* in, AttentionParam
   r.shape.context_length = p.context_length;
   r.shape.num_queries = p.num_queries;
   const int dt = EnumBits(p.kv_dtype);
-  if (dt < 0 || dt > 2) return Fail(fn, SB_ERROR_INVALID_ARGUMENT, "params->kv_dtype is not an sb_dtype: " + S(dt));
+  if (dt < 0 || dt > 3) return Fail(fn, SB_ERROR_INVALID_ARGUMENT, "params->kv_dtype is not an sb_dtype: " + S(dt));
   const int sc = EnumBits(p.scoring);
   if (sc < 0 || sc > 1) return Fail(fn, SB_ERROR_INVALID_ARGUMENT, "params->scoring is not an sb_scoring: " + S(sc));
   r.kv_dtype = static_cast<DType>(dt);
@@ -71,7 +72,7 @@ sb_status ToKv(const char* fn, const sb_kv_view* in, KVCacheView* out) {
   sb_kv_view v{};
   if (sb_status st = ReadIn(fn, "kv", in, sizeof(sb_kv_view), &v); st != SB_OK) return st;
   const int dt = EnumBits(v.dtype);
-  if (dt < 0 || dt > 2) return Fail(fn, SB_ERROR_INVALID_ARGUMENT, "kv->dtype is not an sb_dtype: " + S(dt));
+  if (dt < 0 || dt > 3) return Fail(fn, SB_ERROR_INVALID_ARGUMENT, "kv->dtype is not an sb_dtype: " + S(dt));
   out->k = v.k;
   out->v = v.v;
   out->dtype = static_cast<DType>(dt);

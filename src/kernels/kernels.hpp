@@ -29,10 +29,18 @@ struct BlockPtr {
   const char* v;
 };
 
+// Bytes of `values` consecutive values (a multiple of 32 for q8_0: 34-byte blocks of 32).
 // static: every translation unit (ISA ones included) gets its own copy, so no ISA-specific copy can
 // be picked by the linker for code that runs on a CPU without that ISA.
-static inline BlockPtr BlockAddress(const KVCacheView& kv, int32_t head, int64_t block, int32_t block_size,
-                             size_t elem) noexcept {
+static inline int64_t ValueBytes(DType dtype, int64_t values) noexcept {
+  switch (dtype) {
+    case DType::kF32: return values * 4;
+    case DType::kQ8_0: return values / kQ8_0BlockValues * kQ8_0BlockBytes;
+    default: return values * 2;
+  }
+}
+
+static inline BlockPtr BlockAddress(const KVCacheView& kv, int32_t head, int64_t block, int32_t block_size) noexcept {
   const int64_t tok0 = block * block_size;
   int64_t off;
   if (kv.page_table == nullptr) {
@@ -41,7 +49,7 @@ static inline BlockPtr BlockAddress(const KVCacheView& kv, int32_t head, int64_t
     off = static_cast<int64_t>(kv.page_table[tok0 / kv.page_size]) * kv.page_stride +
           (tok0 % kv.page_size) * kv.token_stride + head * kv.head_stride;
   }
-  const auto bytes = static_cast<int64_t>(elem) * off;
+  const int64_t bytes = ValueBytes(kv.dtype, off);
   return {kv.k ? static_cast<const char*>(kv.k) + bytes : nullptr,
           kv.v ? static_cast<const char*>(kv.v) + bytes : nullptr};
 }

@@ -198,7 +198,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
 
   // Everything was accepted: run on exact-size buffers.
-  const size_t elem = DTypeSize(kv.dtype);
   const int64_t qext = Extent(NQ, H, D, q.token_stride, q.head_stride);
   const int64_t oext = Extent(NQ, H, D, o.token_stride, o.head_stride);
   int64_t kvext = Extent(tok, Hkv, D, kv.token_stride, kv.head_stride);
@@ -225,7 +224,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   }
   std::vector<float> qb(static_cast<size_t>(qext), 0.25f), ob(static_cast<size_t>(oext));
-  std::vector<unsigned char> kb(static_cast<size_t>(kvext) * elem, 0x3c), vb(kb.size(), 0x3c);
+  // (kvext is a whole number of q8_0 blocks once validated: strides and head_dim are multiples of 32.)
+  const int64_t kvbytes = DTypeBytes(kv.dtype, kvext);
+  SBFUZZ_CHECK(kvbytes >= 0, "validated K/V extent has no byte size");
+  std::vector<unsigned char> kb(static_cast<size_t>(kvbytes), 0x3c), vb(kb.size(), 0x3c);
   q.data = qb.data();
   o.data = ob.data();
   kv.k = kb.data();

@@ -41,6 +41,11 @@ inline VF LoadBN(const uint16_t* p, int n) {
   std::memcpy(tmp, p, static_cast<size_t>(n) * sizeof(uint16_t));
   return LoadB(tmp);
 }
+// 8 int8 -> fp32 (sign-extending load, exact conversion).
+inline VF LoadQ8(const int8_t* p) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+inline float Half1(uint16_t h) { return _cvtsh_ss(h); }
 inline void Store(float* p, VF x) { _mm256_storeu_ps(p, x); }
 inline void StoreN(float* p, VF x, int n) { _mm256_maskstore_ps(p, FirstN(n), x); }
 inline VF Fma(VF a, VF b, VF c) { return _mm256_fmadd_ps(a, b, c); }

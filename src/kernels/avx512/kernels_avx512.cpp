@@ -34,6 +34,11 @@ inline VF LoadBN(const uint16_t* p, int n) {
   const __m256i h = _mm256_maskz_loadu_epi16(FirstN(n), p);
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
+// 16 int8 -> fp32 (sign-extending load, exact conversion).
+inline VF LoadQ8(const int8_t* p) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+}
+inline float Half1(uint16_t h) { return _cvtsh_ss(h); }
 inline void Store(float* p, VF x) { _mm512_storeu_ps(p, x); }
 inline void StoreN(float* p, VF x, int n) { _mm512_mask_storeu_ps(p, FirstN(n), x); }
 inline VF Fma(VF a, VF b, VF c) { return _mm512_fmadd_ps(a, b, c); }

@@ -53,6 +53,8 @@ inline VF LoadB(const uint16_t* p) { return BF16ToFloat(*p); }
 inline VF LoadN(const float* p, int n) { return n > 0 ? *p : 0.0f; }
 inline VF LoadHN(const uint16_t* p, int n) { return n > 0 ? HalfToFloat(*p) : 0.0f; }
 inline VF LoadBN(const uint16_t* p, int n) { return n > 0 ? BF16ToFloat(*p) : 0.0f; }
+inline VF LoadQ8(const int8_t* p) { return static_cast<float>(*p); }
+inline float Half1(uint16_t h) { return HalfToFloat(h); }
 inline void Store(float* p, VF x) { *p = x; }
 inline void StoreN(float* p, VF x, int n) {
   if (n > 0) *p = x;
