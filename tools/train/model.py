@@ -1,8 +1,10 @@
 """Small decoder-only transformer (spec in docs/model.md).
 
-n_layers 4, d_model 256, n_heads 4, n_kv_heads 4, head_dim 64, RoPE (NeoX rotate_half form,
-theta 10000), pre-RMSNorm (eps 1e-5, with weight), SwiGLU MLP (d_ff 768), final RMSNorm,
-lm_head tied to tok_emb, no biases.
+DEFAULT_CONFIG (data/model): n_layers 4, d_model 256, n_heads 4, n_kv_heads 4, head_dim 64, RoPE
+(NeoX rotate_half form, theta 10000), pre-RMSNorm (eps 1e-5, with weight), SwiGLU MLP (d_ff 768),
+final RMSNorm, lm_head tied to tok_emb, no biases. NATURAL_CONFIG (data/model_nl): the same
+architecture with 6 layers, d_model 512, 8 query heads sharing 2 kv heads (GQA, group 4),
+head_dim 64, d_ff 1024, theta 100000, 264 byte-level tokens.
 """
 import json
 import math
@@ -31,6 +33,25 @@ DEFAULT_CONFIG = {
     "bias": False,
     "activation": "swiglu(silu)",
     "max_context_trained": 8192 + 16,
+}
+
+# The second bundled model (data/model_nl): byte tokens, GQA 8 query heads sharing 2 kv heads.
+NATURAL_CONFIG = {
+    "vocab_size": 264,
+    "n_layers": 6,
+    "d_model": 512,
+    "n_heads": 8,
+    "n_kv_heads": 2,
+    "head_dim": 64,
+    "d_ff": 1024,
+    "rope_theta": 100000.0,
+    "rope_style": "neox_rotate_half",
+    "norm_eps": 1e-5,
+    "attn_scale": 0.125,
+    "tie_embeddings": True,
+    "bias": False,
+    "activation": "swiglu(silu)",
+    "max_context_trained": 16384 + 128,
 }
 
 

@@ -20,8 +20,16 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tasks as T  # noqa: E402
-from model import (Decoder, DEFAULT_CONFIG, export_state, save_safetensors_f16,  # noqa: E402
-                   load_model)
+from model import (Decoder, DEFAULT_CONFIG, NATURAL_CONFIG, export_state,  # noqa: E402
+                   save_safetensors_f16, load_model)
+
+SUITES = {"synthetic": "tasks", "natural": "tasks_nl"}
+
+
+def suite_module(name):
+    """Task module of a suite: synthetic (tasks.py, data/model) or natural (tasks_nl.py, data/model_nl)."""
+    import importlib
+    return importlib.import_module(SUITES[name])
 
 IGNORE = -100
 
@@ -52,7 +60,48 @@ def gen_batch(args):
     return inp, tgt, tids
 
 
+def gen_batch_natural(args):
+    """Natural suite: (L, B, batch_idx) -> (inp [B, W], tgt_answer, tgt_lm, task ids). tgt_answer
+    holds the answer and in-context recall targets, tgt_lm the next byte at every other prompt
+    position (the language-modelling part of the loss); IGNORE elsewhere."""
+    import tasks_nl as N
+    L, B, bidx, split = args[:4]
+    weights = args[4] if len(args) > 4 else None
+    aux = 2 + L // 4096
+    if weights:  # task mix drawn with these weights (stage 2), else round robin
+        w = np.array([weights.get(t, 1.0) for t in N.TASKS])
+        tsel = np.random.default_rng([bidx, 7]).choice(len(N.TASKS), size=B, p=w / w.sum())
+    else:
+        tsel = [(bidx + i) % len(N.TASKS) for i in range(B)]
+    exs = [N.make_split_example(split, N.TASKS[int(tsel[i])], L, bidx * 4096 + i, aux=aux) for i in range(B)]
+    amax = max(len(e["answer"]) for e in exs)
+    W = L + amax - 1
+    inp = np.full((B, W), N.PAD, dtype=np.int64)
+    ta = np.full((B, W), IGNORE, dtype=np.int64)
+    tl = np.full((B, W), IGNORE, dtype=np.int64)
+    tids = np.zeros(B, dtype=np.int64)
+    for i, e in enumerate(exs):
+        seq = e["prompt"] + e["answer"]
+        inp[i, :len(seq) - 1] = seq[:-1]
+        tl[i, :L - 1] = e["prompt"][1:]
+        A = len(e["answer"])
+        ta[i, L - 1:L - 1 + A] = e["answer"]
+        for pos, tok in e["aux_targets"]:
+            ta[i, pos] = tok
+            tl[i, pos] = IGNORE
+        tids[i] = N.TASKS.index(e["task"])
+    return inp, ta, tl, tids
+
+
 def curriculum(p, kind="default"):
+    if kind == "natural":
+        if p < 0.12:
+            return {1024: 0.6, 2048: 0.4}
+        if p < 0.35:
+            return {1024: 0.25, 2048: 0.25, 4096: 0.25, 8192: 0.25}
+        return {1024: 0.1, 2048: 0.15, 4096: 0.2, 8192: 0.25, 16384: 0.3}
+    if kind == "natural_long":
+        return {1024: 0.15, 2048: 0.15, 4096: 0.2, 8192: 0.25, 16384: 0.25}
     if kind == "long":  # continuation stage: weight the long contexts up
         return {512: 0.1, 1024: 0.1, 2048: 0.15, 4096: 0.25, 8192: 0.4}
     if p < 0.10:
@@ -80,14 +129,17 @@ def train(args):
         logf.write(msg + "\n")
         logf.flush()
 
-    cfg = dict(DEFAULT_CONFIG)
+    natural = args.suite == "natural"
+    TT = suite_module(args.suite)
+    cfg = dict(NATURAL_CONFIG if natural else DEFAULT_CONFIG)
     model = Decoder(cfg).to(dev)
     nparam = sum(p.numel() for p in model.parameters())
     decay = [p for n, p in model.named_parameters() if p.dim() == 2]
     nodecay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.wd},
                              {"params": nodecay, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
+                            lr=args.lr, betas=(0.9, 0.95), eps=1e-8,
+                            **({"fused": True} if dev.type == "cuda" else {}))
     step0 = 0
     elapsed0 = 0.0
     if args.init:
@@ -109,6 +161,9 @@ def train(args):
     rng = np.random.default_rng([args.seed, step0])
 
     pool = None
+    if natural:  # load the corpus once, before the workers fork
+        import corpus
+        corpus.load()
     if args.workers > 0:
         import multiprocessing as mp
         pool = mp.get_context("fork").Pool(args.workers)
@@ -121,15 +176,19 @@ def train(args):
         return max(step / args.max_steps, el / budget if budget > 0 else 0.0)
 
     def submit(bidx, p):
-        cur = curriculum(p, args.curriculum) if not args.smoke else {512: 1.0}
+        smoke_L = 1024 if natural else 512
+        cur = curriculum(p, args.curriculum) if not args.smoke else {smoke_L: 1.0}
         Ls = sorted(cur)
         L = int(rng.choice(Ls, p=[cur[x] for x in Ls]))
         B = max(1, args.tokens_per_step // L) if not args.smoke else 2
         a = (L, B, args.seed * 1000003 + bidx, "train")
+        if natural and args.task_weights:
+            a = a + ({k: float(v) for k, v in (x.split("=") for x in args.task_weights.split(","))},)
+        fn = gen_batch_natural if natural else gen_batch
         if pool is None:
-            pending.append(gen_batch(a))
+            pending.append(fn(a))
         else:
-            pending.append(pool.apply_async(gen_batch, (a,)))
+            pending.append(pool.apply_async(fn, (a,)))
 
     nxt = step0
     for _ in range(args.prefetch):
@@ -143,7 +202,8 @@ def train(args):
         if p >= 1.0 or step >= args.max_steps:
             break
         item = pending.popleft()
-        inp, tgt, tids = item if pool is None else item.get()
+        item = item if pool is None else item.get()
+        inp, tgt, tids = (item[0], item[1], item[-1])
         submit(nxt, p)
         nxt += 1
         inp = torch.from_numpy(inp).to(dev, non_blocking=True)
@@ -152,13 +212,20 @@ def train(args):
         for g in opt.param_groups:
             g["lr"] = lr
         mask = tgt != IGNORE
-        if use_amp:
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
-                logits = model.logits(model.hidden(inp)[mask]).float()
-        else:
-            logits = model.logits(model.hidden(inp)[mask]).float()
+        lm_loss = None
+        import contextlib
+        amp = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
+        with amp:
+            hid = model.hidden(inp)
+            logits = model.logits(hid[mask]).float()
+            if natural:  # language modelling on the haystack bytes, mixed into the loss
+                tl = torch.from_numpy(item[2]).to(dev, non_blocking=True)
+                lmask = tl != IGNORE
+                lm_loss = F.cross_entropy(model.logits(hid[lmask]).float(), tl[lmask])
         y = tgt[mask]
         loss = F.cross_entropy(logits, y)
+        if lm_loss is not None:
+            loss = loss + args.lm_weight * lm_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -176,8 +243,9 @@ def train(args):
             L = inp.shape[1]
             msg = (f"step {step} p {p:.3f} el {elapsed0 + time.time() - t_start:.1f}s lr {lr:.2e} "
                    f"W {L} B {inp.shape[0]} loss {loss.item():.4f} tok_acc {corr.mean().item():.3f} "
-                   + " ".join(f"{T.TASKS[t][:6]}_em {em[tnp == t].mean():.2f}"
-                              for t in range(4) if (tnp == t).any()))
+                   + (f"lm {lm_loss.item():.4f} " if lm_loss is not None else "")
+                   + " ".join(f"{TT.TASKS[t][:8]}_em {em[tnp == t].mean():.2f}"
+                              for t in range(len(TT.TASKS)) if (tnp == t).any()))
             log(msg)
         if args.ckpt_every and step % args.ckpt_every == 0:
             save_all(model, opt, step, elapsed0 + time.time() - t_start, args, cfg)
@@ -203,15 +271,16 @@ def save_all(model, opt, step, elapsed, args, cfg):
 
 
 @torch.no_grad()
-def evaluate(model, n, lengths, tasks, device, split="eval", batch=50, log=print):
+def evaluate(model, n, lengths, tasks, device, split="eval", batch=50, log=print, TT=T, tokens_per_batch=0):
     """Dense greedy exact match per task x length. Returns {task: {L: acc}}."""
     res = {}
     for task in tasks:
         res[task] = {}
         for L in lengths:
             correct = 0
-            for b0 in range(0, n, batch):
-                exs = [T.make_split_example(split, task, L, i) for i in range(b0, min(n, b0 + batch))]
+            bsz = max(1, min(batch, tokens_per_batch // L)) if tokens_per_batch else batch
+            for b0 in range(0, n, bsz):
+                exs = [TT.make_split_example(split, task, L, i) for i in range(b0, min(n, b0 + bsz))]
                 # group by answer length (aggregation varies)
                 groups = collections.defaultdict(list)
                 for e in exs:
@@ -233,12 +302,14 @@ def eval_main(args):
     cfgp = args.config if args.config and os.path.exists(args.config) else None
     model = load_model(args.weights, cfgp, dev)
     t0 = time.time()
-    lengths = [int(x) for x in args.lengths.split(",")]
-    res = evaluate(model, args.n, lengths, T.TASKS, dev, batch=args.eval_batch)
+    TT = suite_module(args.suite)
+    lengths = [int(x) for x in (args.lengths or ",".join(map(str, TT.LENGTHS))).split(",")]
+    res = evaluate(model, args.n, lengths, TT.TASKS, dev, batch=args.eval_batch, TT=TT,
+                   tokens_per_batch=args.eval_tokens)
     el = time.time() - t0
     print("dense exact match (fp32 compute, fp16 weights), n =", args.n, "per cell")
     print("task".ljust(12) + "".join(str(L).rjust(8) for L in lengths))
-    for t in T.TASKS:
+    for t in TT.TASKS:
         print(t.ljust(12) + "".join(f"{res[t][L]:8.3f}" for L in lengths))
     print(f"eval seconds {el:.1f}")
     if args.eval_out:
@@ -263,7 +334,8 @@ def parse(argv=None):
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--ckpt-every", type=int, default=0)
     ap.add_argument("--resume", default="")
-    ap.add_argument("--curriculum", default="default", choices=["default", "long"])
+    ap.add_argument("--curriculum", default="", choices=["", "default", "long", "natural", "natural_long"],
+                    help="default: 'natural' for the natural suite, else 'default'")
     ap.add_argument("--init", default="", help="start from these safetensors weights (fresh optimizer)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--smoke", action="store_true")
@@ -271,10 +343,16 @@ def parse(argv=None):
     ap.add_argument("--weights", default="data/model/model.safetensors")
     ap.add_argument("--config", default="data/model/config.json")
     ap.add_argument("--n", type=int, default=100)
-    ap.add_argument("--lengths", default="512,1024,2048,4096,8192")
+    ap.add_argument("--lengths", default="", help="default: the suite's lengths")
+    ap.add_argument("--suite", default="synthetic", choices=sorted(SUITES))
+    ap.add_argument("--task-weights", default="", help="natural suite: e.g. lookalike=3,sentence_qa=3")
+    ap.add_argument("--lm-weight", type=float, default=0.5, help="natural suite: weight of the LM loss")
+    ap.add_argument("--eval-tokens", type=int, default=0, help="eval batch = min(eval-batch, this // L)")
     ap.add_argument("--eval-batch", type=int, default=50)
     ap.add_argument("--eval-out", default="")
     a = ap.parse_args(argv)
+    if not a.curriculum:
+        a.curriculum = "natural" if a.suite == "natural" else "default"
     if a.smoke:
         a.device = "cpu"
         a.max_steps = 3
@@ -292,7 +370,8 @@ def main(argv=None):
     model = train(args)
     if args.smoke:
         model.eval()
-        evaluate(model, 2, [512], T.TASKS, torch.device("cpu"), batch=2)
+        TT = suite_module(args.suite)
+        evaluate(model, 2, [TT.LENGTHS[0]], TT.TASKS, torch.device("cpu"), batch=2, TT=TT)
     return model
 
 
