@@ -1,8 +1,10 @@
 """The C++ runner's dense logits against PyTorch's (Debian python3-torch, CPU, fp32) on the
-same weights: 100 prompts (25 per task at 512 and 1024 tokens, held-out seeds).
+same weights. First model (data/model): 100 prompts (25 per task at 512 and 1024 tokens, held-out
+seeds). Second model (data/model_nl, --natural): 28 prompts (3 per task at 1024 tokens, 1 at 2048,
+split "test", which no trace or training prompt uses).
 Prints the max |diff| and asserts identical argmax on every prompt.
 
-    /usr/bin/python3 examples/model/check_vs_torch.py BUILD/examples/model/tiny_model_logits
+    /usr/bin/python3 examples/model/check_vs_torch.py BUILD/examples/model/tiny_model_logits [--natural]
 """
 import json
 import os
@@ -21,13 +23,21 @@ import tasks as T  # noqa: E402
 
 def main():
     exe = sys.argv[1]
-    mdir = os.path.join(ROOT, "data", "model")
+    natural = "--natural" in sys.argv[2:]
+    mdir = os.path.join(ROOT, "data", "model_nl" if natural else "model")
     prompts = []
-    for ti, task in enumerate(T.TASKS):
-        for L in (512, 1024):
-            for i in range(13 if L == 512 else 12):
-                ex = T.make_example(task, L, [777, ti, L, i])
-                prompts.append(list(map(int, ex["prompt"])))
+    if natural:
+        import tasks_nl as N
+        for task in N.TASKS:
+            for L, n in ((1024, 3), (2048, 1)):
+                for i in range(n):
+                    prompts.append(list(map(int, N.make_split_example("test", task, L, i)["prompt"])))
+    else:
+        for ti, task in enumerate(T.TASKS):
+            for L in (512, 1024):
+                for i in range(13 if L == 512 else 12):
+                    ex = T.make_example(task, L, [777, ti, L, i])
+                    prompts.append(list(map(int, ex["prompt"])))
     torch.manual_seed(0)
     net = M.load_model(os.path.join(mdir, "model.safetensors"), os.path.join(mdir, "config.json"), "cpu").float()
     with tempfile.TemporaryDirectory() as tmp:
@@ -44,7 +54,7 @@ def main():
             ref = net(torch.tensor([p]))[0, -1].double().numpy()
             worst = max(worst, float(np.abs(ref - ours[i]).max()))
             same += int(np.argmax(ref) == np.argmax(ours[i]))
-    print(f"prompts {len(prompts)}, argmax identical {same}/{len(prompts)}, max |logit diff| {worst:.3e}")
+    print(f"{os.path.basename(mdir)}: prompts {len(prompts)}, argmax identical {same}/{len(prompts)}, max |logit diff| {worst:.3e}")
     assert same == len(prompts), "argmax differs"
     assert worst < 1e-2, "logits differ too much"
 

@@ -4,6 +4,8 @@ protocol and lists the requests.
 
 PYTHONPATH=build/python/module python3 tools/train/make_traces.py --weights data/model/model.safetensors \
     --config data/model/config.json --out-dir data/traces --n 100
+PYTHONPATH=build/python/module python3 tools/train/make_traces.py --suite natural \
+    --weights data/model_nl/model.safetensors --config data/model_nl/config.json --out-dir data/traces_nl --n 100
 
 All computation in fp32 (TF32 disabled) with the shipped fp16 weights.
 """
@@ -51,22 +53,30 @@ def make_step(model):
     return step
 
 
-def requests_for(split, task, L, n, first=0):
-    """The cell's requests: prompt and reference answer of tasks.make_split_example, the task, and
-    the answer length as an extra feature."""
+SUITES = {"synthetic": "tasks", "natural": "tasks_nl"}  # data/model + data/traces, data/model_nl + data/traces_nl
+
+
+def suite_module(name):
+    import importlib
+    return importlib.import_module(SUITES[name])
+
+
+def requests_for(split, task, L, n, first=0, TT=T):
+    """The cell's requests: prompt and reference answer of TT.make_split_example (TT: the suite's
+    task module), the task, and the answer length as an extra feature."""
     out = []
     for i in range(first, first + n):
-        e = T.make_split_example(split, task, L, i)
+        e = TT.make_split_example(split, task, L, i)
         out.append({"id": f"{split}-{task}-{L}-{i}", "task": task, "prompt": e["prompt"], "answer": e["answer"],
                     "features": {"answer_length": len(e["answer"])}})
     return out
 
 
 def run_cell(step, split, task, L, n, tokens_per_chunk, out_path, device=None, crosscheck=None, progress=False,
-             first=0):
+             first=0, TT=T):
     """Appends the cell's records to out_path (ids already there are skipped); returns the cell's
     records as written. With `crosscheck` (a list), appends the first request's check entry."""
-    reqs = requests_for(split, task, L, n, first)
+    reqs = requests_for(split, task, L, n, first, TT)
     cross = {}
 
     def hook(rec, details):
@@ -96,8 +106,10 @@ def main(argv=None):
     ap.add_argument("--config", default="data/model/config.json")
     ap.add_argument("--out-dir", default="data/traces")
     ap.add_argument("--n", type=int, default=100)
-    ap.add_argument("--lengths", default="512,1024,2048,4096,8192")
-    ap.add_argument("--tasks", default=",".join(T.TASKS))
+    ap.add_argument("--suite", default="synthetic", choices=sorted(SUITES),
+                    help="task suite: synthetic (data/model) or natural (data/model_nl, tasks_nl.py)")
+    ap.add_argument("--lengths", default="", help="default: the suite's lengths")
+    ap.add_argument("--tasks", default="", help="default: the suite's tasks")
     ap.add_argument("--splits", default="train,test")
     ap.add_argument("--tokens-per-chunk", type=int, default=65536)
     ap.add_argument("--resume", action="store_true", help="append to existing files, skipping recorded ids")
@@ -111,8 +123,9 @@ def main(argv=None):
     model = load_model(a.weights, cfgp, dev)
     step = make_step(model)
     os.makedirs(a.out_dir, exist_ok=True)
-    lengths = [int(x) for x in a.lengths.split(",")]
-    tasks = a.tasks.split(",")
+    TT = suite_module(a.suite)
+    lengths = [int(x) for x in (a.lengths or ",".join(map(str, TT.LENGTHS))).split(",")]
+    tasks = (a.tasks or ",".join(TT.TASKS)).split(",")
     summary = {"n_per_cell": a.n, "cells": {}, "seconds": {}}
     t_all = time.time()
     for split in a.splits.split(","):
@@ -125,7 +138,7 @@ def main(argv=None):
             for L in lengths:
                 tc = time.time()
                 recs = run_cell(step, "trace_" + split, task, L, a.n, a.tokens_per_chunk, path, dev,
-                                crosscheck=cross if L == 1024 else None, progress=a.progress)
+                                crosscheck=cross if L == 1024 else None, progress=a.progress, TT=TT)
                 dq = np.mean([r["dense_quality"] for r in recs])
                 of = np.median([r["oracle"]["fraction"] for r in recs])
                 summary["cells"][f"{split}/{task}/{L}"] = {

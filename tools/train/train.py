@@ -132,6 +132,8 @@ def train(args):
     natural = args.suite == "natural"
     TT = suite_module(args.suite)
     cfg = dict(NATURAL_CONFIG if natural else DEFAULT_CONFIG)
+    if args.smoke and natural:  # CPU smoke: the same code path on a narrow GQA model (seconds, not minutes)
+        cfg.update(n_layers=2, d_model=128, n_heads=8, n_kv_heads=2, head_dim=16, d_ff=256)
     model = Decoder(cfg).to(dev)
     nparam = sum(p.numel() for p in model.parameters())
     decay = [p for n, p in model.named_parameters() if p.dim() == 2]
