@@ -163,12 +163,21 @@ void RunDenseDecodeItem(const Ctx& c, int64_t chunk, int64_t nchunks, int64_t co
   args.head_dim = dim;
   args.context_length = p.params.shape.context_length;
   args.scale = p.scale;
-  for (int64_t b = b0; b < b1; ++b) {
-    args.block_begin = b;
-    args.prefetch_after = b + 1 < b1 ? b + 1 : -1;
-    for (int32_t h = 0; h < H; ++h) {
-      args.head = h;
-      kt.attend_blocks(&rs[h], args);
+  if (G <= 8) {
+    // One kernel call walks the chunk's blocks for all heads in the cache's token order.
+    args.head = 0;
+    args.block_begin = b0;
+    args.num_blocks = b1 - b0;
+    args.prefetch_after = -1;
+    kt.attend_heads(rs, H, args);
+  } else {
+    for (int64_t b = b0; b < b1; ++b) {
+      args.block_begin = b;
+      args.prefetch_after = b + 1 < b1 ? b + 1 : -1;
+      for (int32_t h = 0; h < H; ++h) {
+        args.head = h;
+        kt.attend_blocks(&rs[h], args);
+      }
     }
   }
   for (int32_t h = 0; h < H; ++h)

@@ -103,6 +103,6 @@ inline VF Exp(VF x) {
 
 }  // namespace
 
-const KernelTable kTable = {Isa::kAvx2, AttendBlocks, DotRows, BoundRows, SummaryAdd, ToF32};
+const KernelTable kTable = {Isa::kAvx2, AttendBlocks, AttendHeads, DotRows, BoundRows, SummaryAdd, ToF32};
 
 }  // namespace sparsebudget::kernels::avx2

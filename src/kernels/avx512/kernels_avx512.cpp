@@ -100,6 +100,6 @@ inline VF Exp(VF x) {
 
 }  // namespace
 
-const KernelTable kTable = {Isa::kAvx512, AttendBlocks, DotRows, BoundRows, SummaryAdd, ToF32};
+const KernelTable kTable = {Isa::kAvx512, AttendBlocks, AttendHeads, DotRows, BoundRows, SummaryAdd, ToF32};
 
 }  // namespace sparsebudget::kernels::avx512

@@ -79,6 +79,6 @@ inline VF Exp(VF x) { return std::exp(x); }
 
 }  // namespace
 
-const KernelTable kTable = {Isa::kScalar, AttendBlocks, DotRows, BoundRows, SummaryAdd, ToF32};
+const KernelTable kTable = {Isa::kScalar, AttendBlocks, AttendHeads, DotRows, BoundRows, SummaryAdd, ToF32};
 
 }  // namespace sparsebudget::kernels::scalar
