@@ -128,6 +128,11 @@ SB_API sb_status sb_isa_set_max(sb_isa cap);
  * SB_DTYPE_Q8_0 is ggml's q8_0 (per 32 values of a row: an fp16 scale, then 32 int8), read in
  * place; head_dim and every stride must then be multiples of 32 (strides count values). */
 typedef enum sb_dtype { SB_DTYPE_F32 = 0, SB_DTYPE_F16 = 1, SB_DTYPE_BF16 = 2, SB_DTYPE_Q8_0 = 3 } sb_dtype;
+/** Quantizes n fp32 values (n a positive multiple of 32) to q8_0 blocks at out (n / 32 * 34
+ * bytes, any alignment), as sparsebudget::QuantizeQ8_0 (ggml's reference rule). Errors
+ * (nothing written): SB_ERROR_INVALID_ARGUMENT for null pointers, a bad n or a non-finite value.
+ * O(n), allocates nothing, thread-safe. */
+SB_API sb_status sb_quantize_q8_0(const float* in, int64_t n, void* out);
 /** Block scoring for selection (values equal sparsebudget::Scoring): MEAN needs summaries with
  * keep_mean, BOUND (Quest's upper bound) needs keep_bound. */
 typedef enum sb_scoring { SB_SCORING_MEAN = 0, SB_SCORING_BOUND = 1 } sb_scoring;

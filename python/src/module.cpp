@@ -59,7 +59,8 @@ sb::DType DTypeFromName(const std::string& n) {
   if (n == "f32" || n == "float32") return sb::DType::kF32;
   if (n == "f16" || n == "float16") return sb::DType::kF16;
   if (n == "bf16" || n == "bfloat16") return sb::DType::kBF16;
-  throw py::value_error("dtype must be 'f32', 'f16' or 'bf16', got '" + n + "'");
+  if (n == "q8_0") return sb::DType::kQ8_0;
+  throw py::value_error("dtype must be 'f32', 'f16', 'bf16' or 'q8_0', got '" + n + "'");
 }
 
 // K/V element type from the array's numpy dtype and the optional explicit name. bf16 has no numpy
@@ -72,6 +73,12 @@ sb::DType KvDType(const py::array& k, const std::optional<std::string>& name) {
   if (kind == 'f' && size == 2) from_array = sb::DType::kF16;
   if (name) {
     const sb::DType want = DTypeFromName(*name);
+    if (want == sb::DType::kQ8_0) {
+      if (!(kind == 'u' && size == 1))
+        throw py::type_error(std::string("q8_0 k/v must be uint8 arrays of ggml's 34-byte blocks, got ") +
+                             std::string(py::str(k.dtype())));
+      return want;
+    }
     const bool ok = want == sb::DType::kF32 ? (kind == 'f' && size == 4)
                                             : (size == 2 && (kind == 'u' || kind == 'i' || (kind == 'f' && want == sb::DType::kF16)));
     if (!ok)
@@ -156,11 +163,26 @@ KvArrays MakeKv(const py::array& k, const std::optional<py::array>& v, const std
       throw py::type_error("v dtype " + std::string(py::str(v->dtype())) + " differs from k dtype " +
                            std::string(py::str(k.dtype())));
   }
-  const std::vector<int64_t> st = ElementStrides(k, "k");
+  std::vector<int64_t> st = ElementStrides(k, "k");
   r.view.k = k.data();
   r.view.v = v ? v->data() : k.data();
   r.num_kv_heads = static_cast<int32_t>(k.shape(nd - 2));
   r.head_dim = static_cast<int32_t>(k.shape(nd - 1));
+  if (r.view.dtype == sb::DType::kQ8_0) {
+    // uint8 bytes of q8_0 blocks: the last axis holds head_dim / 32 blocks of 34 bytes; strides
+    // become value counts (34 bytes = 32 values).
+    const int64_t last = k.shape(nd - 1);
+    if (last % sb::kQ8_0BlockBytes != 0)
+      throw py::value_error("q8_0 k/v: the last axis must be head_dim / 32 blocks of 34 bytes, got " +
+                            std::to_string(last) + " bytes");
+    r.head_dim = static_cast<int32_t>(last / sb::kQ8_0BlockBytes * sb::kQ8_0BlockValues);
+    for (py::ssize_t i = 0; i + 1 < nd; ++i) {
+      int64_t& x = st[static_cast<size_t>(i)];
+      if (x % sb::kQ8_0BlockBytes != 0)
+        throw py::value_error("q8_0 k/v strides must be whole 34-byte blocks, got " + std::to_string(x) + " bytes");
+      x = x / sb::kQ8_0BlockBytes * sb::kQ8_0BlockValues;
+    }
+  }
   r.view.head_stride = st[static_cast<size_t>(nd - 2)];
   r.view.token_stride = st[static_cast<size_t>(nd - 3)];
   if (!paged) {
@@ -412,6 +434,41 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "sparsebudget: per-request sparse-attention budgets and the block-sparse CPU kernel";
   m.attr("__version__") = sb::Version();
   m.def("version", [] { return std::string(sb::Version()); }, "Library version, 'MAJOR.MINOR.PATCH'.");
+  m.def(
+      "quantize_q8_0",
+      [](const py::array& x) {
+        RequireFloat32(x, "x");
+        if (x.ndim() < 1) throw py::value_error("x must have at least one axis");
+        const auto c = py::array::ensure(x, py::array::c_style);
+        const int64_t n = static_cast<int64_t>(c.size());
+        const int64_t last = c.shape(c.ndim() - 1);
+        if (last % sb::kQ8_0BlockValues != 0)
+          throw py::value_error("the last axis of x must be a multiple of 32, got " + std::to_string(last));
+        std::vector<py::ssize_t> shape(c.shape(), c.shape() + c.ndim());
+        shape.back() = static_cast<py::ssize_t>(last / sb::kQ8_0BlockValues * sb::kQ8_0BlockBytes);
+        py::array_t<uint8_t> out(shape);
+        if (n > 0) Check(sb::QuantizeQ8_0(static_cast<const float*>(c.data()), n, out.mutable_data()));
+        return out;
+      },
+      py::arg("x"),
+      "fp32 [..., n] (n a multiple of 32) -> uint8 [..., n / 32 * 34]: ggml's q8_0 blocks (fp16 scale + 32 int8).");
+  m.def(
+      "dequantize_q8_0",
+      [](const py::array& b) {
+        if (!(b.dtype().kind() == 'u' && b.itemsize() == 1)) throw py::type_error("q8_0 blocks must be uint8");
+        if (b.ndim() < 1) throw py::value_error("blocks must have at least one axis");
+        const auto c = py::array::ensure(b, py::array::c_style);
+        const int64_t last = c.shape(c.ndim() - 1);
+        if (last % sb::kQ8_0BlockBytes != 0)
+          throw py::value_error("the last axis must be a multiple of 34 bytes, got " + std::to_string(last));
+        std::vector<py::ssize_t> shape(c.shape(), c.shape() + c.ndim());
+        shape.back() = static_cast<py::ssize_t>(last / sb::kQ8_0BlockBytes * sb::kQ8_0BlockValues);
+        py::array_t<float> out(shape);
+        const int64_t n = static_cast<int64_t>(out.size());
+        sb::ToFloat32(c.data(), sb::DType::kQ8_0, n, out.mutable_data());
+        return out;
+      },
+      py::arg("blocks"), "uint8 q8_0 blocks [..., m * 34] -> fp32 [..., m * 32] (exact).");
 
   m.def("isa_detected", [] { return std::string(sb::IsaName(sb::DetectedIsa())); },
         "Best ISA this CPU supports: 'scalar', 'avx2' or 'avx512'.");
@@ -531,7 +588,7 @@ PYBIND11_MODULE(_core, m) {
         R"doc(Block-sparse attention of the last q.shape[0] positions over a context of K/V.
 
 q: [num_queries, q_heads, head_dim] float32. k, v: [context_length, kv_heads, head_dim] float32 or
-float16 (bf16: uint16 arrays with dtype='bf16'); paged: [pages, page_size, kv_heads, head_dim] with
+float16 (bf16: uint16 arrays with dtype='bf16'; q8_0: uint8 [..., head_dim / 32 * 34] ggml blocks with dtype='q8_0', see quantize_q8_0); paged: [pages, page_size, kv_heads, head_dim] with
 page_table (int32, one entry per page of the context) and optionally context_length.
 budget: None/'dense', a mode name or a Budget; a non-dense budget selects blocks from `summaries`
 (built from k if not given). selection=(indices [units, >=num_blocks], counts [units]) int32 attends

@@ -221,3 +221,28 @@ def test_isa_and_version():
     assert sb.version() == sb.__version__
     assert sb.isa_detected() in ("scalar", "avx2", "avx512")
     assert sb.isa_supported("scalar")
+
+
+def test_q8_0_kv_quantize_and_attend(isa):
+    # ggml's q8_0 blocks as uint8 [L, kv_heads, head_dim / 32 * 34]; the reference runs on the
+    # dequantized values (the kernel dequantizes exactly).
+    shape = (4, 2, 64, 16, 200, 3)
+    q, k, v = make(shape, 7)
+    kq, vq = sb.quantize_q8_0(k), sb.quantize_q8_0(v)
+    assert kq.dtype == np.uint8 and kq.shape == (200, 2, 68)
+    kd, vd = sb.dequantize_q8_0(kq), sb.dequantize_q8_0(vq)
+    assert kd.shape == k.shape
+    d = np.abs(k.reshape(-1, 32)).max(axis=1) / 127
+    assert np.all(np.abs(kd - k).reshape(-1, 32) <= (0.501 * d + 1e-6)[:, None] + np.abs(k).reshape(-1, 32) / 2048)
+    # The fp16 scale is the block's first two bytes, the int8 values follow.
+    blk = kq.reshape(-1, 34)
+    scale = blk[:, :2].copy().view(np.float16).astype(np.float32)
+    np.testing.assert_array_equal(kd.reshape(-1, 32), scale * blk[:, 2:].view(np.int8).astype(np.float32))
+    out = sb.attention(q, kq, vq, block_size=16, dtype="q8_0")
+    assert_close(out, reference_torch(q, kd, vd, 16), 64, what="q8_0")
+    with pytest.raises(TypeError, match="q8_0"):
+        sb.attention(q, k, v, block_size=16, dtype="q8_0")  # float32 is not q8_0 bytes
+    with pytest.raises(ValueError, match="34 bytes"):
+        sb.attention(q, kq[:, :, :60], vq[:, :, :60], block_size=16, dtype="q8_0")
+    with pytest.raises(ValueError, match="multiple of 32"):
+        sb.quantize_q8_0(k[:, :, :48])

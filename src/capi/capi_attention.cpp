@@ -203,6 +203,11 @@ sb_status sb_plan_create(const sb_attention_params* params, sb_plan** plan) {
 
 void sb_plan_destroy(sb_plan* plan) { delete plan; }
 
+sb_status sb_quantize_q8_0(const float* in, int64_t n, void* out) {
+  const char* fn = __func__;
+  return Guard(fn, [&]() -> sb_status { return capi::FromStatus(fn, QuantizeQ8_0(in, n, out)); });
+}
+
 sb_status sb_plan_get_info(const sb_plan* plan, sb_plan_info* info) {
   const char* fn = __func__;
   return Guard(fn, [&]() -> sb_status {

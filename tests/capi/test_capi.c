@@ -743,6 +743,71 @@ static void check_predictors(void) {
   }
 }
 
+/* q8_0 K/V through the C API: sb_quantize_q8_0, then sb_attend on the blocks, against the float64
+ * reference on the values decoded here (fp16 scale times int8). */
+static double half_to_double(uint16_t h) {
+  const int e = (h >> 10) & 31, m = h & 1023;
+  const double sign = (h >> 15) ? -1.0 : 1.0;
+  if (e == 0) return sign * ldexp((double)m, -24);
+  return sign * ldexp((double)(1024 + m), e - 25);
+}
+
+static void check_q8_0(sb_isa isa) {
+  const shape s = {4, 2, 64, 16, 100, 3};
+  const int64_t nq_el = (int64_t)s.nq * s.hq * s.d, kv_el = s.L * s.hkv * s.d;
+  float* q = (float*)malloc((size_t)nq_el * sizeof(float));
+  float* k = (float*)malloc((size_t)kv_el * sizeof(float));
+  float* v = (float*)malloc((size_t)kv_el * sizeof(float));
+  float* out = (float*)malloc((size_t)nq_el * sizeof(float));
+  double* ref = (double*)malloc((size_t)nq_el * sizeof(double));
+  unsigned char* kq = (unsigned char*)malloc((size_t)(kv_el / 32 * 34));
+  unsigned char* vq = (unsigned char*)malloc((size_t)(kv_el / 32 * 34));
+  sb_attention_params p = params_for(&s, SB_DTYPE_Q8_0);
+  sb_plan* plan = NULL;
+  size_t ws_bytes = 0;
+  void* ws = NULL;
+  int64_t i;
+  sb_query_view qv = q_view(&s, q);
+  sb_kv_view kvv = kv_view(&s, kq, vq, SB_DTYPE_Q8_0);
+  sb_output_view ov = o_view(&s, out);
+  set_context("q8_0", &s, isa, 77);
+  g_rng = 77;
+  for (i = 0; i < nq_el; ++i) q[i] = (float)uniform();
+  for (i = 0; i < kv_el; ++i) k[i] = (float)uniform();
+  for (i = 0; i < kv_el; ++i) v[i] = (float)uniform();
+  CHECK_OK(sb_quantize_q8_0(k, kv_el, kq));
+  CHECK_OK(sb_quantize_q8_0(v, kv_el, vq));
+  CHECK_STATUS(sb_quantize_q8_0(k, 33, kq), SB_ERROR_INVALID_ARGUMENT);
+  CHECK_MESSAGE("33");
+  for (i = 0; i < kv_el; ++i) { /* the decoded values replace k and v for the reference */
+    uint16_t hk, hv;
+    memcpy(&hk, kq + i / 32 * 34, 2);
+    memcpy(&hv, vq + i / 32 * 34, 2);
+    k[i] = (float)(half_to_double(hk) * (signed char)kq[i / 32 * 34 + 2 + i % 32]);
+    v[i] = (float)(half_to_double(hv) * (signed char)vq[i / 32 * 34 + 2 + i % 32]);
+  }
+  CHECK_OK(sb_plan_create(&p, &plan));
+  if (plan == NULL) goto done;
+  CHECK_OK(sb_plan_workspace_bytes(plan, &ws_bytes));
+  ws = malloc(ws_bytes + 64);
+  CHECK_OK(sb_attend(plan, &qv, &kvv, NULL, &ov, ws, NULL));
+  reference(&s, q, k, v, NULL, NULL, 0, ref);
+  CHECK(close_to(out, ref, nq_el, s.d, 1.0));
+  kvv.token_stride = 144; /* no overlap, but not a multiple of 32 values */
+  CHECK_STATUS(sb_attend(plan, &qv, &kvv, NULL, &ov, ws, NULL), SB_ERROR_INVALID_ARGUMENT);
+  CHECK_MESSAGE("multiples of 32");
+done:
+  sb_plan_destroy(plan);
+  free(ws);
+  free(q);
+  free(k);
+  free(v);
+  free(out);
+  free(ref);
+  free(kq);
+  free(vq);
+}
+
 int main(void) {
   static const shape shapes[] = {
       {4, 2, 64, 16, 100, 1},   /* GQA decode, partial last block */
@@ -774,6 +839,7 @@ int main(void) {
     CHECK_OK(sb_isa_set_max(isas[j]));
     CHECK(sb_isa_active() == isas[j]);
     for (i = 0; i < sizeof shapes / sizeof shapes[0]; ++i) check_shape(&shapes[i], isas[j], 1000u + i * 7u + (unsigned)j);
+    check_q8_0(isas[j]);
     printf("isa %s: checked %d shapes\n", sb_isa_name(isas[j]), (int)(sizeof shapes / sizeof shapes[0]));
   }
   CHECK_OK(sb_isa_set_max(SB_ISA_AVX512));
