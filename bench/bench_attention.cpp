@@ -11,6 +11,7 @@
 #include <cblas.h>
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -22,6 +23,9 @@
 
 #include "probes.hpp"
 #include "sparsebudget/sparsebudget.hpp"
+#ifdef SPARSEBUDGET_BENCH_GGML
+#include "ggml_peer.hpp"
+#endif
 
 using namespace sparsebudget;
 
@@ -50,6 +54,19 @@ uint16_t HalfOf(float f) {
 }
 
 void Fill(void* dst, DType t, size_t n, uint64_t seed) {
+  if (t == DType::kQ8_0) {
+    // fp32 values in chunks, quantized by the library (ggml's q8_0 rule).
+    constexpr size_t kChunk = 4096;
+    std::vector<float> tmp(kChunk);
+    for (size_t i = 0; i < n; i += kChunk) {
+      const size_t c = std::min(kChunk, n - i);
+      Fill(tmp.data(), DType::kF32, c, seed * 1000003 + i / kChunk);
+      if (!QuantizeQ8_0(tmp.data(), static_cast<int64_t>(c), static_cast<unsigned char*>(dst) +
+                                                                   DTypeBytes(t, static_cast<int64_t>(i))).ok())
+        std::abort();
+    }
+    return;
+  }
   uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
   for (size_t i = 0; i < n; ++i) {
     s ^= s << 13;
@@ -117,7 +134,7 @@ KVSet& GetKV(DType dtype, int64_t L, bool head_major = false) {
   cur->L = L;
   cur->head_major = head_major;
   const size_t n = static_cast<size_t>(L) * kHkv * kD;
-  const size_t bytes = n * DTypeSize(dtype);
+  const auto bytes = static_cast<size_t>(DTypeBytes(dtype, static_cast<int64_t>(n)));
   cur->copies = static_cast<int>(std::max<size_t>(1, (size_t{128} << 20) / (2 * bytes) + 1));
   // Tiny caches (the fixed-cost probe at L = 64) stay cache-resident: they measure overhead.
   if (2 * bytes < (size_t{1} << 20)) cur->copies = 1;
@@ -179,7 +196,7 @@ void RunAttention(benchmark::State& state, DecodeArgs a) {
   }
   // Bytes actually read per call: kept K/V blocks, plus the summaries scored when sparse.
   const double kept = static_cast<double>(stats.kept_blocks) / static_cast<double>(stats.causal_blocks);
-  const double elem = static_cast<double>(DTypeSize(a.dtype));
+  const double elem = static_cast<double>(DTypeBytes(a.dtype, kD)) / kD;  // bytes per value
   double bytes = static_cast<double>(stats.kept_blocks) * a.B * kD * elem * 2.0;
   if (!stats.dense && a.fraction < 1.0)
     bytes += static_cast<double>(plan.num_blocks) * kHkv * kD * 4.0 * (a.scoring == Scoring::kBound ? 2 : 1);
@@ -310,6 +327,58 @@ void RunBatch(benchmark::State& state, int threads) {
                                                  benchmark::Counter::kIsIterationInvariantRate);
 }
 
+#ifdef SPARSEBUDGET_BENCH_GGML
+// ggml's flash attention over the same K/V copies (one graph per copy, built outside the timed
+// loop). Before timing, its output is checked against ours on copy 0 (same q, dense).
+void RunGgml(benchmark::State& state, DType dtype, int64_t L, bool head_major, int threads) {
+  KVSet& kv = GetKV(dtype, L, head_major);
+  const std::vector<float> q = RandomQ(kHq * kD, 99);
+  std::vector<std::unique_ptr<sbbench::GgmlDecode>> graphs;
+  for (int c = 0; c < kv.copies; ++c)
+    graphs.emplace_back(new sbbench::GgmlDecode(kv.k[static_cast<size_t>(c)]->get(), kv.v[static_cast<size_t>(c)]->get(),
+                                                dtype == DType::kQ8_0, L, kHq, kHkv, kD, head_major, q.data(), threads));
+  {
+    AttentionParams p;
+    p.shape = {kHq, kHkv, kD, 64, L, 1};
+    p.kv_dtype = dtype;
+    p.budget = Budget::Dense();
+    AttentionPlan plan;
+    (void)MakePlan(p, &plan);
+    std::vector<unsigned char> ws(plan.workspace_bytes + 64);
+    std::vector<float> ours(q.size());
+    (void)SparseAttention(plan, QueryView{q.data(), kHq * kD, kD}, kv.View(0), nullptr,
+                          OutputView{ours.data(), kHq * kD, kD}, ws.data());
+    if (!graphs[0]->Run()) {
+      state.SkipWithError("ggml_graph_compute failed");
+      return;
+    }
+    // ggml rounds q (and, for f16, the V accumulation) to fp16: agreement to ~1e-2 is expected.
+    double worst = 0, scale = 1e-30;
+    for (size_t i = 0; i < ours.size(); ++i) {
+      worst = std::max(worst, static_cast<double>(std::abs(ours[i] - graphs[0]->out()[i])));
+      scale = std::max(scale, static_cast<double>(std::abs(ours[i])));
+    }
+    state.counters["max_diff_vs_ours"] = worst / scale;
+    if (!(worst <= 0.05 * scale)) {
+      state.SkipWithError("ggml output differs from sparsebudget's: not the same attention");
+      return;
+    }
+  }
+  int i = 0;
+  for (auto _ : state) {
+    const int c = i++ % kv.copies;
+    if (!graphs[static_cast<size_t>(c)]->Run()) {
+      state.SkipWithError("ggml_graph_compute failed");
+      return;
+    }
+  }
+  const double bytes = static_cast<double>(DTypeBytes(dtype, L * kHkv * kD)) * 2.0;
+  state.counters["GB/s"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["bw_frac"] = benchmark::Counter(bytes / (g_limits.bw[threads] * 1e9),
+                                                 benchmark::Counter::kIsIterationInvariantRate);
+}
+#endif
+
 std::string Pct(double f) {
   if (f >= 1.0) return "dense";
   char b[16];
@@ -343,12 +412,36 @@ void RegisterAll(bool quick) {
     add({DType::kF16, 65536, f, Scoring::kMean, 32, 2});
     add({DType::kF16, 65536, f, Scoring::kMean, 128, 2});
   }
-  // The head-major layout ([kv head][t][d], as ggml's flash attention reads it).
-  for (double f : {1.0, 0.05}) {
-    DecodeArgs a{DType::kF16, 65536, f, Scoring::kMean, 64, 2};
+  // q8_0 K/V (ggml's blocks), token-major: dense and 5%.
+  for (int64_t L : lens)
+    for (int threads : {1, 2})
+      for (double f : {1.0, 0.05}) add({DType::kQ8_0, L, f, Scoring::kMean, 64, threads});
+  // The head-major layout ([kv head][t][d], as ggml's flash attention reads it): f16 and q8_0 dense
+  // at the peer's shapes, and 5% f16 at 64K.
+  for (DType dt : {DType::kF16, DType::kQ8_0})
+    for (int64_t L : {4096, 16384, 65536})
+      for (int threads : {1, 2}) {
+        DecodeArgs a{dt, L, 1.0, Scoring::kMean, 64, threads};
+        a.head_major = true;
+        add(a);
+      }
+  {
+    DecodeArgs a{DType::kF16, 65536, 0.05, Scoring::kMean, 64, 2};
     a.head_major = true;
     add(a);
   }
+#ifdef SPARSEBUDGET_BENCH_GGML
+  // The peer: ggml_flash_attn_ext (llama.cpp's CPU attention) on the same K/V buffers.
+  for (DType dt : {DType::kF16, DType::kQ8_0})
+    for (bool hm : {true, false})
+      for (int64_t L : {4096, 16384, 65536})
+        for (int threads : {1, 2}) {
+          char b[160];
+          std::snprintf(b, sizeof b, "peer/ggml/kv:%s/layout:%s/L:%lld/threads:%d", DTypeName(dt),
+                        hm ? "head_major" : "token_major", static_cast<long long>(L), threads);
+          benchmark::RegisterBenchmark(b, RunGgml, dt, L, hm, threads)->UseRealTime()->Unit(benchmark::kMillisecond);
+        }
+#endif
   // Selection share and short-context fixed cost.
   for (Scoring s : {Scoring::kMean, Scoring::kBound}) {
     DecodeArgs a{DType::kF16, 65536, 0.05, s, 64, 1};
