@@ -352,14 +352,20 @@ void RunGgml(benchmark::State& state, DType dtype, int64_t L, bool head_major, i
       state.SkipWithError("ggml_graph_compute failed");
       return;
     }
-    // ggml rounds q (and, for f16, the V accumulation) to fp16: agreement to ~1e-2 is expected.
-    double worst = 0, scale = 1e-30;
+    // ggml rounds q to fp16 (q8_0 for q8_0 K) and, for f16 V, accumulates in fp16: at 64K its
+    // output is off by a few percent of the (small, cancelling) outputs. A wrong layout would be
+    // uncorrelated (relative L2 error ~1.4); 0.25 separates the two.
+    double worst = 0, scale = 1e-30, e2 = 0, o2 = 1e-300;
     for (size_t i = 0; i < ours.size(); ++i) {
-      worst = std::max(worst, static_cast<double>(std::abs(ours[i] - graphs[0]->out()[i])));
+      const double d = static_cast<double>(ours[i]) - graphs[0]->out()[i];
+      worst = std::max(worst, std::abs(d));
       scale = std::max(scale, static_cast<double>(std::abs(ours[i])));
+      e2 += d * d;
+      o2 += static_cast<double>(ours[i]) * ours[i];
     }
     state.counters["max_diff_vs_ours"] = worst / scale;
-    if (!(worst <= 0.05 * scale)) {
+    state.counters["l2_diff_vs_ours"] = std::sqrt(e2 / o2);
+    if (!(std::sqrt(e2 / o2) <= 0.25)) {
       state.SkipWithError("ggml output differs from sparsebudget's: not the same attention");
       return;
     }

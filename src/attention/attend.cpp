@@ -163,8 +163,12 @@ void RunDenseDecodeItem(const Ctx& c, int64_t chunk, int64_t nchunks, int64_t co
   args.head_dim = dim;
   args.context_length = p.params.shape.context_length;
   args.scale = p.scale;
-  if (G <= 8) {
-    // One kernel call walks the chunk's blocks for all heads in the cache's token order.
+  // Token-major caches (a token's kv heads adjacent, as engines store them): one kernel call
+  // walks the chunk's blocks for all heads in token order. Measured on a 2-core Xeon slot (64K,
+  // fp16, 32/8 heads, 2 threads): 24.6 ms against 29.5 ms for the per-head walk; on a head-major
+  // cache the per-head walk is faster (23.5 against 33.5 ms) and stays. Both are bit-identical.
+  const bool token_major = c.kv->head_stride * H <= c.kv->token_stride;
+  if (G <= 8 && token_major) {
     args.head = 0;
     args.block_begin = b0;
     args.num_blocks = b1 - b0;
