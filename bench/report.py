@@ -16,6 +16,8 @@ def load(path):
     for b in d["benchmarks"]:
         if b.get("run_type") == "aggregate" and b.get("aggregate_name") != "median":
             continue
+        if b.get("error_occurred"):  # a skipped row (e.g. a peer whose output check failed)
+            continue
         name = re.sub(r"/real_time(_median)?$", "", b["name"])
         t = b["real_time"]
         unit = b.get("time_unit", "ms")
