@@ -4,7 +4,8 @@
 /// Format: JSONL, one record per line (docs/traces.md, docs/traces.schema.json):
 ///   {"id": str, "task": str, "context_length": int, "block_size": int,
 ///    "features": {name: number|null, ...},
-///    "curve": [{"blocks": int, "fraction": num, "quality": num}, ...],
+///    "curve": [{"blocks": int, "fraction": num, "quality": num,
+///               "top1_prob": num|null, "min_top1_prob": num|null}, ...],   (last two optional)
 ///    "dense_quality": num, "oracle": {"blocks": int, "fraction": num, "criterion": str}}
 /// `blocks` counts all kept blocks (sink and local included), `fraction` = blocks / causal_blocks
 /// with causal_blocks = ceil(context_length / block_size), quality in [0, 1]. Other top-level keys
@@ -17,6 +18,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,6 +32,11 @@ struct CurvePoint {
   int64_t blocks = 0;     ///< total kept blocks, in [1, causal_blocks]
   double fraction = 0.0;  ///< blocks / causal_blocks (checked to 1e-4 when read)
   double quality = 0.0;   ///< task quality at this budget, in [0, 1]
+  /// Self-check under sparsity (optional, in [0, 1]): top-1 probability of the first answer
+  /// token decoded at this budget, and the minimum over the answer's tokens at this budget.
+  /// Escalation (escalation.hpp) is simulated from them.
+  std::optional<double> top1_prob;
+  std::optional<double> min_top1_prob;
 };
 
 /// The record's oracle budget, as labelled by whoever produced the trace.

@@ -73,6 +73,8 @@ Expected<TraceRecord> ParseTraceRecord(const std::string& text, int64_t line_num
         cr.Integer("blocks", &p.blocks, true);
         cr.Number("fraction", &p.fraction, true);
         cr.Number("quality", &p.quality, true);
+        cr.NumberOrNull("top1_prob", &p.top1_prob, false);
+        cr.NumberOrNull("min_top1_prob", &p.min_top1_prob, false);
         Status st = cr.Finish();
         if (st.ok()) {
           const std::string k = "curve[" + std::to_string(i) + "]";
@@ -87,6 +89,12 @@ Expected<TraceRecord> ParseTraceRecord(const std::string& text, int64_t line_num
                                            ", got " + std::to_string(p.fraction));
           else if (!(p.quality >= 0 && p.quality <= 1))
             r.FailKey(k + ".quality", "must be in [0, 1], got " + std::to_string(p.quality));
+          else if (p.top1_prob && !(*p.top1_prob >= 0 && *p.top1_prob <= 1))
+            r.FailKey(k + ".top1_prob", "must be in [0, 1] or null, got " + std::to_string(*p.top1_prob));
+          else if (p.min_top1_prob && !(*p.min_top1_prob >= 0 && *p.min_top1_prob <= 1))
+            r.FailKey(k + ".min_top1_prob", "must be in [0, 1] or null, got " + std::to_string(*p.min_top1_prob));
+          else if (p.top1_prob && p.min_top1_prob && *p.min_top1_prob > *p.top1_prob + 1e-6)
+            r.FailKey(k + ".min_top1_prob", "must be <= top1_prob " + std::to_string(*p.top1_prob) + " (a minimum over the answer's tokens, the first included), got " + std::to_string(*p.min_top1_prob));
         } else {
           r.Fail(st.code(), st.message());
         }
@@ -163,7 +171,12 @@ std::string TraceRecordToJson(const TraceRecord& r) {
   for (const auto& kv : r.features.extra) f[kv.first] = kv.second;
   j["features"] = f;
   json c = json::array();
-  for (const auto& p : r.curve) c.push_back({{"blocks", p.blocks}, {"fraction", p.fraction}, {"quality", p.quality}});
+  for (const auto& p : r.curve) {
+    json pj = {{"blocks", p.blocks}, {"fraction", p.fraction}, {"quality", p.quality}};
+    if (p.top1_prob) pj["top1_prob"] = *p.top1_prob;
+    if (p.min_top1_prob) pj["min_top1_prob"] = *p.min_top1_prob;
+    c.push_back(pj);
+  }
   j["curve"] = c;
   j["dense_quality"] = r.dense_quality;
   j["oracle"] = {{"blocks", r.oracle.blocks}, {"fraction", r.oracle.fraction}, {"criterion", r.oracle.criterion}};

@@ -73,6 +73,42 @@ TEST(Traces, ParseValidRecordAndQualityRule) {
   EXPECT_EQ(sb::TraceRecordToJson(*again), sb::TraceRecordToJson(*r));
 }
 
+TEST(Traces, SelfCheckFieldsAreOptionalValidatedAndRoundTrip) {
+  std::string line = kGoodLine;
+  const std::string from = R"({"blocks":4,"fraction":0.25,"quality":1})";
+  const size_t p = line.find(from);
+  ASSERT_NE(p, std::string::npos);
+  line.replace(p, from.size(), R"({"blocks":4,"fraction":0.25,"quality":1,"top1_prob":0.75,"min_top1_prob":0.5})");
+  auto r = sb::ParseTraceRecord(line, 3);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_FALSE(r->curve[0].top1_prob.has_value());
+  EXPECT_EQ(*r->curve[1].top1_prob, 0.75);
+  EXPECT_EQ(*r->curve[1].min_top1_prob, 0.5);
+  auto again = sb::ParseTraceRecord(sb::TraceRecordToJson(*r), 4);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(*again->curve[1].min_top1_prob, 0.5);
+  EXPECT_EQ(sb::TraceRecordToJson(*again), sb::TraceRecordToJson(*r));
+  // null is "not recorded"; out of range and min > first token are errors naming the key.
+  const std::pair<std::string, std::string> bad[] = {
+      {R"("top1_prob":0.75)", R"("top1_prob":1.5)"},
+      {R"("min_top1_prob":0.5)", R"("min_top1_prob":0.9)"},
+      {R"("min_top1_prob":0.5)", R"("min_top1_prob":"x")"},
+  };
+  for (const auto& b : bad) {
+    std::string l = line;
+    l.replace(l.find(b.first), b.first.size(), b.second);
+    auto e = sb::ParseTraceRecord(l, 9);
+    ASSERT_FALSE(e.ok()) << l;
+    EXPECT_NE(e.status().message().find("curve[1]"), std::string::npos) << e.status().message();
+    EXPECT_NE(e.status().message().find("top1_prob"), std::string::npos) << e.status().message();
+  }
+  std::string nul = line;
+  nul.replace(nul.find(R"("top1_prob":0.75)"), 16, R"("top1_prob":null)");
+  auto n = sb::ParseTraceRecord(nul, 5);
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  EXPECT_FALSE(n->curve[1].top1_prob.has_value());
+}
+
 TEST(Traces, BadRecordsNameLineAndKey) {
   struct Case {
     std::string from, to, needle;
