@@ -69,6 +69,19 @@ struct CalibrationOptions {
   double delta = 0.0;    ///< 0 = guarantee in expectation; in (0,1): high-probability version
   uint64_t seed = 1;  ///< seeds the fit / held-out split (degraded mode, fitted type)
   FitOptions fit;     ///< used when Calibrate fits `type`; unused with a base predictor
+  /// @name Cells (degraded mode, every fitted type and "auto"; docs/predictors.md "Cells")
+  ///@{
+  int min_cell = 20;           ///< a cell with fewer fit requests backs off to its parent, >= 1
+  double abstain_above = 0.9;  ///< a cell whose fit misses exceed the target at every budget
+                               ///< <= this fraction runs dense (abstains); 0 = never abstain
+  int cv_folds = 3;            ///< folds of the cross-validated choice of signal and buckets, [2, 10]
+  ///@}
+  /// @name Escalation (self-check under sparsity, escalation.hpp)
+  ///@{
+  bool escalation = false;  ///< calibrate start budgets and the threshold jointly (needs curve
+                            ///< points with top1_prob; error otherwise)
+  std::vector<double> escalation_ladder = {1.0 / 64, 1.0 / 32, 1.0 / 16, 1.0 / 8, 0.25, 0.5, 1.0};  ///< rungs
+  ///@}
 };
 
 /// What Calibrate chose, and how it does on the calibration traces.
@@ -85,12 +98,22 @@ struct CalibrationResult {
   int64_t num_fit = 0;      ///< traces in the fit part (all in mean mode; 0 for a base, degraded)
   int64_t num_holdout = 0;  ///< traces held out (0 in mean mode; all for a base, degraded mode)
   std::string summary;  ///< one line: "chosen ... mean_budget_fraction=... degraded=..."
+  std::string signal;   ///< cells: the chosen signal, e.g. "feature:probe_blocks_90 buckets=4"
+  std::string selection;  ///< cells: the cross-validation figure of every candidate, one per line
+  std::vector<std::string> abstained_cells;  ///< cells that run dense, uncertifiable at the target
+  double escalation_threshold = 0.0;  ///< with escalation: the calibrated threshold (0 = none)
 };
 
-/// With `base` null, fits predictor `type` (on the fit part in degraded mode, on all traces in
-/// mean mode) and calibrates its scale; table is calibrated by the per-cell Lagrangian
-/// allocation. Pass `base` instead to calibrate a copy of an existing predictor's scale (`type`
-/// ignored). Needs >= 2 traces; errors name the bad option.
+/// Degraded mode, `base` null: every fittable `type` (fixed, length_law, task_length_law, linear,
+/// probe, table) and "auto" goes through the cells calibration: the type's fitted estimate (or,
+/// for auto, the signal chosen among length, every numeric feature present and fitted
+/// predictors) orders requests within length buckets; bucket counts and task tiers are chosen by
+/// cross-validation on the fit part; a budget per cell by the Lagrangian trade; the level picked
+/// on the held-out part (the guarantee above). The result is a "cells" predictor (wrapped in
+/// "escalate" with `escalation`). Mean mode: fits `type` on all traces and calibrates its scale
+/// (table: the Lagrangian path). Pass `base` to calibrate a copy of an existing predictor's
+/// scale (`type` ignored). Needs >= 2 traces; errors name the bad option. Cost: auto fits a few
+/// hundred cell tables (seconds for thousands of traces).
 Expected<CalibrationResult> Calibrate(const std::string& type, const Predictor* base,
                                       const std::vector<TraceRecord>& traces,
                                       const CalibrationOptions& options);

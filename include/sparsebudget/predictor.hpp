@@ -11,7 +11,8 @@
 /// `clamped` when a limit (or ResolveBudget) changed the estimate.
 ///
 /// Built-in types (JSON "type"; docs/predictors.md has every parameter):
-///   fixed, length_law, task_length_law, linear, probe, table, max, clamp.
+///   fixed, length_law, task_length_law, linear, probe, table, cells, max, clamp.
+/// `cells` is what calibration (calibration.hpp) builds for every signal.
 /// JSON files: {"schema_version": 1, "type": ..., parameters..., limits...}. Unknown, missing or
 /// mistyped keys are rejected with a message naming the key. ToJson() round-trips exactly.
 ///
@@ -175,6 +176,46 @@ struct TableModel {
 /// Checks the model (ascending edges, feature_edges empty without bucket_feature, fractions in
 /// [0, 1], buckets in range, no duplicate cell; kParseError naming the key) and builds it.
 Expected<std::unique_ptr<Predictor>> MakeTable(TableModel model);
+
+/// cells: one budget fraction per cell of (tier, length bucket, score bucket), the form every
+/// calibrated predictor takes (calibration.hpp, docs/predictors.md "Cells").
+/// Tiers: "*" is label-free (any request); a task tier serves requests of that task class.
+/// A request is served by its task tier when that tier has cells in its length bucket, else by
+/// the label-free tier. Its score in a tier is the tier's score predictor's estimated fraction
+/// (estimate_blocks / causal_blocks; unknown when the score predictor used its fallback), else
+/// the value of `score_feature`, else there is no score; the score bucket is the number of
+/// the tier's edges for that length bucket <= the score (0 when the tier has no edges there,
+/// -1 when the score is unknown). No matching cell: the largest fraction of the label-free
+/// tier's cells in the length bucket, then of any tier's, then default_fraction (fallback).
+struct CellsCell {
+  std::string task = "*";       ///< tier: "*" (label-free) or a task class name
+  int32_t length_bucket = 0;    ///< in [0, length_edges.size()]
+  int32_t score_bucket = 0;     ///< -1 (score unknown) or in [0, edges of (task, length bucket)]
+  double fraction = 1.0;        ///< estimate = fraction * causal_blocks, in [0, 1]
+  bool abstained = false;       ///< calibration could not certify the target here: dense (1)
+};
+/// Score-bucket edges of one (tier, length bucket), ascending.
+struct CellsEdges {
+  std::string task = "*";     ///< tier
+  int32_t length_bucket = 0;  ///< in [0, length_edges.size()]
+  std::vector<double> edges;  ///< ascending, non-empty
+};
+/// The parts of a cells predictor. Score predictors are shared, immutable and thread-safe.
+struct CellsModel {
+  std::shared_ptr<const Predictor> score;       ///< label-free tier's score predictor, or null
+  std::shared_ptr<const Predictor> task_score;  ///< task tiers' score predictor, or null = `score`
+  std::string score_feature;          ///< used when `score` is null; "" = no score (length only)
+  bool score_descending = false;      ///< the feature's negation is the score (demand falls as it rises)
+  std::vector<int64_t> length_edges;  ///< ascending; bucket = number of edges <= context_length
+  std::vector<CellsEdges> score_edges;  ///< at most one per (tier, length bucket)
+  std::vector<CellsCell> cells;         ///< at most one per (tier, length bucket, score bucket)
+  double default_fraction = 1.0;        ///< when no cell of the length bucket exists, in [0, 1]
+};
+/// Checks the model (ascending edges, ranges, no duplicates, task_score only with score,
+/// score_feature only without score; kParseError naming the key) and builds it.
+Expected<std::unique_ptr<Predictor>> MakeCells(CellsModel model);
+/// The model of a cells predictor, or null if `p` is not one.
+const CellsModel* CellsModelOf(const Predictor& p);
 
 /// max: the largest total blocks of its members (each after its own limits); fallback if any
 /// member's was. A member's error is returned.

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "calibration/cells.hpp"
 #include "calibration/internal.hpp"
 
 namespace sparsebudget {
@@ -100,6 +101,142 @@ std::unique_ptr<Predictor> WithScale(const Predictor& p, double s) {
   return q;
 }
 
+bool HasSelfCheck(const std::vector<TraceRecord>& traces, const std::vector<size_t>& idx) {
+  for (size_t i : idx)
+    for (const auto& p : traces[i].curve)
+      if (p.top1_prob) return true;
+  return false;
+}
+
+// Candidate thresholds: 0 (no escalation) and quantiles of the first-token probabilities the
+// fit part recorded below dense.
+std::vector<double> ThresholdCandidates(const std::vector<TraceRecord>& traces, const std::vector<size_t>& idx) {
+  std::vector<double> v;
+  for (size_t i : idx)
+    for (const auto& p : traces[i].curve)
+      if (p.top1_prob && p.blocks < traces[i].causal_blocks()) v.push_back(*p.top1_prob);
+  std::sort(v.begin(), v.end());
+  std::vector<double> out = {0.0};
+  if (v.empty()) return out;
+  for (double q : {0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5}) {
+    const double t = v[static_cast<size_t>(q * static_cast<double>(v.size() - 1))];
+    // Escalate below t: nudge past ties so the quantile's own value counts as unsure.
+    const double thr = std::nextafter(t, 2.0);
+    if (thr > out.back() + 1e-9 && thr <= 1.0) out.push_back(thr);
+  }
+  return out;
+}
+
+Expected<CalibrationResult> CalibrateCells(const std::string& type, const std::vector<TraceRecord>& traces,
+                                           const std::vector<size_t>& fit_idx, const std::vector<size_t>& hold_idx,
+                                           const CalibrationOptions& opt) {
+  static const char* const kTypes[] = {"auto", "fixed", "length_law", "task_length_law", "linear", "probe", "table"};
+  if (std::find_if(std::begin(kTypes), std::end(kTypes), [&](const char* t) { return type == t; }) == std::end(kTypes))
+    return Status(StatusCode::kNotFound, "calibrate: unknown or unfittable predictor type '" + type +
+                                             "' (fittable: auto, fixed, length_law, task_length_law, linear, probe, table)");
+  if (opt.min_cell < 1) return Status(StatusCode::kInvalidArgument, "calibrate: min_cell must be >= 1, got " + std::to_string(opt.min_cell));
+  if (!(opt.abstain_above >= 0 && opt.abstain_above <= 1))
+    return Status(StatusCode::kInvalidArgument, "calibrate: abstain_above must be in [0, 1], got " + std::to_string(opt.abstain_above));
+  if (opt.cv_folds < 2 || opt.cv_folds > 10)
+    return Status(StatusCode::kInvalidArgument, "calibrate: cv_folds must be in [2, 10], got " + std::to_string(opt.cv_folds));
+  Status st = ValidateLimits(opt.fit.limits);
+  if (!st.ok()) return st;
+  CellSettings set;
+  set.alpha = opt.target_degraded;
+  set.delta = opt.delta;
+  set.abstain_above = opt.abstain_above;
+  set.min_cell = opt.min_cell;
+  set.fit = opt.fit;
+  const bool labelled = HasTaskLabels(traces, fit_idx);
+  std::vector<CellSpec> cands;
+  if (type == "table") {
+    if (opt.fit.bucket_count < 1 || opt.fit.bucket_count > 16)
+      return Status(StatusCode::kInvalidArgument, "calibrate: bucket_count must be in [1, 16], got " +
+                                                      std::to_string(opt.fit.bucket_count));
+    cands.push_back(CellSpec{opt.fit.bucket_feature.empty() ? "" : "feature:" + opt.fit.bucket_feature,
+                             opt.fit.bucket_feature.empty() ? 1 : opt.fit.bucket_count, labelled});
+  } else {
+    cands = CellCandidates(type, traces, fit_idx, labelled);
+  }
+  CalibrationResult res;
+  auto spec = ChooseCellSpec(traces, fit_idx, cands, set, opt.cv_folds, opt.seed, &res.selection);
+  if (!spec.ok()) return spec.status();
+  res.signal = spec->Describe();
+  std::unique_ptr<EscalationPolicy> policy;
+  if (opt.escalation) {
+    if (!HasSelfCheck(traces, fit_idx))
+      return Status(StatusCode::kInvalidArgument,
+                    "calibrate: --escalation needs curve points with 'top1_prob' (and 'min_top1_prob'); these traces have none");
+    auto ladder_ok = EscalationPolicy::Create(0.0, opt.escalation_ladder);
+    if (!ladder_ok.ok()) return ladder_ok.status();
+    // Threshold on an inner split of the fit part (the held-out part stays for the guarantee):
+    // the one of least mean step budget at the level each picks.
+    std::vector<TraceRecord> fit_only;
+    for (size_t i : fit_idx) fit_only.push_back(traces[i]);
+    std::vector<size_t> in_fit, in_val;
+    SplitIndices(fit_only, 0.4, opt.seed + 7, &in_fit, &in_val);
+    double best = HUGE_VAL, best_thr = 0.0;
+    for (double thr : ThresholdCandidates(traces, fit_idx)) {
+      auto pol = EscalationPolicy::Create(thr, opt.escalation_ladder);
+      if (!pol.ok()) return pol.status();
+      CellSettings s2 = set;
+      s2.escalation = &*pol;
+      auto f = FitCells(fit_only, in_fit, in_val, *spec, s2);
+      if (!f.ok()) return f.status();
+      char buf[96];
+      (void)std::snprintf(buf, sizeof(buf), "  escalation threshold %.4f: inner mean step budget %.4f\n", thr,
+                          f->hold_mean_fraction);
+      res.selection += buf;
+      if (f->hold_mean_fraction < best - 1e-9) {
+        best = f->hold_mean_fraction;
+        best_thr = thr;
+      }
+    }
+    auto pol = EscalationPolicy::Create(best_thr, opt.escalation_ladder);
+    if (!pol.ok()) return pol.status();
+    policy = std::make_unique<EscalationPolicy>(std::move(pol).value());
+    set.escalation = policy.get();
+    res.escalation_threshold = best_thr;
+  }
+  auto fit = FitCells(traces, fit_idx, hold_idx, *spec, set);
+  if (!fit.ok()) return fit.status();
+  res.abstained_cells = fit->abstained;
+  res.chosen_value = fit->free_lambda;
+  res.method = std::string(opt.delta > 0 ? "cells+binomial" : "cells+crc") + (policy ? "+escalation" : "");
+  res.predictor = policy ? MakeEscalate(std::move(fit->predictor), *policy) : std::move(fit->predictor);
+  res.num_fit = static_cast<int64_t>(fit_idx.size());
+  res.num_holdout = static_cast<int64_t>(hold_idx.size());
+  // Figures on the calibration traces, as evaluation counts them (escalation simulated).
+  double all_frac = 0, h_frac = 0, h_deg = 0, h_miss = 0;
+  std::vector<bool> is_hold(traces.size(), false);
+  for (size_t i : hold_idx) is_hold[i] = true;
+  const Predictor& start = policy ? *EscalationMember(*res.predictor) : *res.predictor;
+  for (size_t i = 0; i < traces.size(); ++i) {
+    auto pr = start.Predict(traces[i].features);
+    if (!pr.ok()) return pr.status();
+    const SimOutcome o = Simulate(traces[i], pr->total_blocks, policy.get(), start.limits());
+    all_frac += o.step_fraction;
+    if (is_hold[i]) {
+      h_frac += o.step_fraction;
+      h_deg += o.degraded ? 1 : 0;
+      h_miss += o.miss ? 1 : 0;
+    }
+  }
+  const double nh = static_cast<double>(hold_idx.size());
+  res.fit_mean_fraction = all_frac / static_cast<double>(traces.size());
+  res.holdout_mean_fraction = h_frac / nh;
+  res.holdout_degraded_share = h_deg / nh;
+  res.holdout_miss_share = h_miss / nh;
+  res.summary = "calibrated " + res.predictor->type() + " (" + res.method + ", signal " + res.signal +
+                (policy ? ", escalation threshold " + Fmt("%.4g", res.escalation_threshold) : std::string()) +
+                "): mean_budget_fraction=" + Fmt("%.4f", res.fit_mean_fraction) +
+                " holdout_degraded=" + Fmt("%.4f", res.holdout_degraded_share) +
+                " holdout_miss=" + Fmt("%.4f", res.holdout_miss_share) + " target_degraded=" + Fmt("%.4g", opt.target_degraded) +
+                " n_fit=" + std::to_string(res.num_fit) + " n_holdout=" + std::to_string(res.num_holdout) +
+                " abstained_cells=" + std::to_string(res.abstained_cells.size());
+  return res;
+}
+
 }  // namespace
 
 Expected<CalibrationResult> Calibrate(const std::string& type, const Predictor* base,
@@ -132,6 +269,9 @@ Expected<CalibrationResult> Calibrate(const std::string& type, const Predictor* 
   } else {
     fit_idx = all_idx;
   }
+  if (by_degraded && base == nullptr) return CalibrateCells(type, traces, fit_idx, hold_idx, opt);
+  if (type == "auto") return Status(StatusCode::kInvalidArgument, "calibrate: 'auto' needs target_degraded");
+  if (opt.escalation) return Status(StatusCode::kInvalidArgument, "calibrate: escalation needs target_degraded and a fitted type");
   std::vector<TraceRecord> fit_tr;
   for (size_t i : fit_idx) fit_tr.push_back(traces[i]);
   const bool table = base == nullptr && type == "table";

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "sparsebudget/calibration.hpp"
+#include "sparsebudget/escalation.hpp"
 
 namespace sparsebudget::detail {
 
@@ -76,6 +77,29 @@ struct TablePath {
   Expected<std::unique_ptr<Predictor>> At(size_t point, const BudgetLimits& limits) const;
 };
 Expected<TablePath> BuildTablePath(const std::vector<const TraceRecord*>& traces, const FitOptions& options);
+
+// One request served from `start_blocks` under an escalation policy (null: no escalation),
+// simulated from the trace's curve (docs/predictors.md "Escalation"):
+//  - at budget b the first answer token has top1_prob(b) of the largest curve point <= b;
+//    below the threshold the step is recomputed at the next rung (exact: nothing decoded at b
+//    survives, and decoding from the next rung is what the curve recorded there);
+//  - once the first token is accepted at b, the answer's budget is b (effective_blocks); if a
+//    later token's probability (min_top1_prob(b)) is below the threshold, the policy escalates
+//    mid-answer: counted conservatively as the whole answer at b and again at each rung after,
+//    with the quality min(quality(b), quality(final rung)), since the trace does not say where
+//    the trigger fell;
+//  - unknown probabilities never trigger.
+// step_fraction: blocks read per decode step, averaged over the answer's steps (answer_length
+// or expected_output_length, else 1 step), recomputed steps included, / causal_blocks.
+struct SimOutcome {
+  double step_fraction = 0.0;
+  int64_t effective_blocks = 0;
+  double quality = 0.0;
+  bool miss = false;      // effective_blocks < monotone oracle
+  bool degraded = false;  // quality < dense quality
+  int32_t recomputed = 0; // steps recomputed
+};
+SimOutcome Simulate(const TraceRecord& r, int64_t start_blocks, const EscalationPolicy* policy, const BudgetLimits& limits);
 
 // Index of the cell of a request in the table's shape: (length bucket, feature bucket).
 int32_t LengthBucket(const TableModel& shape, int64_t length);

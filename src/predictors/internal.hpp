@@ -33,6 +33,8 @@ Expected<std::unique_ptr<Predictor>> TaskLengthLawFromJson(const json& j);
 Expected<std::unique_ptr<Predictor>> LinearFromJson(const json& j);
 Expected<std::unique_ptr<Predictor>> ProbeFromJson(const json& j);
 Expected<std::unique_ptr<Predictor>> TableFromJson(const json& j);
+Expected<std::unique_ptr<Predictor>> CellsFromJson(const json& j);
+Expected<std::unique_ptr<Predictor>> EscalateFromJson(const json& j);
 Expected<std::unique_ptr<Predictor>> MaxFromJson(const json& j);
 Expected<std::unique_ptr<Predictor>> ClampFromJson(const json& j);
 

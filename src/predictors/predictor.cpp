@@ -162,6 +162,8 @@ Registry& GetRegistry() {
     r->factories["linear"] = Builtin(&detail::LinearFromJson);
     r->factories["probe"] = Builtin(&detail::ProbeFromJson);
     r->factories["table"] = Builtin(&detail::TableFromJson);
+    r->factories["cells"] = Builtin(&detail::CellsFromJson);
+    r->factories["escalate"] = Builtin(&detail::EscalateFromJson);
     r->factories["max"] = Builtin(&detail::MaxFromJson);
     r->factories["clamp"] = Builtin(&detail::ClampFromJson);
     return r;

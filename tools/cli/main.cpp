@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -140,6 +141,10 @@ struct CalibrateArgs {
   int64_t min_blocks = 0, max_blocks = 0;
   int bucket_count = 2, probe_mass = 90;
   uint64_t seed = 1;
+  int min_cell = 20, cv_folds = 3;
+  double abstain_above = 0.9;
+  bool escalation = false;
+  std::string ladder;
 };
 
 int RunCalibrate(const CalibrateArgs& a) {
@@ -162,6 +167,20 @@ int RunCalibrate(const CalibrateArgs& a) {
   o.fit.limits.max_fraction = a.max_fraction;
   o.fit.limits.min_blocks = a.min_blocks;
   o.fit.limits.max_blocks = a.max_blocks;
+  o.min_cell = a.min_cell;
+  o.cv_folds = a.cv_folds;
+  o.abstain_above = a.abstain_above;
+  o.escalation = a.escalation;
+  if (!a.ladder.empty()) {
+    o.escalation_ladder.clear();
+    for (const auto& s : SplitComma(a.ladder)) {
+      char* end = nullptr;
+      const double v = std::strtod(s.c_str(), &end);
+      if (end == s.c_str() || *end != '\0')
+        return Fail(sb::Status(sb::StatusCode::kInvalidArgument, "--ladder: not a number: '" + s + "'"));
+      o.escalation_ladder.push_back(v);
+    }
+  }
   std::unique_ptr<sb::Predictor> base;
   if (LooksLikeFile(a.predictor)) {
     auto p = sb::LoadPredictor(a.predictor);
@@ -173,6 +192,9 @@ int RunCalibrate(const CalibrateArgs& a) {
   if (!res.ok()) return Fail(res.status());
   sb::Status st = sb::SavePredictor(*res->predictor, a.out);
   if (!st.ok()) return Fail(st);
+  if (!res->selection.empty()) fmt::print("candidates (cross-validated on the fit part):\n{}", res->selection);
+  if (!res->signal.empty()) fmt::print("chose: {}\n", res->signal);
+  for (const auto& c : res->abstained_cells) fmt::print("abstains to dense (uncertifiable at the target): {}\n", c);
   fmt::print("{} -> {}\n", res->summary, a.out);
   return kOk;
 }
@@ -372,7 +394,7 @@ int main(int argc, char** argv) {
   CalibrateArgs ca;
   auto* cal = app.add_subcommand("calibrate", "fit a predictor on traces and calibrate it to a target");
   cal->add_option("--traces", ca.traces, "training traces (JSONL)")->required();
-  cal->add_option("--predictor,-p", ca.predictor, "TYPE to fit (fixed, length_law, task_length_law, linear, probe, table) or FILE.json to rescale")->required();
+  cal->add_option("--predictor,-p", ca.predictor, "TYPE to fit (auto, fixed, length_law, task_length_law, linear, probe, table) or FILE.json to rescale; auto chooses the signal and cells by cross-validation")->required();
   auto* td = cal->add_option("--target-degraded", ca.target_degraded, "largest share of degraded requests (alpha)");
   auto* tm = cal->add_option("--target-mean-budget", ca.target_mean, "mean budget fraction to reach");
   td->excludes(tm);
@@ -390,6 +412,11 @@ int main(int argc, char** argv) {
   cal->add_option("--max-fraction", ca.max_fraction, "limit")->capture_default_str();
   cal->add_option("--min-blocks", ca.min_blocks, "limit")->capture_default_str();
   cal->add_option("--max-blocks", ca.max_blocks, "limit")->capture_default_str();
+  cal->add_option("--min-cell", ca.min_cell, "cells: fewer fit requests back off to the parent cell")->capture_default_str();
+  cal->add_option("--cv-folds", ca.cv_folds, "cells: folds of the cross-validated choice")->capture_default_str();
+  cal->add_option("--abstain-above", ca.abstain_above, "cells: run a cell dense if it misses the target at every budget <= this fraction (0: never)")->capture_default_str();
+  cal->add_flag("--escalation", ca.escalation, "calibrate start budgets and the self-check threshold jointly (traces need curve top1_prob)");
+  cal->add_option("--ladder", ca.ladder, "escalation: comma-separated ascending rung fractions ending in 1 (default 1/64,...,1/2,1)");
   cal->callback([&] {
     if ((ca.target_degraded < 0) == (ca.target_mean < 0)) {
       fmt::print(stderr, "sparsebudget calibrate: give exactly one of --target-degraded and --target-mean-budget\n");

@@ -1,0 +1,64 @@
+// Internal: per-cell calibration of any signal (docs/predictors.md "Cells"). Every fittable
+// predictor and every numeric feature is calibrated through FitCells; ChooseCellSpec picks the
+// signal and bucket counts by cross-validation on the calibration traces alone.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "calibration/internal.hpp"
+
+namespace sparsebudget::detail {
+
+// Which signal orders requests inside a length bucket, and how finely.
+struct CellSpec {
+  std::string source;   // "" = length only; "feature:NAME"; "predictor:TYPE" (fitted here)
+  int buckets = 1;      // quantile buckets of the score per (tier, length bucket), in [1, 16]
+  bool by_task = false;  // also task tiers (labelled), backing off to the label-free tier
+  std::string Describe() const;
+};
+
+// What the caller fixes for every candidate.
+struct CellSettings {
+  double alpha = 0.05;          // miss target
+  double delta = 0.0;           // 0: conformal risk control; else binomial tests
+  double abstain_above = 0.9;   // a cell missing > alpha at every budget <= this runs dense
+  int min_cell = 20;            // fewer fit requests: the cell backs off to its parent
+  FitOptions fit;               // limits (and options of fitted score predictors)
+  const EscalationPolicy* escalation = nullptr;  // simulate this policy (threshold, ladder)
+};
+
+// A fitted and level-picked cells predictor.
+struct CellsFit {
+  std::unique_ptr<Predictor> predictor;
+  std::vector<std::string> abstained;  // "tier=* length_bucket=2 (L<=2896) score_bucket=1"
+  double free_lambda = 0.0, task_lambda = 0.0;
+  double hold_mean_fraction = 0.0;  // on the held-out part, as picked (labelled when by_task)
+  double hold_miss_share = 0.0;
+};
+
+// Fits cells on traces[fit_idx] and picks the Lagrangian level on traces[hold_idx] (label-free
+// tier with the holdout's task labels removed; task tiers with them).
+Expected<CellsFit> FitCells(const std::vector<TraceRecord>& traces, const std::vector<size_t>& fit_idx,
+                            const std::vector<size_t>& hold_idx, const CellSpec& spec, const CellSettings& set);
+
+// Cross-validated choice among `candidates` (folds stratified by task, seeded): the candidate of
+// least mean budget fraction on the held-out folds at the picked level. `report` gets one line
+// per candidate.
+Expected<CellSpec> ChooseCellSpec(const std::vector<TraceRecord>& traces, const std::vector<size_t>& idx,
+                                  const std::vector<CellSpec>& candidates, const CellSettings& set, int folds,
+                                  uint64_t seed, std::string* report);
+
+// Candidate specs for a predictor type ("auto": every signal present in the traces).
+std::vector<CellSpec> CellCandidates(const std::string& type, const std::vector<TraceRecord>& traces,
+                                     const std::vector<size_t>& idx, bool labelled);
+
+// A copy with the task label removed (task = unknown, no task_probs).
+RequestFeatures StripTask(const RequestFeatures& f);
+
+// True if some trace carries a task other than unknown, and at least two distinct ones.
+bool HasTaskLabels(const std::vector<TraceRecord>& traces, const std::vector<size_t>& idx);
+
+}  // namespace sparsebudget::detail

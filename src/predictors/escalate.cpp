@@ -1,0 +1,141 @@
+// The escalation policy (self-check under sparsity) and its "escalate" predictor wrapper.
+#include "sparsebudget/escalation.hpp"
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "predictors/internal.hpp"
+
+namespace sparsebudget {
+
+Expected<EscalationPolicy> EscalationPolicy::Create(double threshold, std::vector<double> ladder) {
+  if (!(threshold >= 0 && threshold <= 1))
+    return Status(StatusCode::kInvalidArgument, "escalation: threshold must be in [0, 1], got " + std::to_string(threshold));
+  if (ladder.empty() || ladder.size() > kMaxEscalationRungs)
+    return Status(StatusCode::kInvalidArgument, "escalation: ladder must have 1.." + std::to_string(kMaxEscalationRungs) +
+                                                    " rungs, got " + std::to_string(ladder.size()));
+  for (size_t i = 0; i < ladder.size(); ++i) {
+    if (!(ladder[i] > 0 && ladder[i] <= 1))
+      return Status(StatusCode::kInvalidArgument, "escalation: ladder[" + std::to_string(i) + "] must be in (0, 1], got " +
+                                                      std::to_string(ladder[i]));
+    if (i > 0 && !(ladder[i] > ladder[i - 1]))
+      return Status(StatusCode::kInvalidArgument, "escalation: ladder must be strictly ascending, ladder[" + std::to_string(i) +
+                                                      "] = " + std::to_string(ladder[i]));
+  }
+  if (ladder.back() != 1.0)
+    return Status(StatusCode::kInvalidArgument, "escalation: the last rung must be 1 (dense), got " + std::to_string(ladder.back()));
+  EscalationPolicy p;
+  p.threshold_ = threshold;
+  p.ladder_ = std::move(ladder);
+  return p;
+}
+
+std::vector<double> EscalationPolicy::DefaultLadder() { return {1.0 / 64, 1.0 / 32, 1.0 / 16, 1.0 / 8, 0.25, 0.5, 1.0}; }
+
+EscalationState EscalationPolicy::Start(const Prediction& pr) const noexcept {
+  EscalationState s;
+  s.total_blocks = pr.total_blocks;
+  s.causal_blocks = pr.causal_blocks;
+  return s;
+}
+
+int64_t EscalationPolicy::NextRung(int64_t total_blocks, int64_t causal_blocks, int32_t sink, int32_t local) const noexcept {
+  if (causal_blocks <= 0) return 0;
+  for (double f : ladder_) {
+    Budget b = Budget::Fraction(f);
+    b.sink_blocks = sink < 0 ? 0 : sink;
+    b.local_blocks = local < 0 ? 0 : local;
+    const int64_t t = ResolveBudget(b, causal_blocks).total_blocks;
+    if (t > total_blocks) return t;
+  }
+  return causal_blocks;
+}
+
+EscalationDecision EscalationPolicy::Step(EscalationState* s, double top1_prob, int32_t sink, int32_t local) const noexcept {
+  EscalationDecision d;
+  if (s == nullptr) return d;
+  d.total_blocks = s->total_blocks;
+  if (s->total_blocks >= s->causal_blocks) return d;  // dense: nothing to escalate to
+  if (top1_prob >= threshold_) return d;               // confident (false for NaN: escalate)
+  d.recompute = true;
+  d.total_blocks = NextRung(s->total_blocks, s->causal_blocks, sink, local);
+  s->total_blocks = d.total_blocks;
+  ++s->escalations;
+  return d;
+}
+
+namespace detail {
+namespace {
+
+class EscalatePredictor final : public PredictorBase {
+ public:
+  EscalatePredictor(std::unique_ptr<Predictor> m, EscalationPolicy p) : member_(std::move(m)), policy_(std::move(p)) {}
+  EscalatePredictor(const EscalatePredictor& o) : PredictorBase(o), member_(o.member_->Clone()), policy_(o.policy_) {}
+  std::string type() const override { return "escalate"; }
+  std::unique_ptr<Predictor> Clone() const override { return std::make_unique<EscalatePredictor>(*this); }
+  bool MonotoneInLength() const override { return member_->MonotoneInLength(); }
+  Expected<Estimate> EstimateBlocks(const RequestFeatures& f) const override {
+    auto p = member_->Predict(f);
+    if (!p.ok()) return p.status();
+    return Estimate{static_cast<double>(p->total_blocks), p->fallback};
+  }
+  void WriteParams(json& j) const override {
+    json m = json::parse(member_->ToJson(), nullptr, false);
+    j["member"] = m.is_discarded() ? json::object() : m;
+    j["threshold"] = policy_.threshold();
+    j["ladder"] = policy_.ladder();
+  }
+  const EscalationPolicy& policy() const { return policy_; }
+  const Predictor& member() const { return *member_; }
+
+ private:
+  std::unique_ptr<Predictor> member_;
+  EscalationPolicy policy_;
+};
+
+}  // namespace
+
+Expected<std::unique_ptr<Predictor>> EscalateFromJson(const json& j) {
+  ObjectReader r(j, Context("escalate"));
+  ReadHeader(r, "escalate");
+  std::unique_ptr<Predictor> member;
+  if (const json* m = r.Get("member", true)) {
+    auto p = MemberFromJson(*m, r.context() + ": member");
+    if (!p.ok())
+      r.Fail(p.status().code(), p.status().message());
+    else
+      member = std::move(p).value();
+  }
+  double threshold = 0;
+  r.Number("threshold", &threshold, true);
+  std::vector<double> ladder = EscalationPolicy::DefaultLadder();
+  r.NumberArray("ladder", &ladder, false);
+  BudgetLimits lim;
+  ReadLimits(r, &lim);
+  Status st = r.Finish();
+  if (!st.ok()) return st;
+  auto pol = EscalationPolicy::Create(threshold, ladder);
+  if (!pol.ok()) return Status(StatusCode::kParseError, r.context() + ": " + pol.status().message());
+  auto p = std::make_unique<EscalatePredictor>(std::move(member), std::move(pol).value());
+  p->set_limits(lim);
+  return std::unique_ptr<Predictor>(std::move(p));
+}
+
+}  // namespace detail
+
+std::unique_ptr<Predictor> MakeEscalate(std::unique_ptr<Predictor> member, EscalationPolicy policy) {
+  return std::make_unique<detail::EscalatePredictor>(std::move(member), std::move(policy));
+}
+
+const EscalationPolicy* EscalationOf(const Predictor& p) {
+  const auto* e = dynamic_cast<const detail::EscalatePredictor*>(&p);
+  return e == nullptr ? nullptr : &e->policy();
+}
+
+const Predictor* EscalationMember(const Predictor& p) {
+  const auto* e = dynamic_cast<const detail::EscalatePredictor*>(&p);
+  return e == nullptr ? nullptr : &e->member();
+}
+
+}  // namespace sparsebudget
