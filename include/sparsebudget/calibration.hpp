@@ -129,8 +129,15 @@ struct EvalPoint {
 
 /// How one predictor (or the traces' oracle labels) does on the traces, at its own limits.
 struct PredictorEval {
-  std::string name;                   ///< as given to Evaluate; "oracle" for the labels
-  double mean_budget_fraction = 0.0;  ///< mean of total_blocks / causal_blocks
+  std::string name;                   ///< as given to Evaluate (+ " (label-free)"); "oracle" for the labels
+  /// "as_given" (traces without task labels), "labelled", or "label_free" (the same predictor
+  /// on the traces with their task labels removed; added when the traces carry labels)
+  std::string variant = "as_given";
+  double escalation_threshold = 0.0;    ///< escalate predictors: the policy's threshold (0 = none)
+  double recomputed_per_request = 0.0;  ///< escalate predictors: mean decode steps recomputed
+  /// mean of total_blocks / causal_blocks (escalate predictors: blocks read per decode step,
+  /// recomputed steps included, averaged over the answer's steps; docs/predictors.md)
+  double mean_budget_fraction = 0.0;
   double mean_blocks = 0.0;           ///< mean total kept blocks
   double mean_kv_tokens = 0.0;  ///< tokens of K/V read per (layer, kv head)
   double mean_kv_bytes = 0.0;   ///< mean_kv_tokens * kv_bytes_per_token
@@ -171,7 +178,9 @@ struct EvalReport {
   std::vector<EvalPoint> fixed_blocks_frontier;  ///< scale = total blocks
 };
 
-/// Evaluates each (name, predictor) on the traces. O(predictors x sweep x traces).
+/// Evaluates each (name, predictor) on the traces; when they carry task labels, each non-fixed
+/// predictor again with the labels removed (variant "label_free"). An "escalate" predictor is
+/// simulated from the curve points' top1_prob / min_top1_prob. O(predictors x sweep x traces).
 Expected<EvalReport> Evaluate(const std::vector<TraceRecord>& traces,
                               const std::vector<std::pair<std::string, const Predictor*>>& predictors,
                               const EvalOptions& options = {});
@@ -224,6 +233,8 @@ struct SynthOptions {
   bool fine_grid = false;  ///< curve at every block count up to 512 (else the standard grid), + dense
   double noise = 0.35;     ///< sd of the log-normal noise on the needed budget
   double lucky = 0.1;      ///< below the need, a point keeps the dense answer w.p. lucky * b / need
+  int laws = 0;            ///< law set of SynthLaws (0: the documented one, 1: another world)
+  bool self_check = true;  ///< curve points carry top1_prob / min_top1_prob (docs/traces.md)
 };
 /// Deterministic for a seed. The model (docs/traces.md): per task t, needed tokens
 /// = c_t * L^a_t * exp(noise * z); entropy and probe features carry part of z; the curve is the
@@ -236,8 +247,9 @@ struct SynthLaw {
   double a;               ///< exponent of the context length L
   double dense_accuracy;  ///< probability that a record's dense quality is 1 (else 0)
 };
-/// The four built-in laws (single_qa, multi_qa, multi_hop, aggregation); each synthetic request
-/// picks one uniformly.
-std::vector<SynthLaw> SynthLaws();
+/// The four laws of a law set (single_qa, multi_qa, multi_hop, aggregation); each synthetic
+/// request picks one uniformly. Set 0 is documented in docs/traces.md; set 1 has other
+/// constants and exponents (generalization checks). Other sets: set 0.
+std::vector<SynthLaw> SynthLaws(int set = 0);
 
 }  ///< namespace sparsebudget

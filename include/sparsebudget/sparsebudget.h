@@ -462,6 +462,41 @@ SB_API sb_status sb_probe_from_scores(const double* scores, int64_t num_scores, 
 /** Copies the statistics into the probe_* fields of *features. */
 SB_API sb_status sb_probe_set_features(const sb_probe_stats* stats, sb_request_features* features);
 
+/* ---- escalation: the self-check under sparsity (escalation.hpp) ------------------------------ */
+
+/** Threshold + budget ladder (immutable; every call on it is thread-safe, allocation-free). */
+typedef struct sb_escalation_policy sb_escalation_policy;
+
+/** threshold in [0, 1] (0 never escalates); ladder: num_rungs (1..64) ascending fractions in
+ * (0, 1], the last 1. Errors name the bad value. *policy NULL on failure. */
+SB_API sb_status sb_escalation_policy_create(double threshold, const double* ladder, int32_t num_rungs,
+                                             sb_escalation_policy** policy);
+/** The policy of an "escalate" predictor (a calibrated file made with --escalation), copied;
+ * SB_ERROR_NOT_FOUND for any other predictor. *policy NULL on failure. */
+SB_API sb_status sb_predictor_escalation_policy(const sb_predictor* predictor, sb_escalation_policy** policy);
+/** Frees a policy; NULL is a no-op. */
+SB_API void sb_escalation_policy_destroy(sb_escalation_policy* policy);
+/** The threshold (NaN for a NULL policy). */
+SB_API double sb_escalation_policy_threshold(const sb_escalation_policy* policy);
+
+/** Per-request state, owned by the caller (one per request). */
+typedef struct sb_escalation_state {
+  size_t struct_size;     /**< sizeof(sb_escalation_state) */
+  int64_t total_blocks;   /**< the budget the request decodes at now, in total kept blocks */
+  int64_t causal_blocks;  /**< of the request's decode step */
+  int32_t escalations;    /**< steps recomputed so far */
+} sb_escalation_state;
+
+/** Starts a request at a prediction's budget (total_blocks, causal_blocks). */
+SB_API sb_status sb_escalation_start(const sb_escalation_policy* policy, const sb_prediction* prediction,
+                                     sb_escalation_state* state);
+/** After one decode step whose token had probability top1_prob under state->total_blocks:
+ * *recompute = 1 when the step must be recomputed at *total_blocks (the next rung, counted with
+ * `sink`/`local` forced blocks; the state moves there), else 0 and *total_blocks unchanged. */
+SB_API sb_status sb_escalation_step(const sb_escalation_policy* policy, sb_escalation_state* state,
+                                    double top1_prob, int32_t sink_blocks, int32_t local_blocks,
+                                    int32_t* recompute, int64_t* total_blocks);
+
 #ifdef __cplusplus
 }  /**< extern "C" */
 #endif

@@ -56,7 +56,8 @@ def test_fit_and_calibrate_on_bundled_traces():
     p = sb.fit_predictor("length_law", str(TRACES))
     assert p.type == "length_law"
     r = sb.calibrate("length_law", str(TRACES), target_degraded=0.1)
-    assert r["predictor"].type == "length_law"
+    assert r["predictor"].type == "cells"  # every fitted type is calibrated per cell
+    assert r["method"] == "cells+crc"
     assert 0 < r["holdout_mean_fraction"] <= 1
     assert r["holdout_miss_share"] <= 0.1 + 1e-12 or r["num_holdout"] < 20
     with pytest.raises(ValueError):

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "calibration/cells.hpp"
 #include "calibration/internal.hpp"
 #include "io/json_util.hpp"
 
@@ -17,14 +18,18 @@ using namespace detail;
 struct Acc {
   double frac = 0, blocks = 0, tokens = 0, degraded = 0, quality = 0, miss = 0, clamped = 0, fallback = 0;
   double n = 0;
-  void Add(const TraceRecord& r, int64_t b, bool cl, bool fb) {
-    const int64_t nb = r.causal_blocks();
-    frac += static_cast<double>(b) / static_cast<double>(nb);
-    blocks += static_cast<double>(b);
-    tokens += static_cast<double>(std::min(b * r.features.block_size, r.context_length()));
-    degraded += Degraded(r, b) ? 1 : 0;
-    quality += QualityAt(r, b);
-    miss += b < MonotoneOracleBlocks(r) ? 1 : 0;
+  // A request served at b blocks throughout.
+  void Add(const TraceRecord& r, int64_t b, bool cl, bool fb) { Add(r, Simulate(r, b, nullptr, BudgetLimits{}), cl, fb); }
+  // A simulated request: blocks and tokens read are per decode step, recomputed steps included.
+  void Add(const TraceRecord& r, const SimOutcome& o, bool cl, bool fb) {
+    const double nb = static_cast<double>(r.causal_blocks());
+    const double b = o.step_fraction * nb;
+    frac += o.step_fraction;
+    blocks += b;
+    tokens += std::min(b * static_cast<double>(r.features.block_size), static_cast<double>(r.context_length()));
+    degraded += o.degraded ? 1 : 0;
+    quality += o.quality;
+    miss += o.miss ? 1 : 0;
     clamped += cl ? 1 : 0;
     fallback += fb ? 1 : 0;
     n += 1;
@@ -151,21 +156,38 @@ Expected<EvalReport> Evaluate(const std::vector<TraceRecord>& traces,
     for (const auto& r : traces) a.Add(r, r.causal_blocks(), false, false);
     return a.Point(static_cast<double>(max_nb));
   }());
-  for (const auto& np : predictors) {
-    if (np.second == nullptr) return Status(StatusCode::kInvalidArgument, "evaluate: predictor '" + np.first + "' is null");
-    const Predictor& p = *np.second;
-    auto est = BaseEstimates(p, traces);
-    if (!est.ok()) return Status(est.status().code(), "evaluate: predictor '" + np.first + "': " + est.status().message());
+  // Label-free variants (task labels removed) beside the labelled ones when labels exist.
+  std::vector<size_t> all_idx(traces.size());
+  for (size_t i = 0; i < traces.size(); ++i) all_idx[i] = i;
+  std::vector<TraceRecord> stripped;
+  if (HasTaskLabels(traces, all_idx)) {
+    stripped = traces;
+    for (auto& r : stripped) r.features = StripTask(r.features);
+  }
+  auto eval_one = [&](const std::string& name, const Predictor& whole, const std::vector<TraceRecord>& tr,
+                      const char* variant) -> Status {
+    // An escalate predictor: the member gives the start budget, the policy is simulated.
+    const EscalationPolicy* pol = EscalationOf(whole);
+    const Predictor& p = pol != nullptr ? *EscalationMember(whole) : whole;
+    auto est = BaseEstimates(p, tr);
+    if (!est.ok()) return Status(est.status().code(), "evaluate: predictor '" + name + "': " + est.status().message());
     PredictorEval e;
-    e.name = np.first;
+    e.name = name;
+    e.variant = variant;
+    e.escalation_threshold = pol != nullptr ? pol->threshold() : 0.0;
     Acc a;
     std::map<std::string, Acc> per;
-    for (size_t i = 0; i < traces.size(); ++i) {
-      const Prediction pr = ApplyLimits(p.limits(), (*est)[i].blocks, traces[i].causal_blocks());
-      a.Add(traces[i], pr.total_blocks, pr.clamped, (*est)[i].fallback);
-      per[traces[i].task()].Add(traces[i], pr.total_blocks, pr.clamped, (*est)[i].fallback);
+    double recomputed = 0, steps = 0;
+    for (size_t i = 0; i < tr.size(); ++i) {
+      const Prediction pr = ApplyLimits(p.limits(), (*est)[i].blocks, tr[i].causal_blocks());
+      const SimOutcome o = Simulate(tr[i], pr.total_blocks, pol, p.limits());
+      a.Add(tr[i], o, pr.clamped, (*est)[i].fallback);
+      per[traces[i].task()].Add(tr[i], o, pr.clamped, (*est)[i].fallback);
+      recomputed += o.recomputed;
+      steps += 1;
     }
     finish(&e, a);
+    e.recomputed_per_request = steps > 0 ? recomputed / steps : 0.0;
     e.regret_vs_oracle = oracle_mean > 0 ? e.mean_budget_fraction / oracle_mean : 0.0;
     for (const auto& kv : per) e.per_task.push_back({kv.first, kv.second.Point(1.0)});
     // Frontier: sweep the calibration scale 2^-4 .. 2^4.
@@ -174,7 +196,8 @@ Expected<EvalReport> Evaluate(const std::vector<TraceRecord>& traces,
       BudgetLimits l = p.limits();
       l.scale *= s;
       Acc sa;
-      for (size_t i = 0; i < traces.size(); ++i) sa.Add(traces[i], TotalBlocks(l, (*est)[i].blocks, traces[i]), false, false);
+      for (size_t i = 0; i < tr.size(); ++i)
+        sa.Add(tr[i], Simulate(tr[i], TotalBlocks(l, (*est)[i].blocks, tr[i]), pol, l), false, false);
       e.frontier.push_back(sa.Point(s));
     }
     e.auc = Auc(e.frontier, rep.dense_mean_quality);
@@ -189,7 +212,19 @@ Expected<EvalReport> Evaluate(const std::vector<TraceRecord>& traces,
       e.saved_vs_fixed_blocks = 1.0 - e.mean_budget_fraction / bb->mean_fraction;
     }
     rep.entries.push_back(std::move(e));
+    return OkStatus();
+  };
+  for (const auto& np : predictors) {
+    if (np.second == nullptr) return Status(StatusCode::kInvalidArgument, "evaluate: predictor '" + np.first + "' is null");
+    Status st = eval_one(np.first, *np.second, traces, stripped.empty() ? "as_given" : "labelled");
+    if (!st.ok()) return st;
   }
+  if (!stripped.empty())
+    for (const auto& np : predictors) {
+      if (np.second->type() == "fixed") continue;  // labels cannot matter
+      Status st = eval_one(np.first + " (label-free)", *np.second, stripped, "label_free");
+      if (!st.ok()) return st;
+    }
   rep.oracle.frontier = {rep.oracle.per_task.empty() ? EvalPoint{} : EvalPoint{1.0, rep.oracle.mean_budget_fraction,
                                                                                 rep.oracle.mean_quality,
                                                                                 rep.oracle.degraded_share}};
@@ -246,7 +281,10 @@ std::string EvalReportJson(const EvalReport& rep) {
               {"saved_vs_best_fixed_blocks", e.saved_vs_fixed_blocks},
               {"best_fixed_blocks", e.best_fixed_blocks},
               {"best_fixed_blocks_mean_budget", e.best_fixed_blocks_mean},
-              {"oracle_mean_budget_fraction", rep.oracle.mean_budget_fraction}};
+              {"oracle_mean_budget_fraction", rep.oracle.mean_budget_fraction},
+              {"variant", e.variant},
+              {"escalation_threshold", e.escalation_threshold},
+              {"recomputed_steps_per_request", e.recomputed_per_request}};
     json fr = json::array();
     for (const auto& p : e.frontier) fr.push_back(PointJson(p));
     j["frontier"] = fr;

@@ -8,7 +8,12 @@
 
 namespace sparsebudget {
 
-std::vector<SynthLaw> SynthLaws() {
+std::vector<SynthLaw> SynthLaws(int set) {
+  if (set == 1)  // another world: other constants and exponents, for generalization checks
+    return {{"single_qa", 9.0, 0.4, 0.95},
+            {"multi_qa", 6.0, 0.6, 0.8},
+            {"multi_hop", 2.0, 0.8, 0.7},
+            {"aggregation", 20.0, 0.45, 0.85}};
   return {{"single_qa", 4.0, 0.5, 0.9},
           {"multi_qa", 12.8, 0.5, 0.85},
           {"multi_hop", 4.0, 0.7, 0.75},
@@ -17,7 +22,7 @@ std::vector<SynthLaw> SynthLaws() {
 
 std::vector<TraceRecord> SynthesizeTraces(const SynthOptions& o) {
   static const int64_t kGrid[] = {2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128};
-  const auto laws = SynthLaws();
+  const auto laws = SynthLaws(o.laws);
   detail::Rng rng(o.seed);
   std::vector<TraceRecord> out;
   const int64_t lmin = o.lengths.empty() ? 512 : *std::min_element(o.lengths.begin(), o.lengths.end());
@@ -64,6 +69,11 @@ std::vector<TraceRecord> SynthesizeTraces(const SynthOptions& o) {
         if (g < nb) grid.push_back(g);
       grid.push_back(nb);
     }
+    // Self-check under sparsity from its own stream (the other fields do not depend on it):
+    // a budget that keeps the dense answer is usually confident; one below the need is less so,
+    // more the further below; later answer tokens can only lower the minimum.
+    detail::Rng sc(o.seed * 0x2545F4914F6CDD1Dull + static_cast<uint64_t>(i));
+    const double steps = r.features.extra["answer_length"];
     for (int64_t b : grid) {
       CurvePoint p;
       p.blocks = b;
@@ -71,6 +81,16 @@ std::vector<TraceRecord> SynthesizeTraces(const SynthOptions& o) {
       // At or above the need: the dense answer. Below: usually wrong, sometimes lucky.
       const bool ok = b >= need || rng.Uniform() < o.lucky * static_cast<double>(b) / static_cast<double>(need);
       p.quality = ok ? r.dense_quality : 0.0;
+      if (o.self_check) {
+        const double below = std::log(std::max(1.0, need_blocks) / static_cast<double>(b));
+        const double logit = b >= need ? 3.0 + 1.2 * sc.Normal() : 1.6 - 1.5 * std::max(0.0, below) + 1.4 * sc.Normal();
+        const double t1 = 1.0 / (1.0 + std::exp(-logit));
+        double mn = t1;
+        for (int k = 1; k < static_cast<int>(steps); ++k)
+          mn = std::min(mn, 1.0 / (1.0 + std::exp(-(logit + 0.8 + 1.0 * sc.Normal()))));
+        p.top1_prob = round6(t1);
+        p.min_top1_prob = std::min(*p.top1_prob, round6(mn));
+      }
       r.curve.push_back(p);
     }
     r.oracle.blocks = MonotoneOracleBlocks(r);

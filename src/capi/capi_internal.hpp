@@ -11,6 +11,7 @@
 #include "sparsebudget/sparsebudget.h"
 #include "sparsebudget/attention.hpp"
 #include "sparsebudget/budget.hpp"
+#include "sparsebudget/predictor.hpp"
 #include "sparsebudget/thread_pool.hpp"
 #include "sparsebudget/status.hpp"
 
@@ -116,5 +117,8 @@ void WriteOut(T* out, T value) noexcept {
 // rest where the caller needs it); `what` names the struct in messages.
 sb_status ToBudget(const char* fn, const char* what, const sb_budget* in, Budget* out) noexcept;
 sb_budget FromBudget(const Budget& budget) noexcept;
+
+// The C++ predictor behind a handle (capi_predictor.cpp); `p` must not be null.
+const Predictor* PredictorOf(const sb_predictor* p) noexcept;
 
 }  // namespace sparsebudget::capi

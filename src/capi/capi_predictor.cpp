@@ -18,6 +18,9 @@ struct sb_predictor {
 };
 
 namespace sparsebudget::capi {
+
+const Predictor* PredictorOf(const sb_predictor* p) noexcept { return p->predictor.get(); }
+
 namespace {
 
 std::optional<double> Opt(double v) {

@@ -301,7 +301,11 @@ TEST(Evaluate, ReportHasFrontierOracleAndSavings) {
   auto fixed = sb::MakeFixedFraction(0.5);
   auto rep = sb::Evaluate(test, {{"table", table->predictor.get()}, {"fixed", fixed.get()}});
   ASSERT_TRUE(rep.ok()) << rep.status().ToString();
-  ASSERT_EQ(rep->entries.size(), 2u);
+  // Labelled traces: both entries, then the non-fixed one again with the labels removed.
+  ASSERT_EQ(rep->entries.size(), 3u);
+  EXPECT_EQ(rep->entries[0].variant, "labelled");
+  EXPECT_EQ(rep->entries[2].variant, "label_free");
+  EXPECT_EQ(rep->entries[2].name, "table (label-free)");
   const auto& e = rep->entries[0];
   EXPECT_GT(e.mean_budget_fraction, 0);
   EXPECT_GE(e.degraded_share, 0);

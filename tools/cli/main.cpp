@@ -337,6 +337,7 @@ struct SynthArgs {
   int block_size = 64;
   bool fine = false, continuous = false;
   double noise = 0.35, lucky = 0.1;
+  int laws = 0;
 };
 
 int RunSynth(const SynthArgs& a) {
@@ -348,6 +349,8 @@ int RunSynth(const SynthArgs& a) {
   o.continuous_lengths = a.continuous;
   o.noise = a.noise;
   o.lucky = a.lucky;
+  if (a.laws != 0 && a.laws != 1) return Fail(sb::Status(sb::StatusCode::kInvalidArgument, "--laws must be 0 or 1, got " + std::to_string(a.laws)));
+  o.laws = a.laws;
   o.lengths.clear();
   for (const auto& s : SplitComma(a.lengths)) {
     char* end = nullptr;
@@ -473,6 +476,7 @@ int main(int argc, char** argv) {
   syn->add_flag("--fine-grid", sa.fine, "curve at every block count up to 512");
   syn->add_option("--noise", sa.noise, "sd of the log-normal noise of the needed budget")->capture_default_str();
   syn->add_option("--lucky", sa.lucky, "chance scale of a correct answer below the need")->capture_default_str();
+  syn->add_option("--laws", sa.laws, "law set: 0 (docs/traces.md) or 1 (other constants, for generalization checks)")->capture_default_str();
   syn->callback([&] { rc = RunSynth(sa); });
 
   try {

@@ -1,0 +1,322 @@
+// Cells calibration (every signal, label-free by default), abstention, the escalation policy and
+// its simulation, and the generalization checks on the bundled data (figures printed).
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "sparsebudget/calibration.hpp"
+#include "sparsebudget/escalation.hpp"
+#include "sparsebudget/traces.hpp"
+
+namespace sb = sparsebudget;
+
+namespace {
+
+std::vector<sb::TraceRecord> Synth(int64_t n, uint64_t seed, int laws = 0) {
+  sb::SynthOptions o;
+  o.count = n;
+  o.seed = seed;
+  o.laws = laws;
+  return sb::SynthesizeTraces(o);
+}
+
+std::vector<sb::TraceRecord> Unlabelled(std::vector<sb::TraceRecord> v) {
+  for (auto& r : v) {
+    r.features.task = sb::kTaskUnknown;
+    r.features.task_probs.clear();
+  }
+  return v;
+}
+
+sb::CalibrationResult CalibrateOrDie(const std::string& type, const std::vector<sb::TraceRecord>& tr, double alpha,
+                                     bool escalation = false) {
+  sb::CalibrationOptions o;
+  o.target_degraded = alpha;
+  o.escalation = escalation;
+  auto r = sb::Calibrate(type, nullptr, tr, o);
+  EXPECT_TRUE(r.ok()) << type << ": " << r.status().ToString();
+  return std::move(r).value();
+}
+
+const sb::PredictorEval& EvalOne(const sb::EvalReport& rep, const std::string& name) {
+  for (const auto& e : rep.entries)
+    if (e.name == name) return e;
+  ADD_FAILURE() << "no entry " << name;
+  return rep.entries.front();
+}
+
+std::string DataPath(const std::string& rel) { return std::string(SPARSEBUDGET_SOURCE_DIR) + "/" + rel; }
+
+}  // namespace
+
+TEST(CellsPredictor, LookupOrderJsonRoundTripAndErrors) {
+  sb::CellsModel m;
+  m.score_feature = "probe_blocks_90";
+  m.length_edges = {1000};
+  m.score_edges = {{"*", 0, {5.0}}, {"single_qa", 1, {3.0}}};
+  m.cells = {{"*", 0, 0, 0.1, false}, {"*", 0, 1, 0.3, false}, {"*", 0, -1, 0.5, false}, {"*", 1, 0, 0.2, false},
+             {"single_qa", 1, 0, 0.05, false}, {"single_qa", 1, 1, 0.4, true}};
+  auto p = sb::MakeCells(m);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  auto frac = [&](const std::string& task, int64_t L, std::optional<double> probe) {
+    sb::RequestFeatures f;
+    f.task = task;
+    f.context_length = L;
+    f.probe_blocks_90 = probe;
+    auto pr = (*p)->Predict(f);
+    EXPECT_TRUE(pr.ok());
+    return std::make_pair(pr->estimate_blocks / static_cast<double>(pr->causal_blocks), pr->fallback);
+  };
+  EXPECT_DOUBLE_EQ(frac("unknown", 640, 2.0).first, 0.1);   // label-free tier, score bucket 0
+  EXPECT_DOUBLE_EQ(frac("unknown", 640, 7.0).first, 0.3);   // score bucket 1
+  EXPECT_DOUBLE_EQ(frac("unknown", 640, {}).first, 0.5);    // unknown score has its own cell
+  EXPECT_DOUBLE_EQ(frac("single_qa", 640, 2.0).first, 0.1); // no task cells there: label-free
+  EXPECT_DOUBLE_EQ(frac("single_qa", 4096, 2.0).first, 0.05);  // task tier
+  EXPECT_DOUBLE_EQ(frac("single_qa", 4096, 9.0).first, 1.0);   // abstained cell runs dense
+  EXPECT_DOUBLE_EQ(frac("multi_hop", 4096, 9.0).first, 0.2);   // other task: label-free tier
+  // Task tier without a cell for an unknown score: the label-free tier's cell (no edges: 0).
+  EXPECT_DOUBLE_EQ(frac("single_qa", 4096, {}).first, 0.2);
+  EXPECT_FALSE(frac("single_qa", 4096, {}).second);
+  auto again = sb::PredictorFromJson((*p)->ToJson());
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ((*again)->ToJson(), (*p)->ToJson());
+  // Errors name the key.
+  sb::CellsModel bad = m;
+  bad.cells.push_back(bad.cells[0]);
+  EXPECT_NE(sb::MakeCells(bad).status().message().find("duplicates"), std::string::npos);
+  bad = m;
+  bad.cells[0].score_bucket = 5;
+  EXPECT_NE(sb::MakeCells(bad).status().message().find("cells[0].score_bucket"), std::string::npos);
+  bad = m;
+  bad.score_edges[0].edges = {3.0, 1.0};
+  EXPECT_NE(sb::MakeCells(bad).status().message().find("ascending"), std::string::npos);
+  auto j = sb::PredictorFromJson(R"({"schema_version":1,"type":"cells","length_edges":[],"cells":[{"task":"*","length_bucket":0,"score_bucket":0,"fraction":2}]})");
+  ASSERT_FALSE(j.ok());
+  EXPECT_NE(j.status().message().find("fraction"), std::string::npos) << j.status().message();
+}
+
+// Every fittable type and auto, labelled and label-free: the held-out guarantee holds on fresh
+// traffic, budgets are monotone in the score, and none spends more than the best fixed fraction.
+TEST(CellsCalibration, EveryTypeMeetsTargetOnNewTrafficAndBeatsFixed) {
+  const double alpha = 0.1;
+  const auto train = Synth(2000, 31), test = Synth(4000, 32);
+  for (bool labelled : {true, false}) {
+    const auto tr = labelled ? train : Unlabelled(train);
+    const auto te = labelled ? test : Unlabelled(test);
+    std::vector<sb::CalibrationResult> res;
+    std::vector<std::pair<std::string, const sb::Predictor*>> list;
+    for (const char* t : {"auto", "fixed", "length_law", "task_length_law", "linear", "probe", "table"}) {
+      res.push_back(CalibrateOrDie(t, tr, alpha));
+      EXPECT_EQ(res.back().predictor->type(), "cells");
+      EXPECT_FALSE(res.back().signal.empty());
+    }
+    const char* names[] = {"auto", "fixed", "length_law", "task_length_law", "linear", "probe", "table"};
+    for (size_t i = 0; i < res.size(); ++i) list.push_back({names[i], res[i].predictor.get()});
+    auto rep = sb::Evaluate(te, list);
+    ASSERT_TRUE(rep.ok()) << rep.status().ToString();
+    for (size_t i = 0; i < res.size(); ++i) {
+      const auto& e = EvalOne(*rep, names[i]);
+      std::printf("  %-10s %-16s %-45s budget %.4f degraded %.4f saved vs fixed %+.1f%%\n",
+                  labelled ? "labelled" : "label-free", names[i], res[i].signal.c_str(), e.mean_budget_fraction,
+                  e.degraded_share, 100 * e.saved_vs_fixed_fraction);
+      EXPECT_LE(e.degraded_share, alpha + 0.035) << names[i];  // ~3 sd of one calibration
+      EXPECT_GE(e.saved_vs_fixed_fraction, 0.0) << names[i];
+      // Monotone in the score within each (tier, length bucket).
+      const sb::CellsModel* m = sb::CellsModelOf(*res[i].predictor);
+      ASSERT_NE(m, nullptr);
+      std::map<std::pair<std::string, int32_t>, std::vector<std::pair<int32_t, double>>> chains;
+      for (const auto& c : m->cells)
+        if (c.score_bucket >= 0) chains[{c.task, c.length_bucket}].push_back({c.score_bucket, c.abstained ? 1.0 : c.fraction});
+      for (auto& kv : chains) {
+        std::sort(kv.second.begin(), kv.second.end());
+        for (size_t k = 1; k < kv.second.size(); ++k) EXPECT_LE(kv.second[k - 1].second, kv.second[k].second) << names[i];
+      }
+    }
+    if (labelled) {  // the label-free variants sit beside the labelled ones
+      size_t label_free = 0;
+      for (const auto& e : rep->entries) label_free += e.variant == "label_free" ? 1u : 0u;
+      EXPECT_EQ(label_free, res.size());
+    }
+  }
+}
+
+TEST(CellsCalibration, UncertifiableCellAbstainsToDenseAndIsReported) {
+  auto tr = Synth(1500, 41);
+  // Every request longer than 6000 tokens loses quality at every sparse budget.
+  for (auto& r : tr)
+    if (r.context_length() > 6000 && r.dense_quality > 0) {
+      for (auto& p : r.curve)
+        if (p.blocks < r.causal_blocks()) p.quality = 0;
+      r.oracle.blocks = sb::MonotoneOracleBlocks(r);
+    }
+  auto res = CalibrateOrDie("auto", Unlabelled(tr), 0.1);
+  ASSERT_FALSE(res.abstained_cells.empty());
+  sb::RequestFeatures f;
+  f.context_length = 8192;
+  f.probe_blocks_90 = 3.0;
+  f.probe_top5_mass = 0.9;
+  f.entropy = 1.0;
+  f.top1_prob = 0.5;
+  f.probe_blocks_50 = 1.0;
+  f.probe_blocks_99 = 6.0;
+  f.probe_entropy = 1.0;
+  f.extra["answer_length"] = 2;
+  auto pr = res.predictor->Predict(f);
+  ASSERT_TRUE(pr.ok());
+  EXPECT_EQ(pr->total_blocks, pr->causal_blocks);
+  // Short requests still get sparse budgets.
+  f.context_length = 1024;
+  EXPECT_LT(res.predictor->Predict(f)->fraction, 1.0);
+}
+
+TEST(Escalation, PolicyStepsUpTheLadderAndValidates) {
+  auto p = sb::EscalationPolicy::Create(0.6, {0.125, 0.5, 1.0});
+  ASSERT_TRUE(p.ok());
+  sb::EscalationState s;
+  s.total_blocks = 4;
+  s.causal_blocks = 64;
+  auto d = p->Step(&s, 0.9);
+  EXPECT_FALSE(d.recompute);
+  EXPECT_EQ(s.total_blocks, 4);
+  d = p->Step(&s, 0.3);
+  EXPECT_TRUE(d.recompute);
+  EXPECT_EQ(d.total_blocks, 8);  // ceil(0.125 * 64) total blocks
+  d = p->Step(&s, std::nan(""));
+  EXPECT_TRUE(d.recompute);
+  EXPECT_EQ(d.total_blocks, 32);
+  d = p->Step(&s, 0.1);
+  EXPECT_EQ(d.total_blocks, 64);
+  d = p->Step(&s, 0.1);  // dense: nothing to escalate to
+  EXPECT_FALSE(d.recompute);
+  EXPECT_EQ(s.escalations, 3);
+  EXPECT_FALSE(sb::EscalationPolicy::Create(1.5, {1.0}).ok());
+  EXPECT_NE(sb::EscalationPolicy::Create(0.5, {0.5, 0.25, 1.0}).status().message().find("ascending"), std::string::npos);
+  EXPECT_NE(sb::EscalationPolicy::Create(0.5, {0.5}).status().message().find("last rung"), std::string::npos);
+  EXPECT_FALSE(sb::EscalationPolicy::Create(0.5, {}).ok());
+  auto w = sb::MakeEscalate(sb::MakeFixedFraction(0.1), *p);
+  auto j = sb::PredictorFromJson(w->ToJson());
+  ASSERT_TRUE(j.ok()) << j.status().ToString();
+  ASSERT_NE(sb::EscalationOf(**j), nullptr);
+  EXPECT_DOUBLE_EQ(sb::EscalationOf(**j)->threshold(), 0.6);
+  EXPECT_EQ((*j)->ToJson(), w->ToJson());
+  EXPECT_EQ(sb::EscalationOf(*sb::MakeFixedFraction(0.1)), nullptr);
+}
+
+TEST(Escalation, SimulatedFromTheCurveAndCostsRecomputedSteps) {
+  // 64 blocks; sparse points wrong and unsure below 8 blocks, right and sure from 8 on.
+  auto r = sb::ParseTraceRecord(
+      R"({"id":"e","task":"single_qa","context_length":4096,"block_size":64,"features":{"answer_length":4},)"
+      R"("curve":[{"blocks":2,"fraction":0.03125,"quality":0,"top1_prob":0.2,"min_top1_prob":0.1},)"
+      R"({"blocks":4,"fraction":0.0625,"quality":0,"top1_prob":0.3,"min_top1_prob":0.2},)"
+      R"({"blocks":8,"fraction":0.125,"quality":1,"top1_prob":0.9,"min_top1_prob":0.8},)"
+      R"({"blocks":64,"fraction":1,"quality":1}],"dense_quality":1,"oracle":{"blocks":8,"fraction":0.125,"criterion":"exact_match"}})",
+      1);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  sb::CalibrationOptions o;
+  // Through the public evaluation: a 2-block start with the policy ends correct at 8 blocks.
+  auto pol = sb::EscalationPolicy::Create(0.5, {2.0 / 64, 4.0 / 64, 8.0 / 64, 1.0});
+  ASSERT_TRUE(pol.ok());
+  sb::BudgetLimits lim;
+  lim.sink_blocks = 1;
+  lim.local_blocks = 1;
+  auto start = sb::MakeFixedBlocks(2);
+  auto esc = sb::MakeEscalate(sb::MakeFixedBlocks(2), *pol);
+  auto rep = sb::Evaluate({*r}, {{"plain", start.get()}, {"esc", esc.get()}});
+  ASSERT_TRUE(rep.ok()) << rep.status().ToString();
+  const auto& plain = EvalOne(*rep, "plain");
+  const auto& e = EvalOne(*rep, "esc");
+  EXPECT_EQ(plain.degraded_share, 1.0);
+  EXPECT_EQ(e.degraded_share, 0.0);
+  // Two first-token recomputations (1 step at 2, 1 at 4), then 4 steps at 8: 18 / (4 * 64).
+  EXPECT_NEAR(e.mean_budget_fraction, (2.0 + 4.0 + 4 * 8.0) / (4 * 64.0), 1e-12);
+  EXPECT_NEAR(e.recomputed_per_request, 2.0, 1e-12);
+}
+
+TEST(Escalation, CalibratedWithThePolicyBeatsTheSamePredictorWithout) {
+  const double alpha = 0.05;
+  const auto train = Unlabelled(Synth(3000, 51)), test = Unlabelled(Synth(4000, 52));
+  auto plain = CalibrateOrDie("auto", train, alpha, false);
+  auto esc = CalibrateOrDie("auto", train, alpha, true);
+  EXPECT_EQ(esc.predictor->type(), "escalate");
+  EXPECT_GT(esc.escalation_threshold, 0.0);
+  auto rep = sb::Evaluate(test, {{"plain", plain.predictor.get()}, {"esc", esc.predictor.get()}});
+  ASSERT_TRUE(rep.ok());
+  const auto& a = EvalOne(*rep, "plain");
+  const auto& b = EvalOne(*rep, "esc");
+  std::printf("  plain: budget %.4f degraded %.4f saved %+.1f%%; escalation (threshold %.3f): budget %.4f degraded %.4f saved %+.1f%%, %.2f recomputed steps/request\n",
+              a.mean_budget_fraction, a.degraded_share, 100 * a.saved_vs_fixed_fraction, esc.escalation_threshold,
+              b.mean_budget_fraction, b.degraded_share, 100 * b.saved_vs_fixed_fraction, b.recomputed_per_request);
+  EXPECT_LE(b.degraded_share, alpha + 0.03);
+  EXPECT_GT(b.saved_vs_fixed_fraction, a.saved_vs_fixed_fraction);
+  // Without the fields: a clear error.
+  sb::SynthOptions so;
+  so.count = 200;
+  so.self_check = false;
+  sb::CalibrationOptions o;
+  o.target_degraded = alpha;
+  o.escalation = true;
+  auto bad = sb::Calibrate("auto", nullptr, sb::SynthesizeTraces(so), o);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("top1_prob"), std::string::npos);
+}
+
+// Calibrate on one slice, evaluate on a disjoint slice that differs in kind (figures go to
+// docs/findings.md). Under a shift nothing is guaranteed; the checks state what must still hold.
+TEST(Generalization, ShiftedSlicesOfTheBundledData) {
+  auto train = sb::ReadTraces(DataPath("data/traces/train.jsonl"));
+  auto test = sb::ReadTraces(DataPath("data/traces/test.jsonl"));
+  ASSERT_TRUE(train.ok() && test.ok());
+  const double alpha = 0.05;
+  struct Slice {
+    std::string name;
+    std::vector<sb::TraceRecord> from, to;
+  };
+  std::vector<Slice> slices;
+  {
+    Slice s{"lengths <= 4096 -> 8192 (label-free)", {}, {}};
+    for (const auto& r : *train)
+      if (r.context_length() <= 4096) s.from.push_back(r);
+    for (const auto& r : *test)
+      if (r.context_length() == 8192) s.to.push_back(r);
+    s.from = Unlabelled(s.from);
+    s.to = Unlabelled(s.to);
+    slices.push_back(s);
+  }
+  for (const char* held : {"single_qa", "multi_qa", "multi_hop", "aggregation"}) {
+    Slice s{std::string("three tasks -> ") + held + " (label-free)", {}, {}};
+    for (const auto& r : *train)
+      if (r.task() != held) s.from.push_back(r);
+    for (const auto& r : *test)
+      if (r.task() == held) s.to.push_back(r);
+    s.from = Unlabelled(s.from);
+    s.to = Unlabelled(s.to);
+    slices.push_back(s);
+  }
+  slices.push_back(Slice{"synthetic laws 0 seed 61 -> laws 1 seed 62 (label-free)", Unlabelled(Synth(2000, 61, 0)),
+                         Unlabelled(Synth(2000, 62, 1))});
+  slices.push_back(Slice{"in distribution: train -> test (label-free)", Unlabelled(*train), Unlabelled(*test)});
+  for (const auto& s : slices) {
+    ASSERT_FALSE(s.from.empty());
+    ASSERT_FALSE(s.to.empty());
+    auto cells = CalibrateOrDie("auto", s.from, alpha);
+    sb::CalibrationOptions fo;
+    fo.target_degraded = alpha;
+    auto fixed = sb::Calibrate("", sb::MakeFixedFraction(0.1).get(), s.from, fo);  // one global fraction
+    ASSERT_TRUE(fixed.ok());
+    auto rep = sb::Evaluate(s.to, {{"auto", cells.predictor.get()}, {"fixed", fixed->predictor.get()}});
+    ASSERT_TRUE(rep.ok());
+    const auto& a = EvalOne(*rep, "auto");
+    const auto& f = EvalOne(*rep, "fixed");
+    std::printf("  %-58s auto (%s): budget %.4f degraded %.4f saved vs best fixed %+.1f%% | calibrated fixed fraction: budget %.4f degraded %.4f\n",
+                s.name.c_str(), cells.signal.c_str(), a.mean_budget_fraction, a.degraded_share,
+                100 * a.saved_vs_fixed_fraction, f.mean_budget_fraction, f.degraded_share);
+    // What must hold even under the shift: the calibrated cells spend no more than a fixed
+    // fraction that degrades as little on the target traffic.
+    EXPECT_GE(a.saved_vs_fixed_fraction, 0.0) << s.name;
+  }
+}
