@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "sparsebudget/attention.hpp"
+#include "sparsebudget/escalation.hpp"
 #include "sparsebudget/predictor.hpp"
 #include "sparsebudget/status.hpp"
 #include "sparsebudget/traces.hpp"
@@ -80,7 +81,7 @@ struct CalibrationOptions {
   ///@{
   bool escalation = false;  ///< calibrate start budgets and the threshold jointly (needs curve
                             ///< points with top1_prob; error otherwise)
-  std::vector<double> escalation_ladder = {1.0 / 64, 1.0 / 32, 1.0 / 16, 1.0 / 8, 0.25, 0.5, 1.0};  ///< rungs
+  std::vector<double> escalation_ladder = EscalationPolicy::DefaultLadder();  ///< rungs
   ///@}
 };
 

@@ -35,10 +35,17 @@ struct EscalationState {
   int32_t escalations = 0;    ///< steps recomputed so far
 };
 
+/// How the policy reacts to an unsure token.
+enum class EscalationMode {
+  kRecomputeStep,  ///< recompute that step at the next rung and continue there (prefix kept)
+  kRestartAnswer,  ///< discard the answer so far and decode it again from the next rung
+};
+
 /// What to do after a decode step.
 struct EscalationDecision {
-  bool recompute = false;    ///< recompute this step at `total_blocks` (and continue there)
-  int64_t total_blocks = 0;  ///< the budget for the recomputation and the steps after it
+  bool recompute = false;    ///< redo work at `total_blocks`: this step, or (restart) the answer
+  bool restart = false;      ///< kRestartAnswer: drop the answer's tokens, start it again
+  int64_t total_blocks = 0;  ///< the budget for the redone work and the steps after it
 };
 
 /// Threshold + ladder. Immutable once created.
@@ -46,11 +53,13 @@ class EscalationPolicy {
  public:
   /// threshold in [0, 1] (0 never escalates); ladder: ascending fractions in (0, 1], last = 1,
   /// at most kMaxEscalationRungs. Errors (kInvalidArgument) name the bad value.
-  static Expected<EscalationPolicy> Create(double threshold, std::vector<double> ladder);
-  /// The default ladder: 1/64, 1/32, 1/16, 1/8, 1/4, 1/2, 1.
+  static Expected<EscalationPolicy> Create(double threshold, std::vector<double> ladder,
+                                           EscalationMode mode = EscalationMode::kRecomputeStep);
+  /// The default ladder: 2^(-k/4) for k = 32..0 (1/256 up to 1 in quarter octaves).
   static std::vector<double> DefaultLadder();
 
   double threshold() const noexcept { return threshold_; }
+  EscalationMode mode() const noexcept { return mode_; }
   const std::vector<double>& ladder() const noexcept { return ladder_; }
 
   /// State for a request starting at `prediction`'s budget (total_blocks, causal_blocks).
@@ -61,17 +70,22 @@ class EscalationPolicy {
   int64_t NextRung(int64_t total_blocks, int64_t causal_blocks, int32_t sink = 1, int32_t local = 1) const noexcept;
   /// One decode step produced a token with probability `top1_prob` under state->total_blocks:
   /// escalate when top1_prob < threshold and the state is not dense yet (NaN escalates too).
-  /// Updates `state` (budget, escalations) and says whether to recompute the step. A state whose
+  /// Updates `state` (budget, escalations) and says what to redo: the step (kRecomputeStep, or
+  /// the answer's first token) or the whole answer (kRestartAnswer after its first token;
+  /// `answer_position` is the 0-based index of the token in the answer). A state whose
   /// causal_blocks grew with decoding keeps its total_blocks.
-  EscalationDecision Step(EscalationState* state, double top1_prob, int32_t sink = 1, int32_t local = 1) const noexcept;
+  EscalationDecision Step(EscalationState* state, double top1_prob, int64_t answer_position = 0, int32_t sink = 1,
+                          int32_t local = 1) const noexcept;
 
  private:
   double threshold_ = 0.0;
+  EscalationMode mode_ = EscalationMode::kRecomputeStep;
   std::vector<double> ladder_;
 };
 
 /// Wraps a start-budget predictor with a policy (JSON type "escalate": {"member": {...},
-/// "threshold": t, "ladder": [...]}). Predict returns the member's start budget.
+/// "threshold": t, "ladder": [...], "mode": "recompute_step"|"restart_answer"}). Predict
+/// returns the member's start budget.
 std::unique_ptr<Predictor> MakeEscalate(std::unique_ptr<Predictor> member, EscalationPolicy policy);
 /// The policy of an "escalate" predictor, or null for any other predictor.
 const EscalationPolicy* EscalationOf(const Predictor& predictor);

@@ -467,10 +467,23 @@ SB_API sb_status sb_probe_set_features(const sb_probe_stats* stats, sb_request_f
 /** Threshold + budget ladder (immutable; every call on it is thread-safe, allocation-free). */
 typedef struct sb_escalation_policy sb_escalation_policy;
 
+/** How the policy reacts to an unsure token (EscalationMode). */
+typedef enum sb_escalation_mode {
+  SB_ESCALATE_RECOMPUTE_STEP = 0,  /**< recompute that step at the next rung, continue there */
+  SB_ESCALATE_RESTART_ANSWER = 1   /**< decode the answer again from the next rung */
+} sb_escalation_mode;
+
+/** What to do after a decode step (sb_escalation_step). */
+typedef enum sb_escalation_action {
+  SB_ESCALATION_CONTINUE = 0,  /**< keep the token, go on at the same budget */
+  SB_ESCALATION_RECOMPUTE = 1, /**< recompute this step at the new budget */
+  SB_ESCALATION_RESTART = 2    /**< drop the answer's tokens, decode it again at the new budget */
+} sb_escalation_action;
+
 /** threshold in [0, 1] (0 never escalates); ladder: num_rungs (1..64) ascending fractions in
  * (0, 1], the last 1. Errors name the bad value. *policy NULL on failure. */
 SB_API sb_status sb_escalation_policy_create(double threshold, const double* ladder, int32_t num_rungs,
-                                             sb_escalation_policy** policy);
+                                             sb_escalation_mode mode, sb_escalation_policy** policy);
 /** The policy of an "escalate" predictor (a calibrated file made with --escalation), copied;
  * SB_ERROR_NOT_FOUND for any other predictor. *policy NULL on failure. */
 SB_API sb_status sb_predictor_escalation_policy(const sb_predictor* predictor, sb_escalation_policy** policy);
@@ -490,12 +503,13 @@ typedef struct sb_escalation_state {
 /** Starts a request at a prediction's budget (total_blocks, causal_blocks). */
 SB_API sb_status sb_escalation_start(const sb_escalation_policy* policy, const sb_prediction* prediction,
                                      sb_escalation_state* state);
-/** After one decode step whose token had probability top1_prob under state->total_blocks:
- * *recompute = 1 when the step must be recomputed at *total_blocks (the next rung, counted with
- * `sink`/`local` forced blocks; the state moves there), else 0 and *total_blocks unchanged. */
+/** After decoding the answer's token number answer_position (0-based) with probability
+ * top1_prob under state->total_blocks: *action says what to redo at *total_blocks (the next
+ * rung, counted with `sink`/`local` forced blocks; the state moves there), or
+ * SB_ESCALATION_CONTINUE with *total_blocks unchanged. */
 SB_API sb_status sb_escalation_step(const sb_escalation_policy* policy, sb_escalation_state* state,
-                                    double top1_prob, int32_t sink_blocks, int32_t local_blocks,
-                                    int32_t* recompute, int64_t* total_blocks);
+                                    double top1_prob, int64_t answer_position, int32_t sink_blocks,
+                                    int32_t local_blocks, sb_escalation_action* action, int64_t* total_blocks);
 
 #ifdef __cplusplus
 }  /**< extern "C" */

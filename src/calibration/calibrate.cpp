@@ -176,27 +176,33 @@ Expected<CalibrationResult> CalibrateCells(const std::string& type, const std::v
     std::vector<size_t> in_fit, in_val;
     SplitIndices(fit_only, 0.4, opt.seed + 7, &in_fit, &in_val);
     double best = HUGE_VAL, best_thr = 0.0;
+    EscalationMode best_mode = EscalationMode::kRecomputeStep;
+    for (const EscalationMode mode : {EscalationMode::kRecomputeStep, EscalationMode::kRestartAnswer})
     for (double thr : ThresholdCandidates(traces, fit_idx)) {
-      auto pol = EscalationPolicy::Create(thr, opt.escalation_ladder);
+      if (thr == 0.0 && mode == EscalationMode::kRestartAnswer) continue;  // the same as no policy
+      auto pol = EscalationPolicy::Create(thr, opt.escalation_ladder, mode);
       if (!pol.ok()) return pol.status();
       CellSettings s2 = set;
-      s2.escalation = &*pol;
+      s2.escalation = thr > 0 ? &*pol : nullptr;  // threshold 0: no policy, the plain calibration
       auto f = FitCells(fit_only, in_fit, in_val, *spec, s2);
       if (!f.ok()) return f.status();
       char buf[96];
-      (void)std::snprintf(buf, sizeof(buf), "  escalation threshold %.4f: inner mean step budget %.4f\n", thr,
+      (void)std::snprintf(buf, sizeof(buf), "  escalation %s threshold %.4f: inner mean step budget %.4f\n",
+                          mode == EscalationMode::kRestartAnswer ? "restart_answer" : "recompute_step", thr,
                           f->hold_mean_fraction);
       res.selection += buf;
       if (f->hold_mean_fraction < best - 1e-9) {
         best = f->hold_mean_fraction;
         best_thr = thr;
+        best_mode = mode;
       }
     }
-    auto pol = EscalationPolicy::Create(best_thr, opt.escalation_ladder);
+    auto pol = EscalationPolicy::Create(best_thr, opt.escalation_ladder, best_mode);
     if (!pol.ok()) return pol.status();
     policy = std::make_unique<EscalationPolicy>(std::move(pol).value());
-    set.escalation = policy.get();
+    set.escalation = best_thr > 0 ? policy.get() : nullptr;
     res.escalation_threshold = best_thr;
+    if (best_thr <= 0) res.selection += "  escalation did not pay on these traces: the start budgets are the plain calibration's\n";
   }
   auto fit = FitCells(traces, fit_idx, hold_idx, *spec, set);
   if (!fit.ok()) return fit.status();

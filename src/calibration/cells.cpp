@@ -56,6 +56,12 @@ struct Group {
   bool abstain = false;
 };
 
+// The loss calibration controls. Without escalation: the miss (budget < monotone oracle), which
+// is monotone in the budget and bounds the degraded indicator. With escalation the answer is the
+// one decoded where the policy stopped, and the trace says exactly whether it is degraded: that
+// is the loss (made non-increasing along the path by the held-out step's envelope).
+bool Loss(const SimOutcome& o, const CellSettings& set) { return set.escalation != nullptr ? o.degraded : o.miss; }
+
 // Simulated outcome of trace r started at grid fraction g.
 SimOutcome OutcomeAt(const TraceRecord& r, double g, const CellSettings& set) {
   return Simulate(r, TotalBlocks(set.fit.limits, g * static_cast<double>(r.causal_blocks()), r), set.escalation,
@@ -71,7 +77,7 @@ void FillTables(const std::vector<TraceRecord>& traces, const std::vector<double
       for (size_t k = 0; k < grid.size(); ++k) {
         const SimOutcome o = OutcomeAt(traces[i], grid[k], set);
         g.cost[k] += o.step_fraction;
-        g.miss[k] += o.miss ? 1.0 : 0.0;
+        g.miss[k] += Loss(o, set) ? 1.0 : 0.0;
       }
     if (set.abstain_above > 0 && !g.members.empty()) {
       double least = kInf;
@@ -252,7 +258,14 @@ Expected<CellsFit> FitCells(const std::vector<TraceRecord>& traces, const std::v
     }
   };
   add_edges(kAnyTask, false, fit_idx);
-  const std::vector<double> grid = FractionGrid();
+  // With escalation, start budgets are the ladder's rungs (and 0): every start then lies on the
+  // escalation path of every smaller one, so a request's simulated miss is non-increasing in its
+  // start budget and the held-out step below stays a valid conformal choice.
+  std::vector<double> grid = FractionGrid();
+  if (set.escalation != nullptr) {
+    grid = {0.0};
+    for (double f : set.escalation->ladder()) grid.push_back(f);
+  }
   const size_t G = grid.size();
   auto key_groups = [&](const std::string& tier, bool task_tier, const std::vector<size_t>& members) {
     CellsIndex idx(model);
@@ -353,16 +366,16 @@ Expected<CellsFit> FitCells(const std::vector<TraceRecord>& traces, const std::v
       }
       pk.level = lo;
     } else {
-      // Escalation makes a request's miss non-monotone in its start budget; the conformal
-      // step needs a non-increasing loss, so each request's loss at level t is its largest miss
-      // at any level >= t (an upper bound on the actual miss, which keeps the guarantee).
+      // The degraded indicator of an escalating request need not fall as its start budget
+      // rises; conformal risk control needs a non-increasing loss, so a request's loss at level
+      // t is its largest at any level >= t (an upper bound, which keeps the guarantee).
       std::vector<std::vector<char>> miss(levels, std::vector<char>(hold_idx.size(), 0));
       for (size_t t = 0; t < levels; ++t) {
         auto p = make(t);
         if (!p.ok()) return p.status();
         Status st = outcomes(**p, label_free, &o);
         if (!st.ok()) return st;
-        for (size_t h = 0; h < o.size(); ++h) miss[t][h] = o[h].miss ? 1 : 0;
+        for (size_t h = 0; h < o.size(); ++h) miss[t][h] = Loss(o[h], set) ? 1 : 0;
       }
       for (size_t t = levels - 1; t-- > 0;)
         for (size_t h = 0; h < hold_idx.size(); ++h) miss[t][h] = static_cast<char>(miss[t][h] | miss[t + 1][h]);
@@ -382,7 +395,7 @@ Expected<CellsFit> FitCells(const std::vector<TraceRecord>& traces, const std::v
     if (!st.ok()) return st;
     for (const auto& x : o) {
       pk.mean_fraction += x.step_fraction;
-      pk.miss_share += x.miss ? 1.0 : 0.0;
+      pk.miss_share += Loss(x, set) ? 1.0 : 0.0;
     }
     pk.mean_fraction /= static_cast<double>(nh);
     pk.miss_share /= static_cast<double>(nh);

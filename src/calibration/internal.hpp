@@ -88,6 +88,8 @@ Expected<TablePath> BuildTablePath(const std::vector<const TraceRecord*>& traces
 //    mid-answer: counted conservatively as the whole answer at b and again at each rung after,
 //    with the quality min(quality(b), quality(final rung)), since the trace does not say where
 //    the trigger fell;
+//  - kRestartAnswer: an unsure later token restarts the answer at the next rung: quality exact,
+//    cost counted as the whole answer at b;
 //  - unknown probabilities never trigger.
 // step_fraction: blocks read per decode step, averaged over the answer's steps (answer_length
 // or expected_output_length, else 1 step), recomputed steps included, / causal_blocks.

@@ -53,6 +53,26 @@ SimOutcome Simulate(const TraceRecord& r, int64_t start, const EscalationPolicy*
     ++o.recomputed;
     b = next(b);
   }
+  if (pol->mode() == EscalationMode::kRestartAnswer) {
+    // Any unsure token restarts the answer at the next rung: exact quality (decoding from the
+    // next rung is what the curve recorded there); cost counted as the whole answer at b.
+    while (b < nb) {
+      const CurvePoint* p = PointAt(r, b);
+      if (p == nullptr || !p->min_top1_prob || *p->min_top1_prob >= tau) break;
+      read += steps * static_cast<double>(b);
+      ++o.recomputed;
+      b = next(b);
+      while (b < nb) {  // the restarted answer's first token may be unsure again
+        const CurvePoint* q = PointAt(r, b);
+        if (q == nullptr || !q->top1_prob || *q->top1_prob >= tau) break;
+        read += static_cast<double>(b);
+        ++o.recomputed;
+        b = next(b);
+      }
+    }
+    if (b >= nb) return finish(nb, r.dense_quality, read + steps * dnb, steps);
+    return finish(b, QualityAt(r, b), read + steps * static_cast<double>(b), steps);
+  }
   if (b >= nb) return finish(nb, r.dense_quality, read + steps * dnb, steps);
   const CurvePoint* p = PointAt(r, b);
   if (p == nullptr || !p->min_top1_prob || *p->min_top1_prob >= tau)

@@ -20,7 +20,7 @@ using capi::Ok;
 extern "C" {
 
 sb_status sb_escalation_policy_create(double threshold, const double* ladder, int32_t num_rungs,
-                                      sb_escalation_policy** policy) {
+                                      sb_escalation_mode mode, sb_escalation_policy** policy) {
   const char* fn = __func__;
   return Guard(fn, [&]() -> sb_status {
     if (policy == nullptr) return Null(fn, "policy");
@@ -29,7 +29,13 @@ sb_status sb_escalation_policy_create(double threshold, const double* ladder, in
       return Fail(fn, SB_ERROR_INVALID_ARGUMENT, "num_rungs must be in [1, " + std::to_string(kMaxEscalationRungs) +
                                                      "], got " + std::to_string(num_rungs));
     if (ladder == nullptr) return Null(fn, "ladder");
-    auto p = EscalationPolicy::Create(threshold, std::vector<double>(ladder, ladder + num_rungs));
+    const int m = capi::EnumBits(mode);
+    if (m != SB_ESCALATE_RECOMPUTE_STEP && m != SB_ESCALATE_RESTART_ANSWER)
+      return Fail(fn, SB_ERROR_INVALID_ARGUMENT, "mode must be SB_ESCALATE_RECOMPUTE_STEP or SB_ESCALATE_RESTART_ANSWER, got " +
+                                                     std::to_string(m));
+    auto p = EscalationPolicy::Create(threshold, std::vector<double>(ladder, ladder + num_rungs),
+                                      m == SB_ESCALATE_RESTART_ANSWER ? EscalationMode::kRestartAnswer
+                                                                      : EscalationMode::kRecomputeStep);
     if (!p.ok()) return Fail(fn, p.status());
     *policy = new sb_escalation_policy{std::move(p).value()};
     return Ok();
@@ -80,11 +86,14 @@ sb_status sb_escalation_start(const sb_escalation_policy* policy, const sb_predi
 }
 
 sb_status sb_escalation_step(const sb_escalation_policy* policy, sb_escalation_state* state, double top1_prob,
-                             int32_t sink_blocks, int32_t local_blocks, int32_t* recompute, int64_t* total_blocks) {
+                             int64_t answer_position, int32_t sink_blocks, int32_t local_blocks,
+                             sb_escalation_action* action, int64_t* total_blocks) {
   const char* fn = __func__;
   return Guard(fn, [&]() -> sb_status {
     if (policy == nullptr) return Null(fn, "policy");
-    if (recompute == nullptr) return Null(fn, "recompute");
+    if (action == nullptr) return Null(fn, "action");
+    if (answer_position < 0)
+      return Fail(fn, SB_ERROR_INVALID_ARGUMENT, "answer_position must be >= 0, got " + std::to_string(answer_position));
     if (total_blocks == nullptr) return Null(fn, "total_blocks");
     sb_escalation_state in{};
     if (sb_status st = capi::ReadIn(fn, "state", state, sizeof(sb_escalation_state), &in); st != SB_OK) return st;
@@ -99,11 +108,11 @@ sb_status sb_escalation_step(const sb_escalation_policy* policy, sb_escalation_s
     s.total_blocks = in.total_blocks;
     s.causal_blocks = in.causal_blocks;
     s.escalations = in.escalations;
-    const EscalationDecision d = policy->policy.Step(&s, top1_prob, sink_blocks, local_blocks);
+    const EscalationDecision d = policy->policy.Step(&s, top1_prob, answer_position, sink_blocks, local_blocks);
     in.total_blocks = s.total_blocks;
     in.escalations = s.escalations;
     capi::WriteOut(state, in);
-    *recompute = d.recompute ? 1 : 0;
+    *action = !d.recompute ? SB_ESCALATION_CONTINUE : d.restart ? SB_ESCALATION_RESTART : SB_ESCALATION_RECOMPUTE;
     *total_blocks = d.total_blocks;
     return Ok();
   });

@@ -419,7 +419,7 @@ int main(int argc, char** argv) {
   cal->add_option("--cv-folds", ca.cv_folds, "cells: folds of the cross-validated choice")->capture_default_str();
   cal->add_option("--abstain-above", ca.abstain_above, "cells: run a cell dense if it misses the target at every budget <= this fraction (0: never)")->capture_default_str();
   cal->add_flag("--escalation", ca.escalation, "calibrate start budgets and the self-check threshold jointly (traces need curve top1_prob)");
-  cal->add_option("--ladder", ca.ladder, "escalation: comma-separated ascending rung fractions ending in 1 (default 1/64,...,1/2,1)");
+  cal->add_option("--ladder", ca.ladder, "escalation: comma-separated ascending rung fractions ending in 1 (default 2^(-k/4), k = 32..0)");
   cal->callback([&] {
     if ((ca.target_degraded < 0) == (ca.target_mean < 0)) {
       fmt::print(stderr, "sparsebudget calibrate: give exactly one of --target-degraded and --target-mean-budget\n");
