@@ -26,15 +26,19 @@ echo "== which signal carries the oracle budget? (regressions on the traces)"
 
 echo "== calibrate on $TRAIN (target: degraded share <= $ALPHA)"
 cal() { local name=$1; shift; "$SB" calibrate --traces "$TRAIN" --target-degraded "$ALPHA" -o "$OUT/$name.json" "$@"; }
+# Every type goes through the cells calibration; auto chooses the signal itself and prints why.
 cal fixed -p fixed
 cal length -p length_law
 cal length_task -p task_length_law
-cal length_task_entropy -p table --bucket-feature entropy
 cal probe -p probe
-cal table_probe -p table --bucket-feature probe_blocks_90
 cal linear_all -p linear
-
-NAMES=(fixed length length_task length_task_entropy probe table_probe linear_all)
+cal auto -p auto
+NAMES=(fixed length length_task probe linear_all auto)
+# The self-check under sparsity, when the traces recorded it (curve points with top1_prob).
+if /usr/bin/python3 -c 'import json,sys; r=json.loads(open(sys.argv[1]).readline()); sys.exit(0 if any(p.get("top1_prob") is not None for p in r["curve"]) else 1)' "$TRAIN"; then
+  cal auto_escalation -p auto --escalation
+  NAMES+=(auto_escalation)
+fi
 echo "== evaluate on $TEST"
 args=()
 for n in "${NAMES[@]}"; do args+=(-p "$OUT/$n.json" --name "$n"); done
@@ -46,5 +50,8 @@ echo "== held-out requests through the model (C++ runner, sparse attention at th
 /usr/bin/python3 examples/model/make_requests.py "$OUT/requests.jsonl" --per-cell "${SPARSEBUDGET_DEMO_PER_CELL:-4}"
 pargs=()
 for n in "${NAMES[@]}"; do pargs+=(--predictor "$n=$OUT/$n.json"); done
+# The same auto predictor without the task label (engines rarely know it).
+cp "$OUT/auto.json" "$OUT/auto_label_free.json"
+pargs+=(--predictor "auto_label_free=$OUT/auto_label_free.json" --label-free auto_label_free)
 "$BUILD/examples/model/budget_demo" --model data/model --requests "$OUT/requests.jsonl" "${pargs[@]}" \
   --json "$OUT/model_demo.json"

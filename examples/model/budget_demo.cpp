@@ -12,6 +12,7 @@
 // time per request and its speedup over dense, and the share of requests degraded vs dense.
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -22,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "sparsebudget/escalation.hpp"
 #include "sparsebudget/features.hpp"
 #include "sparsebudget/predictor.hpp"
 #include "sparsebudget/probe.hpp"
@@ -39,38 +41,65 @@ struct Request {
 struct Row {
   std::string name;
   std::unique_ptr<Predictor> predictor;  // null = dense
+  bool label_free = false;               // predict without the request's task label
   int correct = 0, degraded = 0, n = 0;
+  int64_t recomputed = 0;  // decode steps recomputed by the escalation policy
   double kept = 0, causal = 0, attn_seconds = 0, fraction_sum = 0;
   std::map<std::string, std::pair<int, int>> by_task;  // correct, n
 };
 
 // Greedy decode of the last prompt token and the answer at `budget`; true if it matches.
-bool Run(tinymodel::Session& s, const Request& r, const Budget& budget, Row* row) {
+// Decodes the answer greedily at `budget`. With an escalation policy (an "escalate" predictor),
+// a step whose token is unsure under its budget is recomputed at the next rung (or the answer is
+// restarted there), as an engine would; recomputed steps count in the blocks read.
+bool Run(tinymodel::Session& s, const Request& r, const Budget& budget, const EscalationPolicy* policy,
+         EscalationState state, Row* row) {
   const int64_t n0 = static_cast<int64_t>(r.prompt.size()) - 1;
   s.Truncate(n0);
   SelectionStats st;
   double secs = 0;
   int32_t tok = r.prompt.back();
-  bool ok = true;
-  for (size_t i = 0; i < r.answer.size(); ++i) {
-    auto logits = s.Decode(tok, budget, &st, &secs);
+  Budget cur = budget;
+  std::vector<int32_t> out;
+  for (size_t i = 0; i < r.answer.size();) {
+    auto logits = s.Decode(tok, cur, &st, &secs);
     if (!logits.ok()) {
       std::fprintf(stderr, "%s: %s\n", r.id.c_str(), logits.status().ToString().c_str());
       std::exit(1);
     }
+    if (policy != nullptr) {
+      double ent = 0, top1 = 0;
+      tinymodel::EntropyTop1(*logits, &ent, &top1);
+      const EscalationDecision d =
+          policy->Step(&state, top1, static_cast<int64_t>(i), budget.sink_blocks, budget.local_blocks);
+      if (d.recompute) {
+        ++row->recomputed;
+        cur.fraction = std::min(1.0, static_cast<double>(d.total_blocks) / static_cast<double>(state.causal_blocks));
+        if (d.restart) {  // drop the answer so far, decode it again from the prompt
+          out.clear();
+          i = 0;
+          tok = r.prompt.back();
+          s.Truncate(n0);
+        } else {  // recompute this step: drop the token it appended
+          s.Truncate(n0 + static_cast<int64_t>(i));
+        }
+        continue;
+      }
+    }
     tok = tinymodel::Argmax(*logits);
-    ok = ok && tok == r.answer[i];
+    out.push_back(tok);
+    ++i;
   }
   row->kept += static_cast<double>(st.kept_blocks);
   row->causal += static_cast<double>(st.causal_blocks);
   row->attn_seconds += secs;
-  return ok;
+  return out == r.answer;
 }
 
 int Usage(const char* argv0) {
   std::fprintf(stderr,
-               "usage: %s --model DIR --requests FILE.jsonl [--predictor NAME=FILE.json ...] [--threads N] "
-               "[--json OUT.json]\n",
+               "usage: %s --model DIR --requests FILE.jsonl [--predictor NAME=FILE.json ...] [--label-free NAME ...] "
+               "[--threads N] [--json OUT.json]\n",
                argv0);
   return 2;
 }
@@ -81,10 +110,12 @@ int main(int argc, char** argv) {
   std::string model_dir, requests_path, json_out;
   int threads = 2;
   std::vector<std::pair<std::string, std::string>> predictor_files;
+  std::vector<std::string> label_free_names;  // rows that predict without the task label
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
     if (a == "--model") model_dir = next();
+    else if (a == "--label-free") label_free_names.push_back(next());
     else if (a == "--requests") requests_path = next();
     else if (a == "--threads") threads = std::atoi(next().c_str());
     else if (a == "--json") json_out = next();
@@ -126,6 +157,7 @@ int main(int argc, char** argv) {
     rows.emplace_back();
     rows.back().name = name;
     rows.back().predictor = std::move(*p);
+    for (const auto& lf : label_free_names) rows.back().label_free = rows.back().label_free || lf == name;
   }
 
   ThreadPool pool(threads);
@@ -165,12 +197,18 @@ int main(int argc, char** argv) {
     bool dense_ok = false;
     for (Row& row : rows) {
       Budget b = Budget::Dense();
+      const EscalationPolicy* policy = nullptr;
+      EscalationState state;
       if (row.predictor) {
-        auto pred = row.predictor->Predict(f);
+        RequestFeatures rf = f;
+        if (row.label_free) rf.task = kTaskUnknown;
+        auto pred = row.predictor->Predict(rf);
         if (!pred.ok()) return std::fprintf(stderr, "%s: %s\n", row.name.c_str(), pred.status().ToString().c_str()), 1;
         b = pred->budget;
+        policy = EscalationOf(*row.predictor);
+        if (policy != nullptr) state = policy->Start(*pred);
       }
-      const bool ok = Run(s, r, b, &row);
+      const bool ok = Run(s, r, b, policy, state, &row);
       if (!row.predictor) dense_ok = ok;
       row.correct += ok;
       row.degraded += (dense_ok && !ok) ? 1 : 0;
@@ -200,7 +238,9 @@ int main(int argc, char** argv) {
     nlohmann::json j = {{"name", row.name},          {"accuracy", static_cast<double>(row.correct) / row.n},
                         {"mean_budget_fraction", frac}, {"attention_ms_per_request", 1e3 * row.attn_seconds / row.n},
                         {"speedup_vs_dense", dense_t / row.attn_seconds},
-                        {"degraded_share", static_cast<double>(row.degraded) / row.n}};
+                        {"degraded_share", static_cast<double>(row.degraded) / row.n},
+                        {"label_free", row.label_free},
+                        {"recomputed_steps_per_request", static_cast<double>(row.recomputed) / row.n}};
     for (auto& [task, cn] : row.by_task) j["accuracy_by_task"][task] = static_cast<double>(cn.first) / cn.second;
     out.push_back(j);
   }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "sparsebudget/calibration.hpp"
+#include "sparsebudget/escalation.hpp"
 #include "sparsebudget/features.hpp"
 #include "sparsebudget/predictor.hpp"
 #include "sparsebudget/probe.hpp"
@@ -653,9 +654,10 @@ Returns out (and a stats dict if return_stats). The GIL is released while the ke
         "Fits a predictor of `type` on a JSONL traces file.");
   m.def("calibrate",
         [](const std::string& type, const std::string& traces_path, double target_degraded,
-           double target_mean_fraction, double holdout, double delta, uint64_t seed) {
+           double target_mean_fraction, double holdout, double delta, uint64_t seed, bool escalation) {
           const std::vector<sb::TraceRecord> traces = Take(sb::ReadTraces(traces_path));
           sb::CalibrationOptions o;
+          o.escalation = escalation;
           o.target_degraded = target_degraded;
           o.target_mean_fraction = target_mean_fraction;
           o.holdout = holdout;
@@ -673,9 +675,58 @@ Returns out (and a stats dict if return_stats). The GIL is released while the ke
           d["num_fit"] = r.num_fit;
           d["num_holdout"] = r.num_holdout;
           d["summary"] = r.summary;
+          d["signal"] = r.signal;
+          d["selection"] = r.selection;
+          d["abstained_cells"] = r.abstained_cells;
+          d["escalation_threshold"] = r.escalation_threshold;
           return d;
         },
         py::arg("type"), py::arg("traces"), py::kw_only(), py::arg("target_degraded") = -1.0,
         py::arg("target_mean_fraction") = -1.0, py::arg("holdout") = 0.3, py::arg("delta") = 0.0,
-        py::arg("seed") = 1, "Fits and calibrates a predictor to one target (calibration.hpp).");
+        py::arg("seed") = 1, py::arg("escalation") = false,
+        "Fits and calibrates a predictor to one target (calibration.hpp); type 'auto' chooses the signal.");
+
+  // ---- escalation (self-check under sparsity) ----
+  py::class_<sb::EscalationPolicy>(m, "EscalationPolicy",
+                                   "Threshold + budget ladder (escalation.hpp); immutable, thread-safe.")
+      .def(py::init([](double threshold, std::vector<double> ladder, const std::string& mode) {
+             if (mode != "recompute_step" && mode != "restart_answer")
+               throw py::value_error("mode must be 'recompute_step' or 'restart_answer', got '" + mode + "'");
+             return Take(sb::EscalationPolicy::Create(threshold, std::move(ladder),
+                                                      mode == "restart_answer" ? sb::EscalationMode::kRestartAnswer
+                                                                               : sb::EscalationMode::kRecomputeStep));
+           }),
+           py::arg("threshold"), py::arg("ladder") = sb::EscalationPolicy::DefaultLadder(),
+           py::arg("mode") = "recompute_step")
+      .def_property_readonly("threshold", &sb::EscalationPolicy::threshold)
+      .def_property_readonly("ladder", &sb::EscalationPolicy::ladder)
+      .def_property_readonly("mode", [](const sb::EscalationPolicy& p) {
+        return p.mode() == sb::EscalationMode::kRestartAnswer ? "restart_answer" : "recompute_step";
+      })
+      .def("next_rung", &sb::EscalationPolicy::NextRung, py::arg("total_blocks"), py::arg("causal_blocks"),
+           py::arg("sink") = 1, py::arg("local") = 1)
+      .def("step",
+           [](const sb::EscalationPolicy& p, int64_t total_blocks, int64_t causal_blocks, double top1_prob,
+              int64_t answer_position, int32_t sink, int32_t local) {
+             if (causal_blocks < 1 || total_blocks < 0 || answer_position < 0 || sink < 0 || local < 0)
+               throw py::value_error("step: need causal_blocks >= 1 and total_blocks, answer_position, sink, local >= 0");
+             sb::EscalationState st;
+             st.total_blocks = total_blocks;
+             st.causal_blocks = causal_blocks;
+             const sb::EscalationDecision d = p.Step(&st, top1_prob, answer_position, sink, local);
+             py::dict r;
+             r["action"] = !d.recompute ? "continue" : d.restart ? "restart" : "recompute";
+             r["total_blocks"] = d.total_blocks;
+             return r;
+           },
+           py::arg("total_blocks"), py::arg("causal_blocks"), py::arg("top1_prob"), py::kw_only(),
+           py::arg("answer_position") = 0, py::arg("sink") = 1, py::arg("local") = 1,
+           "One decode step: {'action': 'continue'|'recompute'|'restart', 'total_blocks': budget}.");
+  m.def("escalation_policy",
+        [](const sb::Predictor& p) -> py::object {
+          const sb::EscalationPolicy* e = sb::EscalationOf(p);
+          if (e == nullptr) return py::none();
+          return py::cast(*e);
+        },
+        py::arg("predictor"), "The policy of an 'escalate' predictor (calibrated with escalation), else None.");
 }

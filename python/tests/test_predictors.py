@@ -62,3 +62,20 @@ def test_fit_and_calibrate_on_bundled_traces():
     assert r["holdout_miss_share"] <= 0.1 + 1e-12 or r["num_holdout"] < 20
     with pytest.raises(ValueError):
         sb.calibrate("length_law", str(TRACES))  # no target
+
+
+def test_calibrate_auto_label_free_and_escalation_policy():
+    r = sb.calibrate("auto", str(TRACES), target_degraded=0.1)
+    assert r["predictor"].type == "cells"
+    assert r["signal"]  # what auto chose, e.g. "feature:probe_blocks_90 buckets=4"
+    assert "cv mean budget fraction" in r["selection"]
+    assert sb.escalation_policy(r["predictor"]) is None
+    p = sb.EscalationPolicy(0.5, [0.125, 0.5, 1.0])
+    assert p.step(4, 64, 0.9) == {"action": "continue", "total_blocks": 4}
+    assert p.step(4, 64, 0.2) == {"action": "recompute", "total_blocks": 8}
+    rp = sb.EscalationPolicy(0.5, [0.125, 0.5, 1.0], mode="restart_answer")
+    assert rp.step(8, 64, 0.2, answer_position=3)["action"] == "restart"
+    with pytest.raises(ValueError):
+        sb.EscalationPolicy(0.5, [0.5, 0.25])
+    with pytest.raises(ValueError):
+        sb.EscalationPolicy(0.5, [1.0], mode="sideways")

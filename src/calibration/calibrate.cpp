@@ -108,22 +108,29 @@ bool HasSelfCheck(const std::vector<TraceRecord>& traces, const std::vector<size
   return false;
 }
 
-// Candidate thresholds: 0 (no escalation) and quantiles of the first-token probabilities the
-// fit part recorded below dense.
+// Candidate thresholds: 0 (no escalation) and quantiles of the probabilities the fit part
+// recorded below dense, first-token and answer minimum alike (the policy compares every token).
 std::vector<double> ThresholdCandidates(const std::vector<TraceRecord>& traces, const std::vector<size_t>& idx) {
-  std::vector<double> v;
+  std::vector<double> first, least;
   for (size_t i : idx)
-    for (const auto& p : traces[i].curve)
-      if (p.top1_prob && p.blocks < traces[i].causal_blocks()) v.push_back(*p.top1_prob);
-  std::sort(v.begin(), v.end());
-  std::vector<double> out = {0.0};
-  if (v.empty()) return out;
-  for (double q : {0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5}) {
-    const double t = v[static_cast<size_t>(q * static_cast<double>(v.size() - 1))];
-    // Escalate below t: nudge past ties so the quantile's own value counts as unsure.
-    const double thr = std::nextafter(t, 2.0);
-    if (thr > out.back() + 1e-9 && thr <= 1.0) out.push_back(thr);
+    for (const auto& p : traces[i].curve) {
+      if (p.blocks >= traces[i].causal_blocks()) continue;
+      if (p.top1_prob) first.push_back(*p.top1_prob);
+      if (p.min_top1_prob) least.push_back(*p.min_top1_prob);
+    }
+  std::vector<double> out;
+  for (auto* v : {&first, &least}) {
+    std::sort(v->begin(), v->end());
+    if (v->empty()) continue;
+    for (double q : {0.02, 0.05, 0.1, 0.2, 0.3, 0.5}) {
+      // Escalate below t: nudge past ties so the quantile's own value counts as unsure.
+      const double t = std::nextafter((*v)[static_cast<size_t>(q * static_cast<double>(v->size() - 1))], 2.0);
+      if (t > 0.0 && t <= 1.0) out.push_back(t);
+    }
   }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end(), [](double a, double b) { return std::fabs(a - b) < 1e-9; }), out.end());
+  out.insert(out.begin(), 0.0);
   return out;
 }
 

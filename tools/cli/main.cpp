@@ -143,14 +143,23 @@ struct CalibrateArgs {
   uint64_t seed = 1;
   int min_cell = 20, cv_folds = 3;
   double abstain_above = 0.9;
-  bool escalation = false;
+  bool escalation = false, label_free = false;
   std::string ladder;
 };
+
+// --label-free: the traces as an engine that never knows the task would see them.
+void DropTaskLabels(std::vector<sb::TraceRecord>* traces) {
+  for (auto& r : *traces) {
+    r.features.task = sb::kTaskUnknown;
+    r.features.task_probs.clear();
+  }
+}
 
 int RunCalibrate(const CalibrateArgs& a) {
   Log()->info("reading {}", a.traces);
   auto tr = sb::ReadTraces(a.traces);
   if (!tr.ok()) return Fail(tr.status());
+  if (a.label_free) DropTaskLabels(&*tr);
   sb::CalibrationOptions o;
   o.target_degraded = a.target_degraded;
   o.target_mean_fraction = a.target_mean;
@@ -200,6 +209,7 @@ int RunCalibrate(const CalibrateArgs& a) {
 }
 
 struct EvaluateArgs {
+  bool label_free = false;
   std::string traces, json;
   std::vector<std::string> predictors, names;
   std::vector<double> fixed;
@@ -211,6 +221,7 @@ int RunEvaluate(const EvaluateArgs& a) {
   Log()->info("reading {}", a.traces);
   auto tr = sb::ReadTraces(a.traces);
   if (!tr.ok()) return Fail(tr.status());
+  if (a.label_free) DropTaskLabels(&*tr);
   std::vector<std::unique_ptr<sb::Predictor>> owned;
   std::vector<std::pair<std::string, const sb::Predictor*>> list;
   for (size_t i = 0; i < a.predictors.size(); ++i) {
@@ -418,6 +429,7 @@ int main(int argc, char** argv) {
   cal->add_option("--min-cell", ca.min_cell, "cells: fewer fit requests back off to the parent cell")->capture_default_str();
   cal->add_option("--cv-folds", ca.cv_folds, "cells: folds of the cross-validated choice")->capture_default_str();
   cal->add_option("--abstain-above", ca.abstain_above, "cells: run a cell dense if it misses the target at every budget <= this fraction (0: never)")->capture_default_str();
+  cal->add_flag("--label-free", ca.label_free, "drop the traces' task labels (calibrate as for traffic without them)");
   cal->add_flag("--escalation", ca.escalation, "calibrate start budgets and the self-check threshold jointly (traces need curve top1_prob)");
   cal->add_option("--ladder", ca.ladder, "escalation: comma-separated ascending rung fractions ending in 1 (default 2^(-k/4), k = 32..0)");
   cal->callback([&] {
@@ -436,6 +448,7 @@ int main(int argc, char** argv) {
   ev->add_option("--name", ea.names, "display names, in --predictor order (default: file stem)");
   ev->add_option("--fixed", ea.fixed, "fixed budget fraction (repeatable)");
   ev->add_option("--fixed-blocks", ea.fixed_blocks, "fixed total blocks (repeatable)");
+  ev->add_flag("--label-free", ea.label_free, "drop the traces' task labels before evaluating");
   ev->add_option("--json", ea.json, "write the report as JSON (tools/plot_frontier.py plots it)");
   ev->add_option("--kv-bytes-per-token", ea.kv_bytes, "K+V bytes per token per (layer, kv head)")->capture_default_str();
   ev->callback([&] {
