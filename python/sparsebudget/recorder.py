@@ -399,3 +399,83 @@ def _record_batch(step, batch, grid, quality, crit, Bs, scoring, sink, local, sc
             hook(rec, {"outputs": {b: toks[i][gi][:A] for gi, b in enumerate(blocks)}, "logits": logits[i]})
         recs.append(rec)
     return recs, 1 + n
+
+
+# -------------------------------------------------------------------------------------- CLI
+def _load_module(path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sparsebudget_user_model", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"record: cannot load model file {path!r}")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _parse_grid(text):
+    out = []
+    for tok in text.split(","):
+        tok = tok.strip()
+        try:
+            out.append(float(tok) if "." in tok else int(tok))
+        except ValueError:
+            raise SystemExit(f"record: --grid entry {tok!r} is neither an int (blocks) nor a fraction") from None
+    return out
+
+
+def main(argv=None):
+    """python3 -m sparsebudget.recorder --model FILE.py --requests REQ.jsonl --out TRACES.jsonl
+
+    FILE.py defines make_step(device) -> step (the protocol above) and, for --quality NAME, a
+    function NAME(request, tokens) -> [0, 1]. REQ.jsonl holds one request object per line."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python3 -m sparsebudget.recorder",
+                                 description="Record budget-curve traces of a PyTorch decoder (docs/guide/your-model.md).")
+    ap.add_argument("--model", required=True, help="Python file defining make_step(device) -> step")
+    ap.add_argument("--requests", required=True, help="JSONL: {id, prompt, answer | max_new_tokens, task?, features?}")
+    ap.add_argument("--out", required=True, help="trace JSONL to append to (ids already there are skipped)")
+    ap.add_argument("--grid", default=",".join(str(b) for b in DEFAULT_GRID),
+                    help="total blocks (ints) or fractions (with a '.'); the dense point is always added")
+    ap.add_argument("--block-size", type=int, default=64)
+    ap.add_argument("--scoring", choices=["mean", "bound"], default="bound")
+    ap.add_argument("--sink-blocks", type=int, default=1)
+    ap.add_argument("--local-blocks", type=int, default=1)
+    ap.add_argument("--scale", type=float, default=None, help="attention scale (default 1/sqrt(head_dim))")
+    ap.add_argument("--tokens-per-batch", type=int, default=65536)
+    ap.add_argument("--device", default=None, help="torch device (default cuda if available, else cpu)")
+    ap.add_argument("--quality", default=None, help="name of a quality(request, tokens) function in --model")
+    ap.add_argument("--criterion", default=None, help="oracle criterion label (default exact_match / the function name)")
+    ap.add_argument("--progress", choices=["auto", "on", "off"], default="auto")
+    a = ap.parse_args(argv)
+    dev = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    mod = _load_module(a.model)
+    if not hasattr(mod, "make_step"):
+        raise SystemExit(f"record: {a.model} defines no make_step(device)")
+    step = mod.make_step(dev)
+    quality = None
+    if a.quality:
+        quality = getattr(mod, a.quality, None)
+        if not callable(quality):
+            raise SystemExit(f"record: {a.model} defines no function {a.quality!r}")
+    reqs = []
+    with open(a.requests) as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    reqs.append(json.loads(line))
+                except ValueError as e:
+                    raise SystemExit(f"record: {a.requests}: line {n}: {e}") from None
+    st = record_traces(step, reqs, a.out, grid=_parse_grid(a.grid), quality=quality, criterion=a.criterion,
+                       block_size=a.block_size, scoring=a.scoring, sink_blocks=a.sink_blocks,
+                       local_blocks=a.local_blocks, scale=a.scale, tokens_per_batch=a.tokens_per_batch, device=dev,
+                       progress=None if a.progress == "auto" else a.progress == "on")
+    n = max(1, st["written"])
+    print(f"recorded {st['written']} requests ({st['skipped']} already in {a.out}) in {st['seconds']:.2f} s "
+          f"({st['seconds'] / n:.3f} s/request), {st['model_calls']} model calls")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
