@@ -43,6 +43,8 @@ def budgets(nb):
         ("topp0.99", B.of_top_p(0.99)),
         ("sink2_local3", B("blocks", blocks=3, sink_blocks=2, local_blocks=3)),
         ("sink0_local0", B("fraction", fraction=0.25, sink_blocks=0, local_blocks=0)),
+        ("topp_sink2_local2", B("top_p", top_p=0.7, sink_blocks=2, local_blocks=2)),
+        ("topp_sink0_max", B("top_p", top_p=0.95, max_blocks=4, sink_blocks=0, local_blocks=0)),
     ]
 
 
