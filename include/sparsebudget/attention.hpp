@@ -178,8 +178,9 @@ Status ValidateViews(const AttentionPlan& plan, const QueryView& q, const KVCach
                      const OutputView* out);
 
 /// Chosen blocks: for unit u = kv_head * num_query_blocks + (qb - first_query_block),
-/// indices[u * capacity .. + counts[u]) hold the kept block indices in ascending order.
-/// capacity must be >= plan.num_blocks.
+/// indices[u * capacity .. + counts[u]) hold the kept block indices in ascending order;
+/// 1 <= counts[u] <= causal blocks of u. capacity must be >= plan.num_blocks, and
+/// num_units * capacity int32s must be addressable (else kOutOfRange); buffers 4-byte aligned.
 struct BlockSelection {
   int32_t* indices = nullptr;  ///< num_units * capacity entries (caller-owned)
   int32_t* counts = nullptr;   ///< num_units entries: kept blocks per unit

@@ -11,6 +11,8 @@
 ///   entropy    = -sum_j p_j ln p_j   (nats)
 ///   top5_mass  = mass of the ceil(0.05 * n) heaviest blocks
 /// Non-finite scores are treated as -inf (mass 0); if no score is finite the mass is uniform.
+/// The softmax is formed from score differences, so finite scores whose product with the scale
+/// overflows a double (1e308 x 10) still get their exact masses.
 ///
 /// Cost: O(n log n) for n blocks, one allocation of n doubles/ints per call. Thread-safe.
 #pragma once

@@ -22,6 +22,10 @@
  *     struct) (the *_init functions do it and fill defaults). A size smaller than the first
  *     version of the struct is rejected; a larger one (a newer header) is accepted when the bytes
  *     beyond what this library knows are zero. Output structs are filled up to struct_size.
+ *     A struct_size above SB_MAX_STRUCT_SIZE is rejected (SB_ERROR_INVALID_ARGUMENT): the library
+ *     never reads or checks more than that many bytes of a caller's struct.
+ *   - Alignment: pointers to floats and int32s (views, selections, workspaces) must be aligned
+ *     to their type (4 bytes); a misaligned workspace or selection is SB_ERROR_INVALID_ARGUMENT.
  *   - Ownership: the caller owns every buffer it passes (queries, K/V, outputs, workspaces,
  *     selections, page tables); the library never keeps a pointer to them after a call returns.
  *     Handles (sb_plan, sb_summaries, sb_predictor, sb_thread_pool) are owned by the caller
@@ -51,6 +55,9 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/** Largest struct_size any parameter or output struct may declare (see the conventions above). */
+#define SB_MAX_STRUCT_SIZE 1024
 
 /* ---- status, errors, version, logging ---------------------------------------------------- */
 
@@ -264,8 +271,9 @@ typedef struct sb_output_view {
 } sb_output_view;
 
 /** Chosen blocks. Unit u = kv_head * num_query_blocks + (query_block - first_query_block);
- * indices[u*capacity .. u*capacity + counts[u]) are its kept blocks in ascending order.
- * capacity >= num_blocks. Written by sb_select_blocks, read by the attend calls. */
+ * indices[u*capacity .. u*capacity + counts[u]) are its kept blocks in ascending order, and
+ * 1 <= counts[u] <= the unit's causal blocks. capacity >= num_blocks, and num_units * capacity
+ * must not overflow (SB_ERROR_OUT_OF_RANGE). Written by sb_select_blocks, read by the attend calls. */
 typedef struct sb_block_selection {
   size_t struct_size;  /**< sizeof(sb_block_selection) */
   int32_t* indices;  /**< num_units * capacity */
@@ -335,7 +343,8 @@ SB_API sb_status sb_summaries_block(const sb_summaries* summaries, int32_t head,
  * num_threads >= 1 counts the calling thread. One call at a time per pool (serialised). */
 typedef struct sb_thread_pool sb_thread_pool;
 /** Creates a pool; num_threads in [1, 4096], the caller included (num_threads - 1 workers).
- * *pool NULL on failure. */
+ * SB_ERROR_INTERNAL (naming how many started) when the OS cannot start them all; the workers
+ * already started are joined first. *pool NULL on failure. */
 SB_API sb_status sb_thread_pool_create(int32_t num_threads, sb_thread_pool** pool);
 /** Joins the workers and frees the pool; NULL is a no-op. No call may still be using it. */
 SB_API void sb_thread_pool_destroy(sb_thread_pool* pool);
@@ -432,7 +441,7 @@ SB_API void sb_predictor_destroy(sb_predictor* predictor);
 SB_API const char* sb_predictor_type(const sb_predictor* predictor);
 /** The predictor's JSON document. Writes at most `capacity` bytes (NUL included) into buffer
  * (may be NULL with capacity 0) and the full length without the NUL into *length; if capacity
- * is too small, returns SB_ERROR_OUT_OF_RANGE after setting *length. */
+ * is too small, returns SB_ERROR_OUT_OF_RANGE after setting *length (buffer is not written). */
 SB_API sb_status sb_predictor_to_json(const sb_predictor* predictor, char* buffer, size_t capacity,
                                       size_t* length);
 /** Validates the features and predicts the budget. Thread-safe, O(parameters). */

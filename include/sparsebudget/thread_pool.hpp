@@ -8,10 +8,13 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <utility>
 #include <vector>
+
+#include "sparsebudget/status.hpp"
 
 namespace sparsebudget {
 
@@ -20,8 +23,19 @@ namespace sparsebudget {
 /// the same pool deadlocks.
 class ThreadPool {
  public:
-  /// num_threads >= 1 counts the calling thread: num_threads - 1 workers are started (values
-  /// below 1 are treated as 1).
+  /// Most threads a pool may have (the caller included): far more than any CPU this runs on, and
+  /// a bound on what a bad argument can make the OS try to start.
+  static constexpr int kMaxThreads = 4096;
+
+  /// Starts num_threads - 1 workers (num_threads counts the calling thread). Errors:
+  /// kInvalidArgument for num_threads outside [1, kMaxThreads]; kInternal, naming how many
+  /// started, when the OS cannot start a thread (memory or thread limits) - the workers already
+  /// started are then stopped and joined before it returns. Cost: one allocation and the threads.
+  static Expected<std::unique_ptr<ThreadPool>> Create(int num_threads);
+
+  /// The same as Create for callers that use exceptions: values below 1 are treated as 1, above
+  /// kMaxThreads as kMaxThreads; if a thread cannot be started, the workers already started are
+  /// joined and std::system_error is thrown (prefer Create, which reports a status).
   explicit ThreadPool(int num_threads);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
@@ -42,6 +56,10 @@ class ThreadPool {
   }
 
  private:
+  struct Deferred {};
+  ThreadPool(Deferred, int num_threads) noexcept;
+  Status StartWorkers() noexcept;  // starts num_threads_ - 1 workers, or none (joined) on failure
+  void StopWorkers() noexcept;
   void Worker(int ith);
 
   int num_threads_;

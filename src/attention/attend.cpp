@@ -4,6 +4,7 @@
 #include <string>
 
 #include "attention/internal.hpp"
+#include "core/checked.hpp"
 #include "kernels/kernels.hpp"
 #include "sparsebudget/thread_pool.hpp"
 
@@ -272,25 +273,46 @@ Status CheckExec(const AttentionPlan& p, const QueryView& q, const ConstBlockSel
     return Bad("partition ith " + std::to_string(ith) + " of nth " + std::to_string(nth) + " is out of range");
   if (q.data == nullptr) return Bad("q.data is null");
   if (out.data == nullptr) return Bad("out.data is null");
-  if (ws == nullptr && p.workspace_bytes > 0) return Bad("workspace is null");
-  if (sel.indices != nullptr) {
-    if (sel.counts == nullptr) return Bad("selection.counts is null");
-    if (sel.capacity < p.num_blocks)
-      return Bad("selection capacity " + std::to_string(sel.capacity) + " is below num_blocks " +
-                 std::to_string(p.num_blocks));
-  }
+  if (Status st = CheckWorkspace(p, ws); !st.ok()) return st;
+  if (sel.indices != nullptr) return CheckSelectionBuffers(p, sel.indices, sel.counts, sel.capacity);
   return OkStatus();
 }
 
-// Checks a caller-made selection: counts in range, indices ascending and causal.
+}  // namespace
+
+Status CheckWorkspace(const AttentionPlan& p, const void* ws) {
+  if (ws == nullptr && p.workspace_bytes > 0) return Bad("workspace is null");
+  if (reinterpret_cast<uintptr_t>(ws) % alignof(float) != 0)
+    return Bad("workspace address " + std::to_string(reinterpret_cast<uintptr_t>(ws)) + " is not 4-byte aligned");
+  return OkStatus();
+}
+
+Status CheckSelectionBuffers(const AttentionPlan& p, const int32_t* indices, const int32_t* counts,
+                             int64_t capacity) {
+  if (indices == nullptr) return Bad("selection.indices is null");
+  if (counts == nullptr) return Bad("selection.counts is null");
+  if (reinterpret_cast<uintptr_t>(indices) % alignof(int32_t) != 0 ||
+      reinterpret_cast<uintptr_t>(counts) % alignof(int32_t) != 0)
+    return Bad("selection buffers must be 4-byte aligned");
+  if (capacity < p.num_blocks)
+    return Bad("selection capacity " + std::to_string(capacity) + " is below num_blocks " +
+               std::to_string(p.num_blocks));
+  int64_t entries, bytes;
+  if (!CheckedMul(p.num_units, capacity, &entries) || !CheckedBytes(entries, sizeof(int32_t), &bytes))
+    return Status(StatusCode::kOutOfRange, "selection capacity " + std::to_string(capacity) + " x " +
+                                               std::to_string(p.num_units) + " units overflows");
+  return OkStatus();
+}
+
 Status CheckSelection(const AttentionPlan& p, const ConstBlockSelection& sel) {
   if (sel.indices == nullptr) return OkStatus();
+  if (Status st = CheckSelectionBuffers(p, sel.indices, sel.counts, sel.capacity); !st.ok()) return st;
   for (int64_t u = 0; u < p.num_units; ++u) {
     const int64_t nb = UnitOf(p, u).query_block + 1;
     const int32_t n = sel.counts[u];
-    if (n < 0 || n > nb)
+    if (n < 1 || n > nb)
       return Status(StatusCode::kOutOfRange, "selection.counts[" + std::to_string(u) + "] = " +
-                                                 std::to_string(n) + " is outside [0, " + std::to_string(nb) + "]");
+                                                 std::to_string(n) + " is outside [1, " + std::to_string(nb) + "]");
     const int32_t* idx = sel.indices + u * sel.capacity;
     for (int32_t j = 0; j < n; ++j) {
       if (idx[j] < 0 || idx[j] >= nb || (j > 0 && idx[j] <= idx[j - 1]))
@@ -301,6 +323,8 @@ Status CheckSelection(const AttentionPlan& p, const ConstBlockSelection& sel) {
   }
   return OkStatus();
 }
+
+namespace {
 
 Ctx MakeCtx(const AttentionPlan& p, const QueryView& q, const KVCacheView& kv, ConstBlockSelection sel,
             OutputView out, void* ws) {
@@ -362,13 +386,18 @@ Status SparseAttention(const AttentionPlan& plan, const QueryView& q, const KVCa
                        SelectionStats* stats, BlockSelection selection_out) {
   if (stats) *stats = SelectionStats{};
   if (plan.empty) return OkStatus();
+  if (selection_out.indices != nullptr)
+    if (Status st = detail::CheckSelectionBuffers(plan, selection_out.indices, selection_out.counts,
+                                                  selection_out.capacity);
+        !st.ok())
+      return st;
   const Budget& budget = plan.params.budget;
   // A budget that keeps everything goes through selection (cheap: nothing is scored) so the
   // clamp is reported; one that keeps >= 90% but not all falls back to dense.
   const bool fallback = budget.mode != BudgetMode::kDense && PlanRunsDense(plan) &&
                         ResolveBudget(budget, plan.num_blocks).total_blocks < plan.num_blocks;
   if (budget.mode == BudgetMode::kDense || fallback) {
-    if (selection_out.indices != nullptr && selection_out.counts != nullptr && selection_out.capacity >= plan.num_blocks) {
+    if (selection_out.indices != nullptr) {
       for (int64_t u = 0; u < plan.num_units; ++u) {
         const int64_t nb = detail::UnitOf(plan, u).query_block + 1;
         for (int64_t j = 0; j < nb; ++j) selection_out.indices[u * selection_out.capacity + j] = static_cast<int32_t>(j);
@@ -388,6 +417,7 @@ Status SparseAttention(const AttentionPlan& plan, const QueryView& q, const KVCa
     return Attend(plan, q, kv, ConstBlockSelection{}, out, workspace, pool);
   }
   if (summaries == nullptr) return detail::Bad("summaries are null but the budget is not dense");
+  if (Status st = detail::CheckWorkspace(plan, workspace); !st.ok()) return st;
   if (workspace == nullptr) return detail::Bad("workspace is null");
   BlockSelection sel = selection_out;
   if (sel.indices == nullptr) {

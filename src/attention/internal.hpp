@@ -24,6 +24,23 @@ struct WorkspaceLayout {
 };
 bool ComputeLayout(const AttentionPlan& plan, WorkspaceLayout* layout);
 
+// Validation shared by the C++ and C entry points (one place each; issue 12).
+// K/V layout for reading tokens [t0, t1) (1 <= t1) of `heads` x `dim`: strides >= 0, rows do not
+// overlap, every offset a read forms fits in int64 bytes, the page table entries of the pages
+// covering [t0, t1) are >= 0 and their offsets fit. O(pages read).
+Status CheckKvLayout(const KVCacheView& kv, int64_t t0, int64_t t1, int32_t heads, int32_t dim,
+                     int32_t block_size);
+// A workspace for `plan`: non-null when the plan needs bytes, 4-byte aligned (it holds floats and
+// int32s; the header promises nothing beyond 4 bytes is needed).
+Status CheckWorkspace(const AttentionPlan& plan, const void* workspace);
+// Selection buffers for `plan`: both non-null and 4-byte aligned, capacity >= num_blocks, and
+// num_units x capacity entries addressable without overflow (unit u's row starts at u * capacity).
+Status CheckSelectionBuffers(const AttentionPlan& plan, const int32_t* indices, const int32_t* counts,
+                             int64_t capacity);
+// A caller-made selection: the buffers as above, every count in [1, causal blocks of its unit]
+// (0 blocks would leave a row with no key: 0/0) and indices ascending within them. O(kept blocks).
+Status CheckSelection(const AttentionPlan& plan, const ConstBlockSelection& selection);
+
 // Query rows of unit u: the unit's kv head and query block, and its queries' index range.
 struct Unit {
   int32_t kv_head;

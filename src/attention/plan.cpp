@@ -4,6 +4,7 @@
 #include <string>
 
 #include "attention/internal.hpp"
+#include "core/checked.hpp"
 #include "kernels/kernels.hpp"
 
 namespace sparsebudget {
@@ -45,7 +46,7 @@ int64_t DTypeBytes(DType t, int64_t n) noexcept {
     return n / kQ8_0BlockValues * kQ8_0BlockBytes;  // never overflows: 34/32 < 2 and n < 2^63
   }
   int64_t bytes;
-  if (__builtin_mul_overflow(n, static_cast<int64_t>(DTypeSize(t)), &bytes)) return -1;
+  if (!detail::CheckedMul(n, static_cast<int64_t>(DTypeSize(t)), &bytes)) return -1;
   return bytes;
 }
 
@@ -67,13 +68,13 @@ constexpr int64_t kMaxHeads = 65536;
 Status Bad(const std::string& m) { return Status(StatusCode::kInvalidArgument, m); }
 std::string S(int64_t v) { return std::to_string(v); }
 
-// Adds `bytes` rounded up to 64 to *total; false on overflow.
+// Adds count * elem bytes rounded up to 64 to *total; false on overflow.
 bool AddRegion(size_t* total, size_t* offset, uint64_t count, uint64_t elem) {
   uint64_t bytes;
-  if (__builtin_mul_overflow(count, elem, &bytes)) return false;
-  bytes = (bytes + 63) / 64 * 64;
+  if (!CheckedMul<uint64_t>(count, elem, &bytes) || !CheckedAdd<uint64_t>(bytes, 63, &bytes)) return false;
+  bytes = bytes / 64 * 64;
   *offset = *total;
-  return !__builtin_add_overflow(*total, bytes, total);
+  return CheckedAdd<size_t>(*total, bytes, total);
 }
 }  // namespace
 
@@ -82,15 +83,19 @@ bool ComputeLayout(const AttentionPlan& p, WorkspaceLayout* w) {
   const auto units = static_cast<uint64_t>(p.num_units);
   const auto nb = static_cast<uint64_t>(p.num_blocks);
   const auto dim = static_cast<uint64_t>(p.params.shape.head_dim);
-  bool ok = AddRegion(&total, &w->sel_indices, units * nb, 4) &&
-            AddRegion(&total, &w->sel_counts, units, 4) &&
-            AddRegion(&total, &w->scores, units * nb, 4) &&
-            AddRegion(&total, &w->order, units * nb, 4) &&
-            AddRegion(&total, &w->qsum, units * dim, 4);
-  w->partial_stride = static_cast<size_t>(p.max_rows) * (dim + 2);
+  uint64_t units_nb = 0, units_dim = 0, partial_stride = 0, units_chunks = 0, partial_floats = 0;
+  bool ok = CheckedMul(units, nb, &units_nb) && CheckedMul(units, dim, &units_dim) &&
+            CheckedMul<uint64_t>(static_cast<uint64_t>(p.max_rows), dim + 2, &partial_stride) &&
+            CheckedMul<uint64_t>(units, static_cast<uint64_t>(p.max_chunks), &units_chunks) &&
+            CheckedMul(units_chunks, partial_stride, &partial_floats);
+  ok = ok && AddRegion(&total, &w->sel_indices, units_nb, 4) &&
+       AddRegion(&total, &w->sel_counts, units, 4) &&
+       AddRegion(&total, &w->scores, units_nb, 4) &&
+       AddRegion(&total, &w->order, units_nb, 4) &&
+       AddRegion(&total, &w->qsum, units_dim, 4);
+  w->partial_stride = static_cast<size_t>(partial_stride);
   if (p.max_chunks > 1) {
-    ok = ok && AddRegion(&total, &w->partials,
-                         units * static_cast<uint64_t>(p.max_chunks) * w->partial_stride, 4);
+    ok = ok && AddRegion(&total, &w->partials, partial_floats, 4);
   } else {
     w->partials = total;
   }
@@ -140,7 +145,7 @@ Status MakePlan(const AttentionParams& params, AttentionPlan* plan) {
   p.empty = s.num_queries == 0;
   if (!p.empty) {
     const int64_t L = s.context_length;
-    p.num_blocks = (L + s.block_size - 1) / s.block_size;
+    p.num_blocks = detail::CeilDiv(L, s.block_size);
     p.first_query_pos = L - s.num_queries;
     p.first_query_block = p.first_query_pos / s.block_size;
     p.num_query_blocks = (L - 1) / s.block_size - p.first_query_block + 1;
@@ -180,8 +185,8 @@ Status CheckRows(const char* what, int64_t ntok, int64_t nhead, int64_t dim, int
   if (many_tok && many_head) {
     // Products that overflow cannot be met by any stride: treat them as "does not fit".
     int64_t head_extent, tok_extent;
-    const bool head_fits = !__builtin_mul_overflow(hs, nhead, &head_extent);
-    const bool tok_fits = !__builtin_mul_overflow(ts, ntok, &tok_extent);
+    const bool head_fits = detail::CheckedMul(hs, nhead, &head_extent);
+    const bool tok_fits = detail::CheckedMul(ts, ntok, &tok_extent);
     ok = (hs >= dim && head_fits && ts >= head_extent) || (ts >= dim && tok_fits && hs >= tok_extent);
   } else if (many_tok) {
     ok = ts >= dim;
@@ -196,9 +201,9 @@ Status CheckRows(const char* what, int64_t ntok, int64_t nhead, int64_t dim, int
   if (dtype == DType::kQ8_0 && (ts % kQ8_0BlockValues != 0 || hs % kQ8_0BlockValues != 0))
     return Bad(std::string(what) + " strides must be multiples of 32 values for q8_0, got token_stride " + S(ts) +
                " head_stride " + S(hs));
-  int64_t a, b, c;
-  if (__builtin_mul_overflow(ntok - 1, ts, &a) || __builtin_mul_overflow(nhead - 1, hs, &b) ||
-      __builtin_add_overflow(a, b, &c) || __builtin_add_overflow(c, dim, &c) || DTypeBytes(dtype, c) < 0)
+  int64_t a, c;
+  if (!detail::CheckedExtent(ntok, ts, dim, &a) || !detail::CheckedExtent(nhead, hs, 0, &c) ||
+      !detail::CheckedAdd(a, c, &c) || DTypeBytes(dtype, c) < 0)
     return Status(StatusCode::kOutOfRange, std::string(what) + " byte extent overflows (token_stride " +
                                                S(ts) + ", head_stride " + S(hs) + ")");
   return OkStatus();
@@ -228,35 +233,40 @@ Status ValidateViews(const AttentionPlan& plan, const QueryView& q, const KVCach
   if (kv.dtype != plan.params.kv_dtype)
     return Bad(std::string("kv.dtype ") + DTypeName(kv.dtype) + " differs from the plan's " +
                DTypeName(plan.params.kv_dtype));
+  return detail::CheckKvLayout(kv, 0, s.context_length, s.num_kv_heads, s.head_dim, s.block_size);
+}
+
+namespace detail {
+
+Status CheckKvLayout(const KVCacheView& kv, int64_t t0, int64_t t1, int32_t heads, int32_t dim,
+                     int32_t block_size) {
   const DType elem = kv.dtype;
-  if (kv.page_table == nullptr)
-    return CheckRows("kv", s.context_length, s.num_kv_heads, s.head_dim, kv.token_stride,
-                     kv.head_stride, elem);
-  if (kv.page_size < s.block_size || kv.page_size % s.block_size != 0)
-    return Bad("kv.page_size must be a positive multiple of block_size (" + S(s.block_size) +
-               "), got " + S(kv.page_size));
+  if (kv.page_table == nullptr) return CheckRows("kv", t1, heads, dim, kv.token_stride, kv.head_stride, elem);
+  if (kv.page_size < block_size || kv.page_size % block_size != 0)
+    return Bad("kv.page_size must be a positive multiple of block_size (" + S(block_size) + "), got " +
+               S(kv.page_size));
   if (kv.page_stride < 0) return Bad("kv.page_stride must be >= 0, got " + S(kv.page_stride));
   if (kv.dtype == DType::kQ8_0 && kv.page_stride % kQ8_0BlockValues != 0)
     return Bad("kv.page_stride must be a multiple of 32 values for q8_0, got " + S(kv.page_stride));
-  const int64_t tok_in_page = s.context_length < kv.page_size ? s.context_length : kv.page_size;
-  if (Status st = CheckRows("kv page", tok_in_page, s.num_kv_heads, s.head_dim, kv.token_stride,
-                            kv.head_stride, elem);
-      !st.ok())
+  const int64_t tok_in_page = t1 < kv.page_size ? t1 : kv.page_size;
+  if (Status st = CheckRows("kv page", tok_in_page, heads, dim, kv.token_stride, kv.head_stride, elem); !st.ok())
     return st;
   // CheckRows proved this extent fits in int64 bytes.
-  const int64_t page_extent = (tok_in_page - 1) * kv.token_stride + (s.num_kv_heads - 1) * kv.head_stride + s.head_dim;
-  const int64_t pages = s.context_length / kv.page_size + (s.context_length % kv.page_size != 0 ? 1 : 0);
+  const int64_t page_extent =
+      (tok_in_page - 1) * kv.token_stride + static_cast<int64_t>(heads - 1) * kv.head_stride + dim;
+  const int64_t pages = CeilDiv(t1, kv.page_size);
   if (pages > 1 && kv.page_stride < page_extent)
-    return Bad("kv.page_stride " + S(kv.page_stride) + " is smaller than one page's extent " +
-               S(page_extent));
-  for (int64_t i = 0; i < pages; ++i) {
+    return Bad("kv.page_stride " + S(kv.page_stride) + " is smaller than one page's extent " + S(page_extent));
+  for (int64_t i = t0 / kv.page_size; i < pages; ++i) {
     const int64_t pg = kv.page_table[i];
     int64_t off;
-    if (pg < 0 || __builtin_mul_overflow(pg, kv.page_stride, &off) || __builtin_add_overflow(off, page_extent, &off) ||
+    if (pg < 0 || !CheckedMul<int64_t>(pg, kv.page_stride, &off) || !CheckedAdd(off, page_extent, &off) ||
         DTypeBytes(elem, off) < 0)
       return Bad("kv.page_table[" + S(i) + "] = " + S(pg) + " is negative or overflows");
   }
   return OkStatus();
 }
+
+}  // namespace detail
 
 }  // namespace sparsebudget

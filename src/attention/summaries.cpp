@@ -1,7 +1,9 @@
 // Block summaries: running per-block key sums (mean scoring) and min/max (bound scoring).
+#include <new>
 #include <string>
 
 #include "attention/internal.hpp"
+#include "core/checked.hpp"
 #include "kernels/kernels.hpp"
 
 namespace sparsebudget {
@@ -17,11 +19,10 @@ Expected<BlockSummaries> BlockSummaries::Create(const Config& c) {
   if (!c.mean && !c.bound) return bad("summaries must keep mean, bound or both");
   BlockSummaries s;
   s.config_ = c;
-  s.max_blocks_ = c.max_tokens / c.block_size + (c.max_tokens % c.block_size != 0 ? 1 : 0);
+  s.max_blocks_ = detail::CeilDiv(c.max_tokens, c.block_size);
   uint64_t per_kind;
-  if (__builtin_mul_overflow(static_cast<uint64_t>(s.max_blocks_),
-                             static_cast<uint64_t>(c.num_kv_heads) * static_cast<uint64_t>(c.head_dim),
-                             &per_kind) ||
+  if (!detail::CheckedMul(static_cast<uint64_t>(s.max_blocks_),
+                          static_cast<uint64_t>(c.num_kv_heads) * static_cast<uint64_t>(c.head_dim), &per_kind) ||
       per_kind > (uint64_t{1} << 40))
     return Status(StatusCode::kOutOfRange, "summaries for max_tokens " + std::to_string(c.max_tokens) +
                                                " are too large");
@@ -29,12 +30,17 @@ Expected<BlockSummaries> BlockSummaries::Create(const Config& c) {
   size_t total = 0;
   if (c.mean) { s.sum_offset_ = total; total += n; }
   if (c.bound) { s.min_offset_ = total; total += n; s.max_offset_ = total; total += n; }
-  s.storage_.assign(total, 0.0f);
+  try {
+    s.storage_.assign(total, 0.0f);  // the one allocation; its failure is a status, not a throw
+  } catch (const std::bad_alloc&) {
+    return Status(StatusCode::kInternal, "summaries for max_tokens " + std::to_string(c.max_tokens) + ": cannot allocate " +
+                                             std::to_string(total * sizeof(float)) + " bytes");
+  }
   return s;
 }
 
 int64_t BlockSummaries::num_blocks() const noexcept {
-  return (num_tokens_ + config_.block_size - 1) / config_.block_size;
+  return detail::CeilDiv(num_tokens_, config_.block_size);
 }
 
 const float* BlockSummaries::key_sum(int32_t head, int64_t block) const noexcept {
@@ -68,23 +74,14 @@ Status BlockSummaries::Append(const KVCacheView& kv, int64_t new_num_tokens) {
   if (kv.k == nullptr) return bad("kv.k is null");
   const auto dt = static_cast<int>(kv.dtype);
   if (dt < 0 || dt > 3) return bad("kv.dtype is not a DType: " + std::to_string(dt));
-  if (kv.token_stride < 0 || kv.head_stride < 0) return bad("kv strides must be >= 0");
-  if (kv.dtype == DType::kQ8_0 &&
-      (config_.head_dim % kQ8_0BlockValues != 0 || kv.token_stride % kQ8_0BlockValues != 0 ||
-       kv.head_stride % kQ8_0BlockValues != 0 || (kv.page_table != nullptr && kv.page_stride % kQ8_0BlockValues != 0)))
-    return bad("q8_0 K needs head_dim and strides that are multiples of 32 (head_dim " +
-               std::to_string(config_.head_dim) + ", token_stride " + std::to_string(kv.token_stride) +
-               ", head_stride " + std::to_string(kv.head_stride) + ")");
-  if (kv.page_table != nullptr &&
-      (kv.page_size < config_.block_size || kv.page_size % config_.block_size != 0))
-    return bad("kv.page_size must be a positive multiple of block_size, got " + std::to_string(kv.page_size));
+  if (kv.dtype == DType::kQ8_0 && config_.head_dim % kQ8_0BlockValues != 0)
+    return bad("q8_0 K needs a head_dim that is a multiple of 32, got " + std::to_string(config_.head_dim));
+  // The same layout rules as ValidateViews (q8_0 stride multiples included), for the tokens read here.
+  if (Status st = detail::CheckKvLayout(kv, num_tokens_, new_num_tokens, config_.num_kv_heads, config_.head_dim,
+                                        config_.block_size);
+      !st.ok())
+    return st;
   const int32_t B = config_.block_size;
-  if (kv.page_table != nullptr) {
-    for (int64_t pg = num_tokens_ / kv.page_size; pg <= (new_num_tokens - 1) / kv.page_size; ++pg)
-      if (kv.page_table[pg] < 0)
-        return bad("kv.page_table[" + std::to_string(pg) + "] = " + std::to_string(kv.page_table[pg]) + " is negative");
-    if (kv.page_stride < 0) return bad("kv.page_stride must be >= 0, got " + std::to_string(kv.page_stride));
-  }
   const kernels::KernelTable& kt = kernels::Kernels();
   for (int32_t h = 0; h < config_.num_kv_heads; ++h) {
     for (int64_t t = num_tokens_; t < new_num_tokens; ++t) {

@@ -109,26 +109,9 @@ sb_status ToSelection(const char* fn, const char* what, const sb_block_selection
 ConstBlockSelection AsConst(const BlockSelection& s) { return ConstBlockSelection{s.indices, s.counts, s.capacity}; }
 
 // What Attend checks of a caller-made selection, for the partitioned path (which the C++ API
-// leaves to the caller): capacity, counts in range, indices ascending and causal.
+// leaves to the caller): the one check of attention/internal.hpp.
 sb_status CheckSelection(const char* fn, const AttentionPlan& p, const ConstBlockSelection& sel) {
-  if (sel.indices == nullptr) return SB_OK;
-  if (sel.capacity < p.num_blocks)
-    return Fail(fn, SB_ERROR_INVALID_ARGUMENT,
-                "selection->capacity " + S(sel.capacity) + " is below num_blocks " + S(p.num_blocks));
-  for (int64_t u = 0; u < p.num_units; ++u) {
-    const int64_t nb = detail::UnitOf(p, u).query_block + 1;
-    const int32_t n = sel.counts[u];
-    if (n < 0 || n > nb)
-      return Fail(fn, SB_ERROR_OUT_OF_RANGE,
-                  "selection->counts[" + S(u) + "] = " + S(n) + " is outside [0, " + S(nb) + "]");
-    const int32_t* idx = sel.indices + u * sel.capacity;
-    for (int32_t j = 0; j < n; ++j)
-      if (idx[j] < 0 || idx[j] >= nb || (j > 0 && idx[j] <= idx[j - 1]))
-        return Fail(fn, SB_ERROR_OUT_OF_RANGE,
-                    "selection->indices of unit " + S(u) + " at " + S(j) + " = " + S(idx[j]) +
-                        " is not ascending within [0, " + S(nb) + ")");
-  }
-  return SB_OK;
+  return FromStatus(fn, detail::CheckSelection(p, sel));
 }
 
 // Checks the query rows only: ValidateViews with a K/V view that trivially covers the shape
@@ -351,9 +334,9 @@ sb_status sb_thread_pool_create(int32_t num_threads, sb_thread_pool** pool) {
   return Guard(fn, [&]() -> sb_status {
     if (pool == nullptr) return Null(fn, "pool");
     *pool = nullptr;
-    if (num_threads < 1 || num_threads > 4096)
-      return Fail(fn, SB_ERROR_INVALID_ARGUMENT, "num_threads must be in [1, 4096], got " + capi::S(num_threads));
-    *pool = new sb_thread_pool(num_threads);
+    Expected<std::unique_ptr<ThreadPool>> p = ThreadPool::Create(num_threads);
+    if (!p.ok()) return Fail(fn, p.status());
+    *pool = new sb_thread_pool{std::move(p).value()};
     return Ok();
   });
 }
@@ -396,7 +379,7 @@ sb_status sb_attend(const sb_plan* plan, const sb_query_view* q, const sb_kv_vie
     if (sb_status st = capi::ToOutput(fn, out, &ov); st != SB_OK) return st;
     if (sb_status st = capi::ToSelection(fn, "selection", selection, true, &sel); st != SB_OK) return st;
     return capi::FromStatus(fn, Attend(plan->plan, qv, kvv, capi::AsConst(sel), ov, workspace,
-                                       pool != nullptr ? &pool->pool : nullptr));
+                                       pool != nullptr ? pool->pool.get() : nullptr));
   });
 }
 
@@ -431,6 +414,7 @@ sb_status sb_attend_merge(const sb_plan* plan, const sb_block_selection* selecti
     BlockSelection sel;
     if (sb_status st = capi::ToOutput(fn, out, &ov); st != SB_OK) return st;
     if (sb_status st = capi::ToSelection(fn, "selection", selection, true, &sel); st != SB_OK) return st;
+    if (sb_status st = capi::CheckSelection(fn, plan->plan, capi::AsConst(sel)); st != SB_OK) return st;
     return capi::FromStatus(fn, AttendMerge(plan->plan, capi::AsConst(sel), ov, workspace, ith, nth));
   });
 }
@@ -459,7 +443,7 @@ sb_status sb_sparse_attention(const sb_plan* plan, const sb_query_view* q, const
     if (Status st = ValidateViews(plan->plan, qv, kvv, &ov); !st.ok()) return Fail(fn, st);
     SelectionStats s;
     if (Status st = SparseAttention(plan->plan, qv, kvv, summaries != nullptr ? &summaries->summaries : nullptr,
-                                    ov, workspace, pool != nullptr ? &pool->pool : nullptr, &s, sel);
+                                    ov, workspace, pool != nullptr ? pool->pool.get() : nullptr, &s, sel);
         !st.ok())
       return Fail(fn, st);
     capi::ToStats(s, stats);

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstring>
 #include <exception>
+#include <memory>
 #include <new>
 #include <string>
 
@@ -23,8 +24,7 @@ struct sb_summaries {
   sparsebudget::BlockSummaries summaries;
 };
 struct sb_thread_pool {
-  explicit sb_thread_pool(int num_threads) : pool(num_threads) {}
-  sparsebudget::ThreadPool pool;
+  std::unique_ptr<sparsebudget::ThreadPool> pool;  // never null (sb_thread_pool_create)
 };
 
 namespace sparsebudget::capi {
@@ -80,6 +80,10 @@ sb_status ReadIn(const char* fn, const char* what, const T* in, size_t first_ver
                 std::string(what) + "->struct_size " + std::to_string(size) +
                     " is smaller than the first version's " + std::to_string(first_version_size) +
                     " (set it to sizeof the struct)");
+  if (size > SB_MAX_STRUCT_SIZE)
+    return Fail(fn, SB_ERROR_INVALID_ARGUMENT,
+                std::string(what) + "->struct_size " + std::to_string(size) + " is above SB_MAX_STRUCT_SIZE " +
+                    std::to_string(SB_MAX_STRUCT_SIZE) + " (set it to sizeof the struct)");
   if (size > sizeof(T)) {
     const unsigned char* extra = reinterpret_cast<const unsigned char*>(in) + sizeof(T);
     for (size_t i = 0; i < size - sizeof(T); ++i)
@@ -101,6 +105,11 @@ sb_status CheckOut(const char* fn, const char* what, const T* out, size_t first_
     return Fail(fn, SB_ERROR_INVALID_ARGUMENT,
                 std::string(what) + "->struct_size " + std::to_string(out->struct_size) +
                     " is smaller than the first version's " + std::to_string(first_version_size) +
+                    " (set it to sizeof the struct)");
+  if (out->struct_size > SB_MAX_STRUCT_SIZE)
+    return Fail(fn, SB_ERROR_INVALID_ARGUMENT,
+                std::string(what) + "->struct_size " + std::to_string(out->struct_size) +
+                    " is above SB_MAX_STRUCT_SIZE " + std::to_string(SB_MAX_STRUCT_SIZE) +
                     " (set it to sizeof the struct)");
   return SB_OK;
 }

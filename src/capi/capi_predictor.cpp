@@ -154,7 +154,7 @@ sb_status sb_predictor_to_json(const sb_predictor* predictor, char* buffer, size
     const std::string json = predictor->predictor->ToJson();
     *length = json.size();
     if (capacity < json.size() + 1) {
-      if (capacity > 0) buffer[0] = '\0';
+      // Nothing is written through `buffer` on failure (sparsebudget.h conventions).
       return Fail(fn, SB_ERROR_OUT_OF_RANGE,
                   "capacity " + std::to_string(capacity) + " is below the " + std::to_string(json.size() + 1) +
                       " bytes the JSON needs");

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <string>
 
+#include "core/checked.hpp"
+
 namespace sparsebudget {
 
 const char* BudgetModeName(BudgetMode mode) noexcept {
@@ -21,7 +23,11 @@ Budget Budget::ForLayer(int layer) const {
   b.layer_scale.clear();
   if (layer < 0 || static_cast<size_t>(layer) >= layer_scale.size()) return b;
   const double s = layer_scale[static_cast<size_t>(layer)];
-  if (mode == BudgetMode::kBlocks) b.blocks = static_cast<int64_t>(std::ceil(static_cast<double>(blocks) * s));
+  if (mode == BudgetMode::kBlocks) {
+    // Saturate: a double at or beyond 2^63 does not convert to int64 (undefined).
+    const double scaled = std::ceil(static_cast<double>(blocks) * s);
+    b.blocks = scaled >= 9.2e18 ? INT64_MAX : static_cast<int64_t>(scaled);
+  }
   if (mode == BudgetMode::kFraction) b.fraction = std::min(1.0, fraction * s);
   return b;
 }
@@ -73,19 +79,26 @@ ResolvedBudget ResolveBudget(const Budget& b, int64_t causal_blocks) noexcept {
   if (causal_blocks <= 0) return r;
   r.forced_blocks = ForcedBlocks(b, causal_blocks);
   int64_t want = causal_blocks;
+  // `more` = the budget asks for more blocks than exist (a clamp unless dense). Counts are formed
+  // without overflow for every causal_blocks up to INT64_MAX.
+  bool more = false;
   switch (b.mode) {
     case BudgetMode::kDense: want = causal_blocks; break;
     case BudgetMode::kBlocks:
-      want = b.blocks > causal_blocks ? causal_blocks + 1 : r.forced_blocks + b.blocks;
+      more = b.blocks > causal_blocks - r.forced_blocks;
+      want = more ? causal_blocks : r.forced_blocks + b.blocks;
       break;
-    case BudgetMode::kFraction:
-      want = static_cast<int64_t>(std::ceil(b.fraction * static_cast<double>(causal_blocks) - 1e-9));
+    case BudgetMode::kFraction: {
+      const double w = std::ceil(b.fraction * static_cast<double>(causal_blocks) - 1e-9);
+      want = w >= static_cast<double>(causal_blocks) ? causal_blocks : static_cast<int64_t>(w);
       break;
+    }
     case BudgetMode::kTopP: want = r.forced_blocks; break;
   }
   int64_t total = want;
   if (b.min_blocks > 0 && total < b.min_blocks) { total = b.min_blocks; r.clamped = true; }
   if (b.max_blocks > 0 && total > b.max_blocks) { total = b.max_blocks; r.clamped = true; }
+  if (more) r.clamped = true;
   if (total > causal_blocks) {
     // Asking for more than exists is dense; a dense request itself is not a clamp.
     if (b.mode != BudgetMode::kDense) r.clamped = true;

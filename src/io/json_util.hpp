@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
 #include <optional>
 #include <set>
 #include <string>
@@ -26,6 +27,17 @@ inline Status CannotOpen(const std::string& path) {
   return Status(StatusCode::kIoError, path + ": cannot open");
 }
 
+// Opens `path` for binary reading into *in. kNotFound when it does not exist; kIoError when it is
+// a directory (an ifstream "opens" one and then reads nothing, which would surface as a parse
+// error) or cannot be opened. Every file reader of the library opens through this.
+inline Status OpenForReading(const std::string& path, std::ifstream* in) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) return Status(StatusCode::kIoError, path + ": is a directory, not a file");
+  in->open(path, std::ios::binary);
+  if (!*in) return CannotOpen(path);
+  return OkStatus();
+}
+
 inline const char* JsonTypeName(const json& j) {
   if (j.is_null()) return "null";
   if (j.is_boolean()) return "boolean";
@@ -36,10 +48,74 @@ inline const char* JsonTypeName(const json& j) {
   return "object";
 }
 
-// Parses text; on failure names `what` (file, line) in the message.
+// Deepest nesting of objects and arrays ParseJson accepts. Every walk of a parsed document
+// (nlohmann's dump and destructor, the predictor readers) recurses per level, so the depth is
+// bounded while parsing, before anything recurses: a 5 MB file of nested objects must fail with a
+// message, not overflow the stack. Predictors nest at most 32 levels (2 JSON levels each).
+inline constexpr int kMaxJsonDepth = 128;
+
+// SAX handler that builds the DOM (nlohmann's own builder) and rejects, as they stream past,
+// nesting deeper than kMaxJsonDepth and a key repeated within one object (nlohmann keeps the last
+// silently; a file saying two things is an error).
+class StrictJsonSax {
+ public:
+  explicit StrictJsonSax(json* root) : dom_(*root, /*allow_exceptions=*/false) {}
+  const std::string& error() const { return error_; }
+
+  bool null() { return dom_.null(); }
+  bool boolean(bool v) { return dom_.boolean(v); }
+  bool number_integer(json::number_integer_t v) { return dom_.number_integer(v); }
+  bool number_unsigned(json::number_unsigned_t v) { return dom_.number_unsigned(v); }
+  bool number_float(json::number_float_t v, const json::string_t& s) { return dom_.number_float(v, s); }
+  bool string(json::string_t& v) { return dom_.string(v); }
+  bool binary(json::binary_t& v) { return dom_.binary(v); }
+  bool start_object(std::size_t n) {
+    if (!Enter()) return false;
+    keys_.emplace_back();
+    return dom_.start_object(n);
+  }
+  bool key(json::string_t& k) {
+    if (!keys_.back().insert(k).second) {
+      error_ = "duplicate key '" + k + "'";
+      return false;
+    }
+    return dom_.key(k);
+  }
+  bool end_object() {
+    keys_.pop_back();
+    --depth_;
+    return dom_.end_object();
+  }
+  bool start_array(std::size_t n) { return Enter() && dom_.start_array(n); }
+  bool end_array() {
+    --depth_;
+    return dom_.end_array();
+  }
+  bool parse_error(std::size_t /*position*/, const std::string& /*last_token*/, const nlohmann::detail::exception& /*ex*/) {
+    error_ = "not valid JSON";
+    return false;
+  }
+
+ private:
+  bool Enter() {
+    if (++depth_ > kMaxJsonDepth) {
+      error_ = "nests deeper than " + std::to_string(kMaxJsonDepth) + " levels of objects and arrays";
+      return false;
+    }
+    return true;
+  }
+  nlohmann::detail::json_sax_dom_parser<json> dom_;
+  std::vector<std::set<std::string>> keys_;
+  int depth_ = 0;
+  std::string error_;
+};
+
+// Parses text (depth-bounded, duplicate keys rejected); on failure names `what` (file, line).
 inline Expected<json> ParseJson(const std::string& text, const std::string& what) {
-  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return Status(StatusCode::kParseError, what + ": not valid JSON");
+  json j;
+  StrictJsonSax sax(&j);
+  if (!json::sax_parse(text, &sax, json::input_format_t::json, /*strict=*/true) || j.is_discarded())
+    return Status(StatusCode::kParseError, what + ": " + (sax.error().empty() ? "not valid JSON" : sax.error()));
   return j;
 }
 

@@ -41,8 +41,8 @@ bool HeaderField(const std::string& h, const std::string& key, std::string* out)
 
 Expected<NpyArray> ReadNpy(const std::string& path) {
   auto bad = [&](const std::string& m) { return Status(StatusCode::kParseError, path + ": " + m); };
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return detail::CannotOpen(path);
+  std::ifstream in;
+  if (Status st = detail::OpenForReading(path, &in); !st.ok()) return st;
   char magic[8];
   if (!in.read(magic, 8) || std::memcmp(magic, "\x93NUMPY", 6) != 0) return bad("not a .npy file (bad magic)");
   const int major = static_cast<unsigned char>(magic[6]);

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <string>
 
+#include "core/checked.hpp"
 #include "io/json_util.hpp"
 #include "predictors/feature_fields.hpp"
 
@@ -45,7 +46,7 @@ using detail::kOptionalFeatureFields;
 
 int64_t RequestFeatures::causal_blocks() const noexcept {
   if (context_length <= 0 || block_size <= 0) return 0;
-  return (context_length + block_size - 1) / block_size;
+  return detail::CeilDiv(context_length, block_size);
 }
 
 std::optional<double> RequestFeatures::Get(std::string_view name) const {

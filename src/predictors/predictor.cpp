@@ -217,8 +217,8 @@ Expected<std::unique_ptr<Predictor>> PredictorFromJson(const std::string& text) 
 }
 
 Expected<std::unique_ptr<Predictor>> LoadPredictor(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return detail::CannotOpen(path);
+  std::ifstream in;
+  if (Status st = detail::OpenForReading(path, &in); !st.ok()) return st;
   std::stringstream ss;
   ss << in.rdbuf();
   auto p = PredictorFromJson(ss.str());

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "core/checked.hpp"
+
 namespace sparsebudget {
 
 Expected<ProbeStats> ProbeStatsFromScores(const std::vector<double>& scores, double scale_over_rows) {
@@ -16,20 +18,21 @@ Expected<ProbeStats> ProbeStatsFromScores(const std::vector<double>& scores, dou
     return Status(StatusCode::kInvalidArgument,
                   "probe: scale_over_rows must be finite and > 0, got " + std::to_string(scale_over_rows));
   const size_t n = scores.size();
+  // Softmax of scores * scale_over_rows, formed as exp((s_j - s_max) * scale) so that scores whose
+  // product with the scale overflows (1e308 x 10) keep their order: the difference of two finite
+  // scores is finite or -inf (mass 0), never NaN, and the scale is > 0. Non-finite scores have no
+  // mass (probe.hpp); if no score is finite the mass is uniform.
   std::vector<double> p(n, 0.0);
   double mx = -std::numeric_limits<double>::infinity();
-  for (size_t j = 0; j < n; ++j) {
-    const double z = scores[j] * scale_over_rows;
-    p[j] = std::isfinite(z) ? z : -std::numeric_limits<double>::infinity();
-    mx = std::max(mx, p[j]);
-  }
+  for (double v : scores)
+    if (std::isfinite(v) && v > mx) mx = v;
   if (!std::isfinite(mx)) {
     std::fill(p.begin(), p.end(), 1.0 / static_cast<double>(n));
   } else {
     double sum = 0.0;
-    for (double& v : p) {
-      v = std::isfinite(v) ? std::exp(v - mx) : 0.0;
-      sum += v;
+    for (size_t j = 0; j < n; ++j) {
+      p[j] = std::isfinite(scores[j]) ? std::exp((scores[j] - mx) * scale_over_rows) : 0.0;
+      sum += p[j];
     }
     for (double& v : p) v /= sum;
   }
@@ -76,6 +79,11 @@ Expected<ProbeStats> ProbeStatsFromSummaries(const BlockSummaries& s, const floa
   if (q_head_stride < c.head_dim && num_q_heads > 1)
     return Status(StatusCode::kInvalidArgument, "probe: q_head_stride " + std::to_string(q_head_stride) +
                                                     " must be >= head_dim " + std::to_string(c.head_dim));
+  int64_t q_extent;
+  if (!detail::CheckedExtent(num_q_heads, q_head_stride, c.head_dim, &q_extent) ||
+      !detail::CheckedBytes(q_extent, sizeof(float), &q_extent))
+    return Status(StatusCode::kOutOfRange, "probe: q_head_stride " + std::to_string(q_head_stride) + " x " +
+                                               std::to_string(num_q_heads) + " heads overflows");
   const int64_t nb = s.num_blocks();
   if (nb < 1) return Status(StatusCode::kInvalidArgument, "probe: summaries hold no tokens");
   if (!(scale >= 0.0f) || !std::isfinite(scale))

@@ -12,6 +12,11 @@
 #include <string>
 #include <vector>
 
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "capi_enum_callers.h"
 #include "reliability_util.hpp"
 #include "sparsebudget/sparsebudget.h"
@@ -354,6 +359,219 @@ TEST(BadInputCapi, OutOfRangeEnumsFromC) {
   EXPECT_STREQ(rel_isa_name(77), "unknown");
   EXPECT_EQ(rel_isa_supported(-1), 0);
   EXPECT_STREQ(rel_status_string(77), "unknown");
+}
+
+
+// ---- issue 12: defects an independent bad-input suite found (C API rows) -------------------
+TEST(BadInputCapi, Issue12Rows) {
+  CWorld w;
+  std::vector<Row> rows;
+  auto add = [&](const std::string& what, std::function<sb_status()> f, std::vector<sb_status> want, const std::string& needle) {
+    rows.push_back({what, std::move(f), std::move(want), needle});
+  };
+  sb_plan* P = w.plan;
+  // Defect 1: capacity INT64_MAX or 2^62: select returned OK writing unit 1 at a wrapped address;
+  // the fused call wrote out of bounds, then reported "not ascending".
+  for (int64_t cap : {INT64_MAX, int64_t{1} << 62}) {
+    const std::string c = std::to_string(cap);
+    add("sb_select_blocks selection capacity " + c, [&w, P, cap] {
+      sb_block_selection s = w.sel;
+      s.capacity = cap;
+      return sb_select_blocks(P, &w.qv, w.sum, &s, w.ws.data(), nullptr);
+    }, {kRange}, "capacity " + c);
+    add("sb_sparse_attention selection_out capacity " + c, [&w, P, cap] {
+      sb_block_selection s = w.sel;
+      s.capacity = cap;
+      return sb_sparse_attention(P, &w.qv, &w.kv, w.sum, &w.ov, w.ws.data(), nullptr, nullptr, &s);
+    }, {kRange}, "capacity " + c);
+    add("sb_attend selection capacity " + c, [&w, P, cap] {
+      sb_block_selection s = w.sel;
+      s.capacity = cap;
+      return sb_attend(P, &w.qv, &w.kv, &s, &w.ov, w.ws.data(), nullptr);
+    }, {kRange}, "capacity " + c);
+    add("sb_attend_partition selection capacity " + c, [&w, P, cap] {
+      sb_block_selection s = w.sel;
+      s.capacity = cap;
+      return sb_attend_partition(P, &w.qv, &w.kv, &s, &w.ov, w.ws.data(), 0, 1);
+    }, {kRange}, "capacity " + c);
+  }
+  // Defect 2: 100,000 nested clamps crashed (stack overflow).
+  add("sb_predictor_load_json 100,000 nested clamps", [] {
+    std::string s;
+    for (int i = 0; i < 100000; ++i) s += R"({"schema_version": 1, "type": "clamp", "member": )";
+    s += R"({"schema_version": 1, "type": "length_law"})";
+    s.append(100000, '}');
+    sb_predictor* p = reinterpret_cast<sb_predictor*>(1);
+    const sb_status st = sb_predictor_load_json(s.c_str(), &p);
+    EXPECT_EQ(p, nullptr);
+    return st;
+  }, {kParse}, "deeper");
+  // Defect 4: the limit is the documented one, checked before any thread starts.
+  add("sb_thread_pool_create 4097 threads", [] { sb_thread_pool* p = nullptr; sb_status s = sb_thread_pool_create(4097, &p); sb_thread_pool_destroy(p); return s; }, {kInv}, "4097");
+  add("sb_thread_pool_create INT32_MAX threads", [] { sb_thread_pool* p = nullptr; sb_status s = sb_thread_pool_create(INT32_MAX, &p); sb_thread_pool_destroy(p); return s; }, {kInv}, "2147483647");
+  // Defect 5: append accepted what sb_validate_views rejects; the probe wrapped its offsets.
+  add("sb_summaries_append token_stride INT64_MAX", [&w] {
+    sb_summaries_config c;
+    sb_summaries_config_init(&c);
+    c.num_kv_heads = 2;
+    c.head_dim = 64;
+    c.max_tokens = 1000;
+    sb_summaries* s = nullptr;
+    EXPECT_EQ(sb_summaries_create(&c, &s), SB_OK);
+    sb_kv_view kv = w.kv;
+    kv.token_stride = INT64_MAX;
+    const sb_status st = sb_summaries_append(s, &kv, 100);
+    sb_summaries_destroy(s);  // void: keeps this thread's message
+    return st;
+  }, {kRange}, "token_stride 9223372036854775807");
+  add("sb_summaries_append negative token_stride names the value", [&w] {
+    sb_summaries_config c;
+    sb_summaries_config_init(&c);
+    c.num_kv_heads = 2;
+    c.head_dim = 64;
+    c.max_tokens = 1000;
+    sb_summaries* s = nullptr;
+    EXPECT_EQ(sb_summaries_create(&c, &s), SB_OK);
+    sb_kv_view kv = w.kv;
+    kv.token_stride = -7;
+    const sb_status st = sb_summaries_append(s, &kv, 100);
+    sb_summaries_destroy(s);
+    return st;
+  }, {kInv}, "-7");
+  add("sb_probe_from_summaries q_head_stride INT64_MAX, 4 heads", [&w] {
+    sb_probe_stats s{};
+    s.struct_size = sizeof s;
+    return sb_probe_from_summaries(w.sum, w.q.data(), INT64_MAX, 4, 0.0f, &s);
+  }, {kRange}, "q_head_stride");
+  // Defect 11: 1e308 x 10 overflowed to inf, and every score was then treated as non-finite.
+  add("sb_probe_from_scores {1e308, 1e308, -1e308} x 10", [] {
+    const double x[3] = {1e308, 1e308, -1e308};
+    sb_probe_stats s{};
+    s.struct_size = sizeof s;
+    const sb_status st = sb_probe_from_scores(x, 3, 10.0, &s);
+    EXPECT_EQ(s.blocks_50, 1.0);
+    EXPECT_NEAR(s.entropy, std::log(2.0), 1e-12);
+    return st;
+  }, {SB_OK}, "");
+  // Defect 7.
+  add("sb_attend workspace misaligned", [&w, P] { return sb_attend(P, &w.qv, &w.kv, nullptr, &w.ov, w.ws.data() + 1, nullptr); }, {kInv}, "aligned");
+  add("sb_select_blocks workspace misaligned", [&w, P] { return sb_select_blocks(P, &w.qv, w.sum, &w.sel, w.ws.data() + 2, nullptr); }, {kInv}, "aligned");
+  add("sb_sparse_attention workspace misaligned", [&w, P] { return sb_sparse_attention(P, &w.qv, &w.kv, w.sum, &w.ov, w.ws.data() + 3, nullptr, nullptr, nullptr); }, {kInv}, "aligned");
+  add("sb_attend_partition workspace misaligned", [&w, P] { return sb_attend_partition(P, &w.qv, &w.kv, nullptr, &w.ov, w.ws.data() + 1, 0, 1); }, {kInv}, "aligned");
+  add("sb_plan_create params->struct_size 1 MiB (cap)", [&w] {
+    sb_attention_params p = w.params;
+    p.struct_size = size_t{1} << 20;  // the bytes past sizeof(p) are not the caller's
+    sb_plan* out = nullptr;
+    return sb_plan_create(&p, &out);
+  }, {kInv}, "SB_MAX_STRUCT_SIZE");
+  add("sb_budget_validate struct_size SIZE_MAX", [] { sb_budget b; sb_budget_init(&b); b.struct_size = SIZE_MAX; return sb_budget_validate(&b); }, {kInv}, "struct_size");
+  add("sb_validate_views q->struct_size 4096", [&w, P] { sb_query_view q = w.qv; q.struct_size = 4096; return sb_validate_views(P, &q, &w.kv, nullptr); }, {kInv}, "SB_MAX_STRUCT_SIZE");
+  add("sb_plan_get_info info->struct_size 1 MiB", [P] { sb_plan_info i{}; i.struct_size = size_t{1} << 20; return sb_plan_get_info(P, &i); }, {kInv}, "SB_MAX_STRUCT_SIZE");
+  auto fill_sel = [&w](int32_t count0, int32_t count1) {
+    for (size_t i = 0; i < 32; ++i) w.idx[i] = static_cast<int32_t>(i % 16);
+    w.cnt[0] = count0;
+    w.cnt[1] = count1;
+  };
+  add("sb_attend_merge counts[0] = -4", [&w, P, fill_sel] { fill_sel(-4, 16); return sb_attend_merge(P, &w.sel, &w.ov, w.ws.data(), 0, 1); }, {kRange}, "-4");
+  add("sb_attend_merge counts[1] = 0", [&w, P, fill_sel] { fill_sel(16, 0); return sb_attend_merge(P, &w.sel, &w.ov, w.ws.data(), 0, 1); }, {kRange}, "counts[1] = 0");
+  add("sb_attend counts[0] = 0 (a row without keys)", [&w, P, fill_sel] { fill_sel(0, 16); return sb_attend(P, &w.qv, &w.kv, &w.sel, &w.ov, w.ws.data(), nullptr); }, {kRange}, "counts[0] = 0");
+  add("sb_attend_partition counts[1] = 0", [&w, P, fill_sel] { fill_sel(16, 0); return sb_attend_partition(P, &w.qv, &w.kv, &w.sel, &w.ov, w.ws.data(), 0, 1); }, {kRange}, "counts[1] = 0");
+  add("sb_predictor_to_json capacity 4 leaves the buffer untouched", [&w] {
+    char b[4] = {'x', 'x', 'x', 'x'};
+    size_t n = 0;
+    const sb_status s = sb_predictor_to_json(w.pred, b, sizeof b, &n);
+    EXPECT_EQ(std::string(b, 4), "xxxx") << "buffer written on failure";
+    return s;
+  }, {kRange}, "capacity 4");
+  add("sb_kv_view strides in the message (sb_validate_views, token_stride -3)", [&w, P] {
+    sb_kv_view kv = w.kv;
+    kv.token_stride = -3;
+    return sb_validate_views(P, &w.qv, &kv, nullptr);
+  }, {kInv}, "-3");
+  // Defect 8: a directory is an I/O error.
+  add("sb_predictor_load_file a directory", [] { sb_predictor* p = nullptr; return sb_predictor_load_file("/tmp", &p); }, {kIo}, "directory");
+  // Defect 9: duplicate keys.
+  add("sb_predictor_load_json duplicate key 'a'", [] {
+    sb_predictor* p = nullptr;
+    return sb_predictor_load_json(R"({"schema_version": 1, "type": "length_law", "a": 0.5, "a": 0.7})", &p);
+  }, {kParse}, "duplicate key 'a'");
+  // Defect 6: the prediction's counts for context_length INT64_MAX are consistent.
+  add("sb_predictor_predict context_length INT64_MAX", [&w] {
+    sb_request_features f = w.feat;
+    f.context_length = INT64_MAX;
+    sb_prediction r{};
+    r.struct_size = sizeof r;
+    const sb_status s = sb_predictor_predict(w.pred, &f, &r);
+    EXPECT_EQ(r.causal_blocks, INT64_MAX / 64 + 1);
+    EXPECT_GE(r.total_blocks, 1);
+    EXPECT_LE(r.total_blocks, r.causal_blocks);
+    return s;
+  }, {SB_OK}, "");
+  add("sb_budget_resolve blocks 5 at causal_blocks INT64_MAX", [] {
+    sb_budget b;
+    sb_budget_init(&b);
+    b.mode = SB_BUDGET_BLOCKS;
+    b.blocks = 5;
+    sb_resolved_budget r{};
+    r.struct_size = sizeof r;
+    const sb_status s = sb_budget_resolve(&b, INT64_MAX, &r);
+    EXPECT_EQ(r.total_blocks, 7);
+    EXPECT_EQ(r.clamped, 0);
+    return s;
+  }, {SB_OK}, "");
+  RunRows(w, rows);
+}
+
+
+// Defect 4: when the OS cannot start every thread, the pool's constructor never returned (or
+// std::terminate ran on the joinable threads it held). Here a child process lowers its address-
+// space limit so that only a few 8 MB thread stacks fit, then asks for 64 threads: the call must
+// fail with SB_ERROR_INTERNAL naming how many started, and return. An alarm turns a hang into a
+// failure. Never more than 64 threads are asked for (the machine is shared).
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SB_TEST_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define SB_TEST_SANITIZED 1
+#endif
+#endif
+
+TEST(BadInputCapi, Issue12ThreadPoolThatCannotStartItsThreadsFailsIntoAStatus) {
+#ifdef SB_TEST_SANITIZED
+  GTEST_SKIP() << "an address-space limit and sanitizer shadow memory do not mix (make test runs this)";
+#else
+  std::fflush(nullptr);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    alarm(60);
+    long pages = 0;
+    if (FILE* f = std::fopen("/proc/self/statm", "r")) {
+      if (std::fscanf(f, "%ld", &pages) != 1) pages = 0;
+      std::fclose(f);
+    }
+    if (pages <= 0) _exit(10);
+    struct rlimit rl;
+    getrlimit(RLIMIT_AS, &rl);
+    rl.rlim_cur = static_cast<rlim_t>(pages) * static_cast<rlim_t>(sysconf(_SC_PAGESIZE)) + (rlim_t{40} << 20);
+    if (setrlimit(RLIMIT_AS, &rl) != 0) _exit(11);
+    sb_thread_pool* p = reinterpret_cast<sb_thread_pool*>(1);
+    const sb_status st = sb_thread_pool_create(64, &p);
+    if (st == SB_OK) _exit(3);  // every thread started: the limit did not bite
+    if (p != nullptr) _exit(4);
+    if (st != SB_ERROR_INTERNAL) _exit(5);
+    if (std::strstr(sb_last_error(), "could not start worker") == nullptr) _exit(6);
+    _exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_FALSE(WIFSIGNALED(status)) << "the child died by signal " << WTERMSIG(status)
+                                    << (WTERMSIG(status) == SIGALRM ? " (SIGALRM: the pool hung)" : "")
+                                    << (WTERMSIG(status) == SIGABRT ? " (SIGABRT: std::terminate)" : "");
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "3: all threads started (limit too loose); 4: *pool not NULL; 5: wrong "
+                                       "status; 6: message does not say how many started";
+#endif
 }
 
 }  // namespace
