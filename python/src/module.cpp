@@ -97,6 +97,16 @@ sb::DType KvDType(const py::array& k, const std::optional<std::string>& name) {
 std::vector<int64_t> ElementStrides(const py::array& a, const char* what) {
   const auto item = a.itemsize();
   std::vector<int64_t> s(static_cast<size_t>(a.ndim()));
+  if (a.size() == 0) {
+    // numpy gives an empty array strides of 0; nothing is read or written, so report the
+    // C-order strides of its shape (a zero-query call is a documented no-op).
+    int64_t step = 1;
+    for (py::ssize_t i = a.ndim() - 1; i >= 0; --i) {
+      s[static_cast<size_t>(i)] = step;
+      step *= a.shape(i) > 0 ? static_cast<int64_t>(a.shape(i)) : 1;
+    }
+    return s;
+  }
   for (py::ssize_t i = 0; i < a.ndim(); ++i) {
     if (a.strides(i) % item != 0 || a.strides(i) < 0)
       throw py::value_error(std::string(what) + " strides must be non-negative multiples of the item size");
@@ -112,7 +122,21 @@ void RequireFloat32(const py::array& a, const char* what) {
     throw py::type_error(std::string(what) + " must be float32, got " + std::string(py::str(a.dtype())));
 }
 
+// Dimension `axis` of `a` as the library's int32 (head counts, head_dim, queries): a larger one
+// (a stride-0 view may claim 2^32 + 1 rows) is an error, never truncated.
+int32_t Dim32(const py::array& a, py::ssize_t axis, const char* what) {
+  const py::ssize_t n = a.shape(axis);
+  if (n > INT32_MAX)
+    throw py::value_error(std::string(what) + " has " + std::to_string(n) + " entries in axis " + std::to_string(axis) +
+                          ", more than the library's limit of " + std::to_string(INT32_MAX));
+  return static_cast<int32_t>(n);
+}
+
 py::array_t<int32_t> RequireInt32(const py::handle& h, const char* what) {
+  // Anything that is not an ndarray is rejected before it is viewed as one.
+  if (!py::isinstance<py::array>(h))
+    throw py::type_error(std::string(what) + " must be an int32 numpy array, got " +
+                         std::string(py::str(py::type::handle_of(h).attr("__name__"))));
   py::array a = py::reinterpret_borrow<py::array>(h);
   if (!(a.dtype().kind() == 'i' && a.itemsize() == 4))
     throw py::type_error(std::string(what) + " must be int32, got " + std::string(py::str(a.dtype())));
@@ -155,20 +179,20 @@ KvArrays MakeKv(const py::array& k, const std::optional<py::array>& v, const std
                           (paged ? "[pages, page_size, kv_heads, head_dim]" : "[context_length, kv_heads, head_dim]") +
                           ", got " + ShapeStr(k));
   if (v) {
+    if (!v->dtype().is(k.dtype()))
+      throw py::type_error("v dtype " + std::string(py::str(v->dtype())) + " differs from k dtype " +
+                           std::string(py::str(k.dtype())));
     if (v->ndim() != k.ndim())
       throw py::value_error("v must have the shape of k " + ShapeStr(k) + ", got " + ShapeStr(*v));
     for (py::ssize_t i = 0; i < k.ndim(); ++i)
       if (v->shape(i) != k.shape(i) || v->strides(i) != k.strides(i))
         throw py::value_error("v must have the shape and strides of k " + ShapeStr(k) + ", got " + ShapeStr(*v));
-    if (!v->dtype().is(k.dtype()))
-      throw py::type_error("v dtype " + std::string(py::str(v->dtype())) + " differs from k dtype " +
-                           std::string(py::str(k.dtype())));
   }
   std::vector<int64_t> st = ElementStrides(k, "k");
   r.view.k = k.data();
   r.view.v = v ? v->data() : k.data();
-  r.num_kv_heads = static_cast<int32_t>(k.shape(nd - 2));
-  r.head_dim = static_cast<int32_t>(k.shape(nd - 1));
+  r.num_kv_heads = Dim32(k, nd - 2, "k");
+  r.head_dim = Dim32(k, nd - 1, "k");
   if (r.view.dtype == sb::DType::kQ8_0) {
     // uint8 bytes of q8_0 blocks: the last axis holds head_dim / 32 blocks of 34 bytes; strides
     // become value counts (34 bytes = 32 values).
@@ -281,8 +305,8 @@ py::object Attention(const py::array& q, const py::array& k, const py::array& v,
   if (q.shape(2) != kv.head_dim)
     throw py::value_error("q head_dim " + std::to_string(q.shape(2)) + " differs from k head_dim " +
                           std::to_string(kv.head_dim));
-  p.shape.num_queries = static_cast<int32_t>(q.shape(0));
-  p.shape.num_q_heads = static_cast<int32_t>(q.shape(1));
+  p.shape.num_queries = Dim32(q, 0, "q");
+  p.shape.num_q_heads = Dim32(q, 1, "q");
   p.shape.num_kv_heads = kv.num_kv_heads;
   p.shape.head_dim = kv.head_dim;
   p.shape.block_size = block_size;
@@ -294,7 +318,9 @@ py::object Attention(const py::array& q, const py::array& k, const py::array& v,
   if (!selection.is_none()) p.budget = sb::Budget::Dense();  // the given blocks decide
   sb::AttentionPlan plan;
   Check(sb::MakePlan(p, &plan));
-  if (num_threads < 1) throw py::value_error("num_threads must be >= 1, got " + std::to_string(num_threads));
+  if (num_threads < 1 || num_threads > sb::ThreadPool::kMaxThreads)
+    throw py::value_error("num_threads must be in [1, " + std::to_string(sb::ThreadPool::kMaxThreads) + "], got " +
+                          std::to_string(num_threads));
 
   py::array out;
   if (out_obj.is_none()) {
@@ -314,7 +340,9 @@ py::object Attention(const py::array& q, const py::array& k, const py::array& v,
   sb::ConstBlockSelection csel;
   py::array_t<int32_t> sel_idx, sel_cnt;
   if (!selection.is_none()) {
-    py::tuple t = selection.cast<py::tuple>();
+    if (!py::isinstance<py::tuple>(selection))
+      throw py::type_error("selection must be a tuple (indices, counts) of int32 arrays");
+    py::tuple t = py::reinterpret_borrow<py::tuple>(selection);
     if (t.size() != 2) throw py::value_error("selection must be a tuple (indices, counts)");
     sel_idx = RequireInt32(t[0], "selection indices");
     sel_cnt = RequireInt32(t[1], "selection counts");
@@ -355,10 +383,16 @@ py::object Attention(const py::array& q, const py::array& k, const py::array& v,
     }
     if (st.ok()) {
       std::unique_ptr<sb::ThreadPool> pool;
-      if (num_threads > 1) pool = std::make_unique<sb::ThreadPool>(num_threads);
-      if (selection.is_none())
+      if (num_threads > 1) {
+        auto created = sb::ThreadPool::Create(num_threads);  // fails into a status, never hangs
+        if (created.ok())
+          pool = std::move(created).value();
+        else
+          st = created.status();
+      }
+      if (st.ok() && selection.is_none())
         st = sb::SparseAttention(plan, qv, kv.view, sum, ov, ws.data(), pool.get(), &stats);
-      else
+      else if (st.ok())
         st = sb::Attend(plan, qv, kv.view, csel, ov, ws.data(), pool.get());
     }
   }
@@ -373,8 +407,8 @@ py::tuple SelectBlocksPy(const py::array& q, PySummaries& summaries, const py::o
   RowsView(q, "q", &qts, &qhs);
   const auto& c = summaries.s.config();
   sb::AttentionParams p;
-  p.shape.num_queries = static_cast<int32_t>(q.shape(0));
-  p.shape.num_q_heads = static_cast<int32_t>(q.shape(1));
+  p.shape.num_queries = Dim32(q, 0, "q");
+  p.shape.num_q_heads = Dim32(q, 1, "q");
   p.shape.num_kv_heads = c.num_kv_heads;
   p.shape.head_dim = c.head_dim;
   p.shape.block_size = c.block_size;
@@ -629,7 +663,7 @@ Returns out (and a stats dict if return_stats). The GIL is released while the ke
             throw py::value_error("q_last must have shape [q_heads, head_dim], got " + ShapeStr(q_last));
           const std::vector<int64_t> st = ElementStrides(q_last, "q_last");
           const sb::ProbeStats s = Take(sb::ProbeStatsFromSummaries(summaries.s, static_cast<const float*>(q_last.data()),
-                                                                    st[0], static_cast<int32_t>(q_last.shape(0)), scale));
+                                                                    st[0], Dim32(q_last, 0, "q_last"), scale));
           py::dict d;
           d["blocks_50"] = s.blocks_50;
           d["blocks_90"] = s.blocks_90;

@@ -86,7 +86,10 @@ struct PredictArgs {
   std::string predictor = "length_law", features, traces, task = "unknown";
   int64_t length = 0;
   int block_size = 64;
-  double entropy = -1, top1 = -1, probe90 = -1;
+  double entropy = 0, top1 = 0, probe90 = 0;
+  // Which options were given: every given value goes to the library, which validates it (a
+  // sentinel such as -1 would silently drop a bad value).
+  bool has_length = false, has_entropy = false, has_top1 = false, has_probe90 = false;
 };
 
 int RunPredict(const PredictArgs& a) {
@@ -107,6 +110,9 @@ int RunPredict(const PredictArgs& a) {
   if (!a.features.empty()) {
     std::string text = a.features;
     if (text[0] != '{') {
+      std::error_code ec;
+      if (std::filesystem::is_directory(text, ec))
+        return Fail(sb::Status(sb::StatusCode::kIoError, text + ": is a directory, not a file"));
       std::ifstream in(text);
       if (!in) return Fail(sb::Status(sb::StatusCode::kIoError, text + ": cannot open"));
       std::stringstream ss;
@@ -117,16 +123,16 @@ int RunPredict(const PredictArgs& a) {
     if (!ff.ok()) return Fail(ff.status());
     f = *ff;
   } else {
-    if (a.length <= 0) {
+    if (!a.has_length) {
       fmt::print(stderr, "sparsebudget predict: give --features, --traces or --length\n");
       return kUsage;
     }
     f.context_length = a.length;
     f.block_size = a.block_size;
     f.task = a.task;
-    if (a.entropy >= 0) f.entropy = a.entropy;
-    if (a.top1 >= 0) f.top1_prob = a.top1;
-    if (a.probe90 >= 0) f.probe_blocks_90 = a.probe90;
+    if (a.has_entropy) f.entropy = a.entropy;
+    if (a.has_top1) f.top1_prob = a.top1;
+    if (a.has_probe90) f.probe_blocks_90 = a.probe90;
   }
   auto pr = (*p)->Predict(f);
   if (!pr.ok()) return Fail(pr.status());
@@ -371,7 +377,16 @@ int RunSynth(const SynthArgs& a) {
     o.lengths.push_back(v);
   }
   if (a.count < 1) return Fail(sb::Status(sb::StatusCode::kInvalidArgument, "--count must be >= 1"));
-  sb::Status st = sb::WriteTraces(a.out, sb::SynthesizeTraces(o));
+  const std::vector<sb::TraceRecord> records = sb::SynthesizeTraces(o);
+  // Write only what `validate` (the trace reader) accepts: the reader's own checks, per record.
+  for (size_t i = 0; i < records.size(); ++i) {
+    auto back = sb::ParseTraceRecord(sb::TraceRecordToJson(records[i]), static_cast<int64_t>(i) + 1);
+    if (!back.ok())
+      return Fail(sb::Status(back.status().code(), "synth (--block-size " + std::to_string(a.block_size) +
+                                                       ", --lengths " + a.lengths + ") would write a record the trace "
+                                                       "reader rejects: " + back.status().message()));
+  }
+  sb::Status st = sb::WriteTraces(a.out, records);
   if (!st.ok()) return Fail(st);
   fmt::print("wrote {} synthetic traces (seed {}) to {}\n", a.count, a.seed, a.out);
   return kOk;
@@ -397,13 +412,19 @@ int main(int argc, char** argv) {
   predict->add_option("--predictor,-p", pa.predictor, "predictor TYPE (defaults), FILE.json or inline JSON")->capture_default_str();
   predict->add_option("--features,-f", pa.features, "features JSON object or file");
   predict->add_option("--traces", pa.traces, "predict for every record of a trace file (JSONL out)");
-  predict->add_option("--length,-L", pa.length, "context length in tokens");
+  auto* p_length = predict->add_option("--length,-L", pa.length, "context length in tokens");
   predict->add_option("--task", pa.task, "task class");
   predict->add_option("--block-size", pa.block_size, "block size")->capture_default_str();
-  predict->add_option("--entropy", pa.entropy, "next-token entropy (nats)");
-  predict->add_option("--top1-prob", pa.top1, "next-token top-1 probability");
-  predict->add_option("--probe-blocks-90", pa.probe90, "probe statistic probe_blocks_90");
-  predict->callback([&] { rc = RunPredict(pa); });
+  auto* p_entropy = predict->add_option("--entropy", pa.entropy, "next-token entropy (nats)");
+  auto* p_top1 = predict->add_option("--top1-prob", pa.top1, "next-token top-1 probability");
+  auto* p_probe90 = predict->add_option("--probe-blocks-90", pa.probe90, "probe statistic probe_blocks_90");
+  predict->callback([&] {
+    pa.has_length = p_length->count() > 0;
+    pa.has_entropy = p_entropy->count() > 0;
+    pa.has_top1 = p_top1->count() > 0;
+    pa.has_probe90 = p_probe90->count() > 0;
+    rc = RunPredict(pa);
+  });
 
   CalibrateArgs ca;
   auto* cal = app.add_subcommand("calibrate", "fit a predictor on traces and calibrate it to a target");
@@ -454,6 +475,12 @@ int main(int argc, char** argv) {
   ev->callback([&] {
     if (ea.predictors.empty() && ea.fixed.empty() && ea.fixed_blocks.empty()) {
       fmt::print(stderr, "sparsebudget evaluate: give at least one --predictor or --fixed\n");
+      rc = kUsage;
+      return;
+    }
+    if (ea.names.size() > ea.predictors.size()) {
+      fmt::print(stderr, "sparsebudget evaluate: {} --name values for {} --predictor values (one name per predictor)\n",
+                 ea.names.size(), ea.predictors.size());
       rc = kUsage;
       return;
     }
