@@ -7,12 +7,14 @@
 #   tsan   the same with thread in build-tsan (under `setarch -R` when available: GCC's TSan
 #          aborts with "unexpected memory mapping" on kernels with high ASLR entropy)
 #   fuzz   build the libFuzzer targets with clang-14 in build-fuzz and run each for
-#          SPARSEBUDGET_FUZZ_SECONDS (default 60) from its committed seed corpus; any crash,
+#          SPARSEBUDGET_FUZZ_SECONDS (default 180) from its committed seed corpus, with the
+#          target's libFuzzer dictionary (tests/fuzz/<target>.dict) where one exists; any crash,
 #          leak, timeout, OOM or sanitizer report fails the stage; executions are printed
 #   static clang-tidy (the committed .clang-tidy) and cppcheck on src/ and include/; any finding
 #          fails the stage
 # Environment
-#   SPARSEBUDGET_FUZZ_SECONDS   seconds per fuzz target (default 60)
+#   SPARSEBUDGET_FUZZ_SECONDS   seconds per fuzz target (default 180: 5 targets, 2 at a time, about
+#                               9 minutes of the CI budget; docs/reliability.md has the timing)
 #   SPARSEBUDGET_TEST_SHAPES    random shapes per ISA for the float64 reference tests under the
 #                               sanitizers (default 250 under ASan, 30 under TSan; the normal
 #                               build runs 1000)
@@ -24,7 +26,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 JOBS=${SPARSEBUDGET_JOBS:-2}
-FUZZ_SECONDS=${SPARSEBUDGET_FUZZ_SECONDS:-60}
+FUZZ_SECONDS=${SPARSEBUDGET_FUZZ_SECONDS:-180}
 SHAPES=${SPARSEBUDGET_TEST_SHAPES:-}
 REPORT=${SPARSEBUDGET_RELIABILITY_REPORT:-}
 STAGES=("$@")
@@ -111,8 +113,10 @@ stage_fuzz() {
     local t=$1
     mkdir -p "$dir/work/$t"
     rm -f "$dir/artifacts/$t-"*
+    local dict=()
+    [ -f "$ROOT/tests/fuzz/$t.dict" ] && dict=(-dict="$ROOT/tests/fuzz/$t.dict")
     ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-      "$dir/tests/fuzz/$t" -fork=1 -ignore_crashes=1 -ignore_ooms=1 -ignore_timeouts=1 \
+      "$dir/tests/fuzz/$t" "${dict[@]}" -fork=1 -ignore_crashes=1 -ignore_ooms=1 -ignore_timeouts=1 \
       -max_total_time="$FUZZ_SECONDS" -timeout=25 -rss_limit_mb=2048 -malloc_limit_mb=1024 -max_len=8192 \
       -artifact_prefix="$dir/artifacts/$t-" "$dir/work/$t" "$ROOT/tests/fuzz/corpus/$t" >"$dir/$t.log" 2>&1
   }
