@@ -63,6 +63,26 @@ struct RequestFeatures {
   std::optional<double> Get(std::string_view name) const;
 };
 
+/// Uncertainty of a next-token distribution p = softmax(logits): the `entropy` and `top1_prob`
+/// features (docs/model.md: measured at the last prompt token, i.e. on the distribution of the
+/// first answer token).
+struct LogitStats {
+  double entropy = 0.0;    ///< -sum_i p_i ln p_i, nats, in [0, ln n]
+  double top1_prob = 0.0;  ///< max_i p_i, in [1/n, 1]
+};
+
+/// The one definition of the logit features, used by the model runner, the trace cross-check and
+/// engines. Numerics: m = max_i x_i, Z = sum_i e^(x_i - m) and S = sum_i e^(x_i - m) (x_i - m)
+/// accumulated in float64, then entropy = ln Z - S / Z and top1 = 1 / Z (no p_i ln p_i term can
+/// underflow into NaN; matches a float64 softmax within ~1e-12 relative). -inf logits have mass 0.
+/// Errors (kInvalidArgument naming the index / value): logits null with n > 0, n < 1, a NaN or
+/// +inf logit, or no finite logit. O(n) (one float64 exp per element), allocates nothing,
+/// thread-safe.
+Expected<LogitStats> LogitStatsFromLogits(const float* logits, int64_t n);
+
+/// Copies the statistics into features->entropy and features->top1_prob.
+void SetLogitFeatures(const LogitStats& stats, RequestFeatures* features);
+
 /// Checks ranges (names the bad field). O(features).
 Status ValidateFeatures(const RequestFeatures& f);
 

@@ -50,6 +50,19 @@ Expected<ProbeStats> ProbeStatsFromSummaries(const BlockSummaries& summaries, co
                                              int64_t q_head_stride, int32_t num_q_heads,
                                              float scale = 0.0f);
 
+/// The probe features of the traces (docs/traces.md, docs/model.md, tools/train/make_traces.py):
+/// ProbeStatsFromSummaries of every layer, each statistic averaged over the layers, which (every
+/// layer having the same kv heads) is the mean over layers x kv heads. summaries[l] and
+/// last_q[l] are layer l's summaries and last-query rows (q head qh at last_q[l] + qh *
+/// q_head_stride). Every layer must hold the same number of tokens. The one definition used by
+/// the model runner, the trace cross-check and engines (the PyTorch recorder mirrors it).
+/// Errors: num_layers < 1, a null entry, layers of different lengths, or any error of
+/// ProbeStatsFromSummaries (prefixed with the layer). O(layers x heads x blocks x head_dim);
+/// allocates O(blocks) per layer. Thread-safe.
+Expected<ProbeStats> ProbeStatsFromLayers(const BlockSummaries* const* summaries, const float* const* last_q,
+                                          int32_t num_layers, int64_t q_head_stride, int32_t num_q_heads,
+                                          float scale = 0.0f);
+
 /// Copies the statistics into the probe_* fields of `features`.
 void SetProbeFeatures(const ProbeStats& stats, RequestFeatures* features);
 

@@ -58,6 +58,40 @@ std::optional<double> RequestFeatures::Get(std::string_view name) const {
   return Base(*this, name);
 }
 
+Expected<LogitStats> LogitStatsFromLogits(const float* logits, int64_t n) {
+  auto bad = [](const std::string& m) { return Status(StatusCode::kInvalidArgument, m); };
+  if (n < 1) return bad("logits: n must be >= 1, got " + std::to_string(n));
+  if (logits == nullptr) return bad("logits is null");
+  float mx = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) {
+    const float x = logits[i];
+    if (std::isnan(x) || x == INFINITY)
+      return bad("logits[" + std::to_string(i) + "] = " + std::to_string(x) + " is not finite");
+    if (x > mx) mx = x;
+  }
+  if (mx == -INFINITY) return bad("logits: every one of the " + std::to_string(n) + " logits is -inf");
+  // Shifted by the max, every term is in (0, 1] and the max contributes exactly 1, so Z >= 1.
+  double z = 0.0, s = 0.0;
+  const double m = static_cast<double>(mx);
+  for (int64_t i = 0; i < n; ++i) {
+    if (logits[i] == -INFINITY) continue;
+    const double d = static_cast<double>(logits[i]) - m;
+    const double e = std::exp(d);
+    z += e;
+    s += e * d;
+  }
+  LogitStats st;
+  // ln Z - S/Z >= 0 mathematically; clamp the rounding residue of a one-hot distribution.
+  st.entropy = std::max(0.0, std::log(z) - s / z);
+  st.top1_prob = 1.0 / z;
+  return st;
+}
+
+void SetLogitFeatures(const LogitStats& stats, RequestFeatures* f) {
+  f->entropy = stats.entropy;
+  f->top1_prob = stats.top1_prob;
+}
+
 Status ValidateFeatures(const RequestFeatures& f) {
   auto bad = [](const std::string& m) { return Status(StatusCode::kInvalidArgument, m); };
   if (f.context_length < 1)

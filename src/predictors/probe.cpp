@@ -124,6 +124,39 @@ Expected<ProbeStats> ProbeStatsFromSummaries(const BlockSummaries& s, const floa
   return avg;
 }
 
+Expected<ProbeStats> ProbeStatsFromLayers(const BlockSummaries* const* summaries, const float* const* last_q,
+                                          int32_t num_layers, int64_t q_head_stride, int32_t num_q_heads,
+                                          float scale) {
+  if (num_layers < 1)
+    return Status(StatusCode::kInvalidArgument, "probe: num_layers must be >= 1, got " + std::to_string(num_layers));
+  if (summaries == nullptr || last_q == nullptr)
+    return Status(StatusCode::kInvalidArgument, "probe: summaries or last_q array is null");
+  ProbeStats avg;
+  for (int32_t l = 0; l < num_layers; ++l) {
+    const std::string where = "probe: layer " + std::to_string(l) + ": ";
+    if (summaries[l] == nullptr) return Status(StatusCode::kInvalidArgument, where + "summaries are null");
+    if (summaries[l]->num_tokens() != summaries[0]->num_tokens())
+      return Status(StatusCode::kInvalidArgument, where + "holds " + std::to_string(summaries[l]->num_tokens()) +
+                                                      " tokens, layer 0 " + std::to_string(summaries[0]->num_tokens()));
+    auto st = ProbeStatsFromSummaries(*summaries[l], last_q[l], q_head_stride, num_q_heads, scale);
+    if (!st.ok()) return Status(st.status().code(), where + st.status().message());
+    // Summed in layer order then divided once: the mean the trace generator takes.
+    avg.blocks_50 += st->blocks_50;
+    avg.blocks_90 += st->blocks_90;
+    avg.blocks_99 += st->blocks_99;
+    avg.entropy += st->entropy;
+    avg.top5_mass += st->top5_mass;
+    avg.num_blocks = st->num_blocks;
+  }
+  const double nl = static_cast<double>(num_layers);
+  avg.blocks_50 /= nl;
+  avg.blocks_90 /= nl;
+  avg.blocks_99 /= nl;
+  avg.entropy /= nl;
+  avg.top5_mass /= nl;
+  return avg;
+}
+
 void SetProbeFeatures(const ProbeStats& st, RequestFeatures* f) {
   f->probe_blocks_50 = st.blocks_50;
   f->probe_blocks_90 = st.blocks_90;

@@ -1,5 +1,7 @@
 // Predictor properties, JSON round trips and rejections, features, probe statistics.
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <memory>
 #include <random>
 #include <string>
@@ -377,4 +379,128 @@ TEST(Probe, FromSummariesMatchesScores) {
   sb::RequestFeatures f;
   sb::SetProbeFeatures(*st, &f);
   EXPECT_EQ(*f.probe_blocks_90, st->blocks_90);
+}
+
+// Float64 reference of the logit features: p_i = exp(x_i) / sum exp(x_j), computed naively in
+// long double (fine for the moderate ranges used here).
+namespace {
+void LogitReference(const std::vector<float>& x, double* entropy, double* top1) {
+  long double mx = -INFINITY;
+  for (float v : x) mx = std::max<long double>(mx, v);
+  long double z = 0;
+  for (float v : x) z += std::exp(static_cast<long double>(v) - mx);
+  long double e = 0, best = 0;
+  for (float v : x) {
+    const long double p = std::exp(static_cast<long double>(v) - mx) / z;
+    if (p > 0) e -= p * std::log(p);
+    best = std::max(best, p);
+  }
+  *entropy = static_cast<double>(e);
+  *top1 = static_cast<double>(best);
+}
+}  // namespace
+
+TEST(LogitStats, MatchesFloat64ReferenceOnRandomRows) {
+  std::mt19937 rng(11);
+  int cases = 0;
+  for (int64_t n : {1, 2, 3, 7, 16, 17, 100, 1000, 4097, 32000}) {
+    for (double spread : {0.01, 1.0, 5.0, 30.0}) {
+      std::normal_distribution<float> nd(3.0f, static_cast<float>(spread));
+      std::vector<float> x(static_cast<size_t>(n));
+      for (auto& v : x) v = nd(rng);
+      auto st = sb::LogitStatsFromLogits(x.data(), n);
+      ASSERT_TRUE(st.ok()) << st.status().ToString();
+      double e = 0, t = 0;
+      LogitReference(x, &e, &t);
+      EXPECT_NEAR(st->entropy, e, 1e-10 * std::max(1.0, e)) << "n " << n << " spread " << spread;
+      EXPECT_NEAR(st->top1_prob, t, 1e-12) << "n " << n << " spread " << spread;
+      EXPECT_GE(st->entropy, 0.0);
+      EXPECT_LE(st->entropy, std::log(static_cast<double>(n)) + 1e-12);
+      ++cases;
+    }
+  }
+  std::printf("LogitStats: %d random rows vs long-double reference\n", cases);
+}
+
+TEST(LogitStats, ExtremesAndBadInput) {
+  // Huge logits do not overflow (shifted by the max); one-hot gives entropy 0, top1 1.
+  std::vector<float> big = {3e38f, -3e38f, 0.0f};
+  auto b = sb::LogitStatsFromLogits(big.data(), 3);
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b->top1_prob, 1.0);
+  EXPECT_EQ(b->entropy, 0.0);
+  // -inf logits carry no mass.
+  std::vector<float> m = {1.0f, -INFINITY, 1.0f};
+  auto mi = sb::LogitStatsFromLogits(m.data(), 3);
+  ASSERT_TRUE(mi.ok());
+  EXPECT_NEAR(mi->entropy, std::log(2.0), 1e-15);
+  EXPECT_NEAR(mi->top1_prob, 0.5, 1e-15);
+  // Uniform: entropy ln n.
+  std::vector<float> u(50000, -7.25f);
+  auto un = sb::LogitStatsFromLogits(u.data(), 50000);
+  EXPECT_NEAR(un->entropy, std::log(50000.0), 1e-9);
+  std::vector<float> nan = {0.0f, NAN};
+  auto bn = sb::LogitStatsFromLogits(nan.data(), 2);
+  ASSERT_FALSE(bn.ok());
+  EXPECT_NE(bn.status().message().find("logits[1]"), std::string::npos);
+  std::vector<float> inf = {INFINITY};
+  EXPECT_FALSE(sb::LogitStatsFromLogits(inf.data(), 1).ok());
+  std::vector<float> ninf = {-INFINITY, -INFINITY};
+  EXPECT_FALSE(sb::LogitStatsFromLogits(ninf.data(), 2).ok());
+  EXPECT_FALSE(sb::LogitStatsFromLogits(nullptr, 3).ok());
+  EXPECT_FALSE(sb::LogitStatsFromLogits(u.data(), 0).ok());
+  sb::RequestFeatures f;
+  sb::SetLogitFeatures(*mi, &f);
+  EXPECT_EQ(*f.entropy, mi->entropy);
+  EXPECT_EQ(*f.top1_prob, mi->top1_prob);
+}
+
+TEST(Probe, FromLayersIsTheMeanOverLayersAndHeads) {
+  const int32_t hkv = 2, group = 2, d = 16, B = 16, layers = 3;
+  const int64_t L = 16 * 5 + 3;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> n01(0, 1);
+  std::vector<sb::BlockSummaries> sums;
+  std::vector<std::vector<float>> qs;
+  std::vector<float> k(static_cast<size_t>(L * hkv * d));
+  for (int l = 0; l < layers; ++l) {
+    for (auto& x : k) x = n01(rng);
+    sb::BlockSummaries::Config cfg;
+    cfg.num_kv_heads = hkv;
+    cfg.head_dim = d;
+    cfg.block_size = B;
+    cfg.max_tokens = L;
+    sums.push_back(std::move(*sb::BlockSummaries::Create(cfg)));
+    sb::KVCacheView kv;
+    kv.k = kv.v = k.data();
+    kv.token_stride = hkv * d;
+    kv.head_stride = d;
+    ASSERT_TRUE(sums.back().Append(kv, L).ok());
+    qs.emplace_back(static_cast<size_t>(hkv * group * d));
+    for (auto& x : qs.back()) x = 3.0f * n01(rng);
+  }
+  std::vector<const sb::BlockSummaries*> sp;
+  std::vector<const float*> qp;
+  double b50 = 0, b90 = 0, b99 = 0, ent = 0, top5 = 0;
+  for (int l = 0; l < layers; ++l) {
+    sp.push_back(&sums[static_cast<size_t>(l)]);
+    qp.push_back(qs[static_cast<size_t>(l)].data());
+    auto one = sb::ProbeStatsFromSummaries(sums[static_cast<size_t>(l)], qp.back(), d, hkv * group);
+    ASSERT_TRUE(one.ok());
+    b50 += one->blocks_50 / layers, b90 += one->blocks_90 / layers, b99 += one->blocks_99 / layers;
+    ent += one->entropy / layers, top5 += one->top5_mass / layers;
+  }
+  auto all = sb::ProbeStatsFromLayers(sp.data(), qp.data(), layers, d, hkv * group);
+  ASSERT_TRUE(all.ok()) << all.status().ToString();
+  EXPECT_NEAR(all->blocks_50, b50, 1e-12);
+  EXPECT_NEAR(all->blocks_90, b90, 1e-12);
+  EXPECT_NEAR(all->blocks_99, b99, 1e-12);
+  EXPECT_NEAR(all->entropy, ent, 1e-12);
+  EXPECT_NEAR(all->top5_mass, top5, 1e-12);
+  EXPECT_EQ(all->num_blocks, (L + B - 1) / B);
+  EXPECT_FALSE(sb::ProbeStatsFromLayers(sp.data(), qp.data(), 0, d, hkv * group).ok());
+  sp[1] = nullptr;
+  auto bad = sb::ProbeStatsFromLayers(sp.data(), qp.data(), layers, d, hkv * group);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("layer 1"), std::string::npos);
 }
