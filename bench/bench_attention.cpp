@@ -12,6 +12,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -384,6 +385,125 @@ void RunGgml(benchmark::State& state, DType dtype, int64_t L, bool head_major, i
                                                  benchmark::Counter::kIsIterationInvariantRate);
 }
 #endif
+// An engine's decode step through the engine API (op.hpp): 16 requests of 1K-64K tokens, fp16
+// K/V in one shared page pool (pages of 128 tokens handed out shuffled), 32/8 heads, d 128, one
+// StepPlan per step and RunLayer for each of 32 layers. Budgets: predicted per request by the
+// task-length law of the synthetic traces (tasks round-robin), or a fixed fraction. The 32
+// layers share the page pool and the summaries (1.2 GB is all the machine can spare) but each
+// layer has its own queries, so each selects its own blocks. Counters: overhead_frac = share of
+// the step's thread time spent outside the select and attend work items (planning, per-layer
+// bookkeeping, split-K merging, barrier waits), from LayerStats::kernel_ns; kept_frac = kept /
+// causal blocks.
+void RunEngineStep(benchmark::State& state, double fraction, int threads) {
+  constexpr int64_t kPageTokens = 128;
+  constexpr int kLayers = 32;
+  static const std::vector<int64_t> lens = {1024,  1536,  2048,  3072,  4096,  6144,  8192,  10240,
+                                            12288, 16384, 20480, 24576, 32768, 40960, 49152, 65536};
+  struct PagedKV {
+    std::unique_ptr<HugeBuffer> k, v;
+    std::vector<std::vector<int32_t>> tables;
+    std::vector<BlockSummaries> sums;
+  };
+  static std::unique_ptr<PagedKV> pool;
+  const int64_t page_elems = kPageTokens * kHkv * kD;
+  if (!pool) {
+    GetKV(DType::kF16, 64);  // frees the big caches of the decode rows first
+    pool = std::make_unique<PagedKV>();
+    int64_t pages = 0;
+    for (int64_t L : lens) pages += (L + kPageTokens - 1) / kPageTokens;
+    const size_t bytes = static_cast<size_t>(pages * page_elems) * 2;
+    pool->k = std::make_unique<HugeBuffer>(bytes);
+    pool->v = std::make_unique<HugeBuffer>(bytes);
+    Fill(pool->k->get(), DType::kF16, static_cast<size_t>(pages * page_elems), 11);
+    Fill(pool->v->get(), DType::kF16, static_cast<size_t>(pages * page_elems), 12);
+    std::vector<int32_t> ids(static_cast<size_t>(pages));
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(i);
+    std::shuffle(ids.begin(), ids.end(), std::mt19937(5));
+    size_t next = 0;
+    for (int64_t L : lens) {
+      std::vector<int32_t> t(static_cast<size_t>((L + kPageTokens - 1) / kPageTokens));
+      for (auto& x : t) x = ids[next++];
+      pool->tables.push_back(std::move(t));
+      KVCacheView kv{pool->k->get(), pool->v->get(), DType::kF16, kHkv * kD, kD, pool->tables.back().data(),
+                     kPageTokens, page_elems};
+      auto s = BlockSummaries::Create({kHkv, kD, 64, L, false, true});
+      (void)s->Append(kv, L);
+      pool->sums.push_back(std::move(*s));
+    }
+  }
+  AttentionOpConfig cfg;
+  cfg.num_q_heads = kHq;
+  cfg.num_kv_heads = kHkv;
+  cfg.head_dim = kD;
+  cfg.block_size = 64;
+  cfg.kv_dtype = DType::kF16;
+  cfg.scoring = Scoring::kBound;
+  auto op = AttentionOp::Create(cfg);
+  if (!op.ok()) return state.SkipWithError(op.status().ToString().c_str());
+  // Budgets: predicted (fraction 0) or fixed.
+  std::vector<StepRequest> reqs(lens.size());
+  std::unique_ptr<Predictor> law;
+  if (fraction <= 0.0) {
+    std::vector<TaskLaw> laws;
+    for (const SynthLaw& sl : SynthLaws()) laws.push_back({sl.task, sl.c, sl.a, 0.0});
+    law = MakeTaskLengthLaw(std::move(laws), TaskLaw{"*", 12.8, 0.5, 0.0});
+  }
+  const char* const tasks[] = {kTaskSingleQa, kTaskMultiQa, kTaskMultiHop, kTaskAggregation};
+  for (size_t r = 0; r < lens.size(); ++r) {
+    StepRequest& s = reqs[r];
+    s.context_length = lens[r];
+    s.kv = KVCacheView{nullptr, nullptr, DType::kF16, kHkv * kD, kD, pool->tables[r].data(), kPageTokens, page_elems};
+    s.q = {nullptr, kHq * kD, kD};
+    s.out = {nullptr, kHq * kD, kD};
+    if (law) {
+      RequestFeatures f;
+      f.context_length = lens[r];
+      f.task = tasks[r % 4];
+      auto pred = law->Predict(f);
+      if (!pred.ok()) return state.SkipWithError(pred.status().ToString().c_str());
+      s.budget = pred->budget;
+    } else {
+      s.budget = Budget::Fraction(fraction);
+    }
+  }
+  StepPlan plan;
+  plan.Reserve(static_cast<int32_t>(reqs.size()));
+  if (Status st = op->Plan(reqs.data(), static_cast<int32_t>(reqs.size()), &plan); !st.ok())
+    return state.SkipWithError(st.ToString().c_str());
+  HugeBuffer ws(plan.workspace_bytes() + 64);
+  const std::vector<float> q = RandomQ(static_cast<size_t>(kLayers) * lens.size() * kHq * kD, 3);
+  std::vector<float> out(lens.size() * kHq * kD);
+  std::vector<LayerInput> in(static_cast<size_t>(kLayers) * lens.size());
+  for (int l = 0; l < kLayers; ++l)
+    for (size_t r = 0; r < lens.size(); ++r) {
+      LayerInput& x = in[static_cast<size_t>(l) * lens.size() + r];
+      x.q = q.data() + (static_cast<size_t>(l) * lens.size() + r) * kHq * kD;
+      x.out = out.data() + r * kHq * kD;
+      x.k = pool->k->get();
+      x.v = pool->v->get();
+      x.summaries = &pool->sums[r];
+    }
+  double wall_ns = 0, kernel_ns = 0, kept = 0, causal = 0;
+  for (auto _ : state) {
+    const auto t0 = std::chrono::steady_clock::now();
+    (void)op->Plan(reqs.data(), static_cast<int32_t>(reqs.size()), &plan);
+    for (int l = 0; l < kLayers; ++l) {
+      LayerArgs a{&in[static_cast<size_t>(l) * lens.size()], 1.0, ws.get()};
+      a.measure_kernel_time = true;
+      LayerStats st;
+      (void)op->RunLayer(plan, a, &Pool(threads), &st);
+      kernel_ns += static_cast<double>(st.kernel_ns);
+      kept += static_cast<double>(st.selection.kept_blocks);
+      causal += static_cast<double>(st.selection.causal_blocks);
+    }
+    wall_ns += static_cast<double>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.counters["overhead_frac"] = 1.0 - kernel_ns / (wall_ns * threads);
+  state.counters["kept_frac"] = causal > 0 ? kept / causal : 0.0;
+  state.counters["layers"] = kLayers;
+}
 
 std::string Pct(double f) {
   if (f >= 1.0) return "dense";
@@ -476,6 +596,13 @@ void RegisterAll(bool quick) {
     std::snprintf(b, sizeof b, "baseline_openblas/prefill/kv:f32/nq:%d/L:%lld/threads:2", nq, static_cast<long long>(L));
     benchmark::RegisterBenchmark(b, RunBlasBaseline, L, 2, nq)->UseRealTime()->Unit(benchmark::kMillisecond);
   }
+  for (double f : {0.0, 0.05})
+    for (int threads : {1, 2}) {
+      char b[200];
+      std::snprintf(b, sizeof b, "engine_step/isa:%s/kv:f16_paged/requests:16/layers:32/budget:%s/threads:%d",
+                    isa.c_str(), f > 0 ? Pct(f).c_str() : "predicted", threads);
+      benchmark::RegisterBenchmark(b, RunEngineStep, f, threads)->UseRealTime()->Unit(benchmark::kMillisecond);
+    }
   for (int threads : {1, 2})
     benchmark::RegisterBenchmark(("batch/isa:" + isa + "/kv:f16/requests:16/threads:" + std::to_string(threads)).c_str(),
                                  RunBatch, threads)->UseRealTime()->Unit(benchmark::kMillisecond);

@@ -162,7 +162,6 @@ int main(int argc, char** argv) {
 
   ThreadPool pool(threads);
   const auto t_start = std::chrono::steady_clock::now();
-  const tinymodel::Config& cfg = (*model)->config();
   for (size_t ri = 0; ri < reqs.size(); ++ri) {
     const Request& r = reqs[ri];
     const int64_t n = static_cast<int64_t>(r.prompt.size());
@@ -176,23 +175,8 @@ int main(int argc, char** argv) {
     f.context_length = n;
     f.block_size = 64;
     f.task = r.task;
-    double ent = 0, top1 = 0;
-    tinymodel::EntropyTop1(*logits, &ent, &top1);
-    f.entropy = ent;
-    f.top1_prob = top1;
+    if (Status st = s.Features(*logits, &f); !st.ok()) return std::fprintf(stderr, "%s\n", st.ToString().c_str()), 1;
     f.extra["answer_length"] = static_cast<double>(r.answer.size());
-    ProbeStats avg;
-    for (int l = 0; l < cfg.n_layers; ++l) {
-      auto ps = ProbeStatsFromSummaries(s.summaries(l), s.last_queries()[static_cast<size_t>(l)].data(), cfg.head_dim,
-                                        cfg.n_heads);
-      if (!ps.ok()) return std::fprintf(stderr, "%s\n", ps.status().ToString().c_str()), 1;
-      avg.blocks_50 += ps->blocks_50 / cfg.n_layers;
-      avg.blocks_90 += ps->blocks_90 / cfg.n_layers;
-      avg.blocks_99 += ps->blocks_99 / cfg.n_layers;
-      avg.entropy += ps->entropy / cfg.n_layers;
-      avg.top5_mass += ps->top5_mass / cfg.n_layers;
-    }
-    SetProbeFeatures(avg, &f);
 
     bool dense_ok = false;
     for (Row& row : rows) {

@@ -24,7 +24,6 @@ int main(int argc, char** argv) {
   std::ifstream in(argv[2]);
   const auto doc = nlohmann::json::parse(in);
   ThreadPool pool(2);
-  const tinymodel::Config& cfg = (*model)->config();
   int failures = 0, grid_points = 0, grid_same = 0;
   double worst_logit = 0, worst_feature = 0;
   for (const auto& r : doc.at("requests")) {
@@ -38,22 +37,19 @@ int main(int argc, char** argv) {
     const auto ref16 = r.at("dense_logits_first16").get<std::vector<double>>();
     for (size_t i = 0; i < ref16.size(); ++i) worst_logit = std::max(worst_logit, std::abs(ref16[i] - (*logits)[i]));
     if (tinymodel::Argmax(*logits) != r.at("dense_argmax").get<int32_t>()) ++failures;
-    double ent = 0, top1 = 0;
-    tinymodel::EntropyTop1(*logits, &ent, &top1);
+    RequestFeatures mine;
+    if (Status st = s.Features(*logits, &mine); !st.ok()) return std::fprintf(stderr, "%s\n", st.ToString().c_str()), 1;
+    const double ent = *mine.entropy;
     ProbeStats avg;
-    for (int l = 0; l < cfg.n_layers; ++l) {
-      auto ps = ProbeStatsFromSummaries(s.summaries(l), s.last_queries()[static_cast<size_t>(l)].data(), cfg.head_dim,
-                                        cfg.n_heads);
-      if (!ps.ok()) return 1;
-      avg.blocks_90 += ps->blocks_90 / cfg.n_layers;
-      avg.entropy += ps->entropy / cfg.n_layers;
-      avg.top5_mass += ps->top5_mass / cfg.n_layers;
-    }
+    avg.blocks_90 = *mine.probe_blocks_90;
+    avg.entropy = *mine.probe_entropy;
+    avg.top5_mass = *mine.probe_top5_mass;
     const auto& f = r.at("features");
-    const double dfeat[] = {std::abs(ent - f.at("entropy").get<double>()),
-                            std::abs(avg.blocks_90 - f.at("probe_blocks_90").get<double>()),
-                            std::abs(avg.entropy - f.at("probe_entropy").get<double>()),
-                            std::abs(avg.top5_mass - f.at("probe_top5_mass").get<double>())};
+    double dfeat[7];
+    int nf = 0;
+    for (const char* name : {"entropy", "top1_prob", "probe_blocks_50", "probe_blocks_90", "probe_blocks_99",
+                             "probe_entropy", "probe_top5_mass"})
+      dfeat[nf++] = std::abs(*mine.Get(name) - f.at(name).get<double>());
     for (double d : dfeat) worst_feature = std::max(worst_feature, d);
     std::printf("%s: entropy %.6f (trace %.6f), probe_blocks_90 %.4f (trace %.4f), probe_entropy %.5f (trace %.5f)\n",
                 r.at("id").get<std::string>().c_str(), ent, f.at("entropy").get<double>(), avg.blocks_90,

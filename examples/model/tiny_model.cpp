@@ -137,6 +137,17 @@ Session::Session(std::shared_ptr<const Model> model, int64_t max_tokens, int32_t
   for (int l = 0; l < c.n_layers; ++l)
     sums_.push_back(std::move(*BlockSummaries::Create({c.n_kv_heads, c.head_dim, block_size, max_tokens, true, true})));
   last_q_.assign(static_cast<size_t>(c.n_layers), std::vector<float>(static_cast<size_t>(c.n_heads * c.head_dim)));
+  AttentionOpConfig oc;
+  oc.num_q_heads = c.n_heads;
+  oc.num_kv_heads = c.n_kv_heads;
+  oc.head_dim = c.head_dim;
+  oc.block_size = block_size;
+  oc.kv_dtype = DType::kF32;
+  oc.scoring = Scoring::kBound;
+  auto op = AttentionOp::Create(oc);
+  if (op.ok()) op_ = *op;
+  else init_ = op.status();
+  plan_.Reserve(1);
 }
 
 void Session::Truncate(int64_t n) {
@@ -178,6 +189,20 @@ Expected<std::vector<float>> Session::Forward(const int32_t* tokens, int64_t n, 
                 static_cast<size_t>(d) * 4);
   }
   const int64_t L = len_ + n;
+  if (!init_.ok()) return init_;
+  // One step of one request: planned once, run by every layer (layout token-major [t][head][d]).
+  StepRequest req;
+  req.context_length = L;
+  req.num_queries = static_cast<int32_t>(n);
+  req.budget = budget;
+  req.kv.dtype = DType::kF32;
+  req.kv.token_stride = hk * hd;
+  req.kv.head_stride = hd;
+  req.q = {nullptr, hq * hd, hd};
+  req.out = {nullptr, hq * hd, hd};
+  if (Status s = op_.Plan(&req, 1, &plan_); !s.ok()) return s;
+  if (workspace_.size() < plan_.workspace_bytes() + 64) workspace_.resize(plan_.workspace_bytes() + 64);
+  void* ws = workspace_.data() + (64 - reinterpret_cast<uintptr_t>(workspace_.data()) % 64) % 64;
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& W = m_->layers[static_cast<size_t>(l)];
     float* kc = k_[static_cast<size_t>(l)].data();
@@ -194,20 +219,21 @@ Expected<std::vector<float>> Session::Forward(const int32_t* tokens, int64_t n, 
     std::memcpy(last_q_[static_cast<size_t>(l)].data(), &q[static_cast<size_t>((n - 1) * hq * hd)],
                 static_cast<size_t>(hq * hd) * 4);
 
-    AttentionParams p;
-    p.shape = {hq, hk, hd, block_, L, static_cast<int32_t>(n)};
-    p.kv_dtype = DType::kF32;
-    p.scoring = Scoring::kBound;
-    p.budget = budget.ForLayer(l);
-    AttentionPlan plan;
-    if (Status s = MakePlan(p, &plan); !s.ok()) return s;
-    if (workspace_.size() < plan.workspace_bytes) workspace_.resize(plan.workspace_bytes);
-    SelectionStats st;
+    LayerInput in;
+    in.q = q.data();
+    in.out = o.data();
+    in.k = kc;
+    in.v = vc;
+    in.summaries = &sum;
+    LayerArgs args;
+    args.inputs = &in;
+    args.workspace = ws;
+    LayerStats ls;
     const auto t0 = std::chrono::steady_clock::now();
-    Status s = SparseAttention(plan, QueryView{q.data(), hq * hd, hd}, kv, &sum, OutputView{o.data(), hq * hd, hd},
-                               workspace_.data(), pool_, &st);
+    Status s = op_.RunLayer(plan_, args, pool_, &ls);
     if (attn_seconds) *attn_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (!s.ok()) return s;
+    const SelectionStats& st = ls.selection;
     if (stats) {
       stats->units += st.units;
       stats->kept_blocks += st.kept_blocks;
@@ -231,19 +257,21 @@ Expected<std::vector<float>> Session::Forward(const int32_t* tokens, int64_t n, 
   return logits;
 }
 
-void EntropyTop1(const std::vector<float>& logits, double* entropy, double* top1) {
-  double mx = -INFINITY;
-  for (float v : logits) mx = std::max(mx, static_cast<double>(v));
-  double z = 0;
-  for (float v : logits) z += std::exp(v - mx);
-  double e = 0, best = 0;
-  for (float v : logits) {
-    const double p = std::exp(v - mx) / z;
-    if (p > 0) e -= p * std::log(p);
-    best = std::max(best, p);
+Status Session::Features(const std::vector<float>& logits, RequestFeatures* f) const {
+  auto ls = LogitStatsFromLogits(logits.data(), static_cast<int64_t>(logits.size()));
+  if (!ls.ok()) return ls.status();
+  SetLogitFeatures(*ls, f);
+  const Config& c = m_->config();
+  std::vector<const BlockSummaries*> sums;
+  std::vector<const float*> qs;
+  for (int l = 0; l < c.n_layers; ++l) {
+    sums.push_back(&sums_[static_cast<size_t>(l)]);
+    qs.push_back(last_q_[static_cast<size_t>(l)].data());
   }
-  *entropy = e;
-  *top1 = best;
+  auto ps = ProbeStatsFromLayers(sums.data(), qs.data(), c.n_layers, c.head_dim, c.n_heads);
+  if (!ps.ok()) return ps.status();
+  SetProbeFeatures(*ps, f);
+  return OkStatus();
 }
 
 int32_t Argmax(const std::vector<float>& logits) {

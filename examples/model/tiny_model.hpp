@@ -74,6 +74,10 @@ class Session {
   // The query rows of the last decoded token, per layer ([heads][d]), for probe statistics.
   const std::vector<std::vector<float>>& last_queries() const { return last_q_; }
   const sparsebudget::BlockSummaries& summaries(int layer) const { return sums_[static_cast<size_t>(layer)]; }
+  // The predictor features of the request after the last step (the library's definitions):
+  // entropy and top-1 of `logits`, probe statistics of every layer's summaries and last query
+  // rows (mean scoring, averaged over layers and kv heads, as the traces define them).
+  Status Features(const std::vector<float>& logits, sparsebudget::RequestFeatures* features) const;
 
  private:
   Expected<std::vector<float>> Forward(const int32_t* tokens, int64_t n, const sparsebudget::Budget& budget,
@@ -86,11 +90,12 @@ class Session {
   std::vector<std::vector<float>> k_, v_;  // per layer
   std::vector<sparsebudget::BlockSummaries> sums_;
   std::vector<std::vector<float>> last_q_;
-  std::vector<unsigned char> workspace_;
+  sparsebudget::AttentionOp op_;   // one per model configuration
+  sparsebudget::StepPlan plan_;    // one batch (this request) per Forward, reused by every layer
+  std::vector<unsigned char> workspace_;  // plan_.workspace_bytes() + alignment slack
+  sparsebudget::Status init_;
 };
 
-// Softmax entropy (nats) and top-1 probability of logits.
-void EntropyTop1(const std::vector<float>& logits, double* entropy, double* top1);
 int32_t Argmax(const std::vector<float>& logits);
 
 }  // namespace tinymodel

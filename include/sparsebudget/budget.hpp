@@ -13,7 +13,6 @@
 #pragma once
 
 #include <cstdint>
-#include <vector>
 
 #include "sparsebudget/status.hpp"
 
@@ -31,7 +30,9 @@ enum class BudgetMode : int {
 const char* BudgetModeName(BudgetMode mode) noexcept;
 
 /// How many key blocks to keep per (kv head, query block), by the counting rule above. A plain
-/// value; the factories set only their mode's fields (defaults elsewhere) and do not validate.
+/// value (no heap); the factories set only their mode's fields (defaults elsewhere) and do not
+/// validate. Per-layer scales are a call argument (LayerArgs::budget_scale, ScaleBudget in
+/// op.hpp), not part of the budget.
 struct Budget {
   BudgetMode mode = BudgetMode::kDense;  ///< which of blocks / fraction / top_p applies
   int64_t blocks = 0;        ///< kBlocks: scored blocks, >= 0
@@ -41,8 +42,6 @@ struct Budget {
   int64_t max_blocks = 0;    ///< clamp on total kept blocks, 0 = none; must be >= min_blocks
   int32_t sink_blocks = 1;   ///< >= 0
   int32_t local_blocks = 1;  ///< >= 0; the own block is always kept
-  /// Optional per-layer multipliers of blocks/fraction (empty = 1 for every layer).
-  std::vector<double> layer_scale;
 
   /// Keep every causal block.
   static Budget Dense() { return Budget{}; }
@@ -71,12 +70,9 @@ struct Budget {
     return b;
   }
 
-  /// The budget for one layer: blocks (rounded up) or fraction (capped at 1) scaled by
-  /// layer_scale[layer] if present; the result has an empty layer_scale.
-  Budget ForLayer(int layer) const;
 };
 
-/// Checks every field; the message names the bad one. O(layers), no allocation on success.
+/// Checks every field; the message names the bad one. O(1), no allocation on success.
 Status ValidateBudget(const Budget& budget);
 
 /// What a budget keeps out of a given number of causal blocks (ResolveBudget).

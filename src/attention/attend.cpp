@@ -29,13 +29,21 @@ int64_t UnitChunks(const AttentionPlan& p, int64_t count) {
 
 struct Ctx {
   const AttentionPlan* plan;
+  const kernels::KernelTable* kt;  // one table for the whole call: one ISA
   const QueryView* q;
   const KVCacheView* kv;
   ConstBlockSelection sel;
   OutputView out;
   void* ws;
   WorkspaceLayout w;
+  float* lse = nullptr;          // optional [num_queries][num_q_heads]: m + ln l per row
+  int64_t* kernel_ns = nullptr;  // optional: time spent in work items is added here
 };
+
+// Log-sum-exp of a finished row (m = max scaled score, l = sum exp(score - m)).
+void PutLse(const Ctx& c, int32_t i, int32_t head, float m, float l) {
+  if (c.lse) c.lse[static_cast<int64_t>(i) * c.plan->params.shape.num_q_heads + head] = m + std::log(l);
+}
 
 float* OutRow(const Ctx& c, int32_t i, int32_t head) {
   return c.out.data + i * c.out.token_stride + head * c.out.head_stride;
@@ -43,7 +51,7 @@ float* OutRow(const Ctx& c, int32_t i, int32_t head) {
 
 void RunItem(const Ctx& c, int64_t u, int64_t chunk, int64_t nchunks, int64_t count) {
   const AttentionPlan& p = *c.plan;
-  const kernels::KernelTable& kt = kernels::Kernels();
+  const kernels::KernelTable& kt = *c.kt;
   const Unit unit = UnitOf(p, u);
   const int32_t dim = p.params.shape.head_dim;
   const int64_t cs = (count + nchunks - 1) / nchunks;
@@ -102,6 +110,8 @@ void RunItem(const Ctx& c, int64_t u, int64_t chunk, int64_t nchunks, int64_t co
         // l = 0 only if no key was visible (impossible: the query sees itself) or NaN inputs.
         const float inv = 1.0f / ls[r];
         for (int32_t d = 0; d < dim; ++d) acc[r][d] *= inv;
+        const int32_t row = r0 + r;
+        PutLse(c, unit.q_begin + row / p.group, h0 + row % p.group, ms[r], ls[r]);
       }
     }
   }
@@ -122,7 +132,7 @@ bool DenseDecodeByBlock(const Ctx& c) {
 
 void RunDenseDecodeItem(const Ctx& c, int64_t chunk, int64_t nchunks, int64_t count) {
   const AttentionPlan& p = *c.plan;
-  const kernels::KernelTable& kt = kernels::Kernels();
+  const kernels::KernelTable& kt = *c.kt;
   const int32_t dim = p.params.shape.head_dim;
   const int32_t H = p.params.shape.num_kv_heads, G = p.group;
   const int64_t cs = (count + nchunks - 1) / nchunks;
@@ -194,6 +204,7 @@ void RunDenseDecodeItem(const Ctx& c, int64_t chunk, int64_t nchunks, int64_t co
       } else {
         const float inv = 1.0f / ls[r];
         for (int32_t d = 0; d < dim; ++d) acc[r][d] *= inv;
+        PutLse(c, 0, r, ms[r], ls[r]);
       }
     }
 }
@@ -231,6 +242,7 @@ void MergeUnit(const Ctx& c, int64_t u, int64_t nchunks) {
     }
     const float inv = 1.0f / l;
     for (int32_t d = 0; d < dim; ++d) o[d] *= inv;
+    PutLse(c, i, head, mx, l);
   }
 }
 
@@ -242,9 +254,11 @@ int64_t CountItems(const Ctx& c) {
 
 void PartitionRun(const Ctx& c, int ith, int nth) {
   if (DenseDecodeByBlock(c)) {
+    const int64_t t0 = c.kernel_ns ? NowNs() : 0;
     const int64_t count = c.plan->num_blocks;
     const int64_t nch = UnitChunks(*c.plan, count);
     for (int64_t ch = nch * ith / nth; ch < nch * (ith + 1) / nth; ++ch) RunDenseDecodeItem(c, ch, nch, count);
+    if (c.kernel_ns) *c.kernel_ns += NowNs() - t0;
     return;
   }
   const int64_t total = CountItems(c);
@@ -254,7 +268,11 @@ void PartitionRun(const Ctx& c, int ith, int nth) {
     const int64_t count = UnitBlockCount(*c.plan, c.sel, u);
     const int64_t nch = UnitChunks(*c.plan, count);
     for (int64_t ch = 0; ch < nch; ++ch, ++item)
-      if (item >= lo && item < hi) RunItem(c, u, ch, nch, count);
+      if (item >= lo && item < hi) {
+        const int64_t t1 = c.kernel_ns ? NowNs() : 0;
+        RunItem(c, u, ch, nch, count);
+        if (c.kernel_ns) *c.kernel_ns += NowNs() - t1;
+      }
   }
 }
 
@@ -326,14 +344,53 @@ Status CheckSelection(const AttentionPlan& p, const ConstBlockSelection& sel) {
 
 namespace {
 
-Ctx MakeCtx(const AttentionPlan& p, const QueryView& q, const KVCacheView& kv, ConstBlockSelection sel,
-            OutputView out, void* ws) {
-  Ctx c{&p, &q, &kv, sel, out, ws, {}};
+Ctx MakeCtx(const AttentionPlan& p, const kernels::KernelTable& kt, const QueryView& q, const KVCacheView& kv,
+            ConstBlockSelection sel, OutputView out, void* ws) {
+  Ctx c{&p, &kt, &q, &kv, sel, out, ws, {}};
   ComputeLayout(p, &c.w);
   return c;
 }
 
 }  // namespace
+
+void AttendRun(const AttentionPlan& plan, const kernels::KernelTable& kt, const QueryView& q, const KVCacheView& kv,
+               ConstBlockSelection sel, OutputView out, float* lse, void* ws, int ith, int nth, int64_t* kernel_ns) {
+  Ctx c = MakeCtx(plan, kt, q, kv, sel, out, ws);
+  c.lse = lse;
+  c.kernel_ns = kernel_ns;
+  PartitionRun(c, ith, nth);
+}
+
+void MergeRunAll(const AttentionPlan& plan, const kernels::KernelTable& kt, ConstBlockSelection sel, OutputView out,
+                 float* lse, void* ws, int ith, int nth) {
+  const QueryView none;
+  const KVCacheView kv;
+  Ctx c = MakeCtx(plan, kt, none, kv, sel, out, ws);
+  c.lse = lse;
+  MergeRun(c, ith, nth);
+}
+
+DenseRule DenseDecision(const AttentionPlan& plan) noexcept {
+  const Budget& budget = plan.params.budget;
+  if (budget.mode == BudgetMode::kDense) return DenseRule::kDense;
+  // A budget that keeps everything goes through selection (cheap: nothing is scored) so the
+  // clamp is reported; one that keeps >= 90% but not all falls back to dense.
+  if (PlanRunsDense(plan) && ResolveBudget(budget, plan.num_blocks).total_blocks < plan.num_blocks)
+    return DenseRule::kFallback;
+  return DenseRule::kSelect;
+}
+
+void DenseStats(const AttentionPlan& plan, bool fallback, SelectionStats* stats) noexcept {
+  stats->dense_fallback = fallback;
+  stats->units = plan.num_units;
+  stats->dense = true;
+  for (int64_t u = 0; u < plan.num_units; ++u) {
+    const int64_t nb = UnitOf(plan, u).query_block + 1;
+    stats->kept_blocks += nb;
+    stats->causal_blocks += nb;
+  }
+}
+
 }  // namespace detail
 
 Status AttendPartition(const AttentionPlan& plan, const QueryView& q, const KVCacheView& kv,
@@ -341,7 +398,7 @@ Status AttendPartition(const AttentionPlan& plan, const QueryView& q, const KVCa
   if (plan.empty) return OkStatus();
   if (Status st = detail::CheckExec(plan, q, selection, out, workspace, ith, nth); !st.ok()) return st;
   if (kv.k == nullptr || kv.v == nullptr) return detail::Bad("kv.k or kv.v is null");
-  detail::PartitionRun(detail::MakeCtx(plan, q, kv, selection, out, workspace), ith, nth);
+  detail::AttendRun(plan, kernels::Kernels(), q, kv, selection, out, nullptr, workspace, ith, nth, nullptr);
   return OkStatus();
 }
 
@@ -351,8 +408,7 @@ Status AttendMerge(const AttentionPlan& plan, ConstBlockSelection selection, Out
   QueryView none;
   none.data = reinterpret_cast<const float*>(1);  // not read by the merge; passes the null check
   if (Status st = detail::CheckExec(plan, none, selection, out, workspace, ith, nth); !st.ok()) return st;
-  KVCacheView kv;
-  detail::MergeRun(detail::MakeCtx(plan, none, kv, selection, out, workspace), ith, nth);
+  detail::MergeRunAll(plan, kernels::Kernels(), selection, out, nullptr, workspace, ith, nth);
   return OkStatus();
 }
 
@@ -362,13 +418,13 @@ Status Attend(const AttentionPlan& plan, const QueryView& q, const KVCacheView& 
   if (Status st = ValidateViews(plan, q, kv, &out); !st.ok()) return st;
   if (Status st = detail::CheckExec(plan, q, selection, out, workspace, 0, 1); !st.ok()) return st;
   if (Status st = detail::CheckSelection(plan, selection); !st.ok()) return st;
-  const detail::Ctx c = detail::MakeCtx(plan, q, kv, selection, out, workspace);
+  const kernels::KernelTable& kt = kernels::Kernels();  // one ISA for the whole call
   if (pool == nullptr || pool->size() == 1) {
-    detail::PartitionRun(c, 0, 1);
-    detail::MergeRun(c, 0, 1);
+    detail::AttendRun(plan, kt, q, kv, selection, out, nullptr, workspace, 0, 1, nullptr);
+    detail::MergeRunAll(plan, kt, selection, out, nullptr, workspace, 0, 1);
   } else {
-    pool->Run([&](int ith, int nth) { detail::PartitionRun(c, ith, nth); });
-    pool->Run([&](int ith, int nth) { detail::MergeRun(c, ith, nth); });
+    pool->Run([&](int ith, int nth) { detail::AttendRun(plan, kt, q, kv, selection, out, nullptr, workspace, ith, nth, nullptr); });
+    pool->Run([&](int ith, int nth) { detail::MergeRunAll(plan, kt, selection, out, nullptr, workspace, ith, nth); });
   }
   return OkStatus();
 }
@@ -391,12 +447,8 @@ Status SparseAttention(const AttentionPlan& plan, const QueryView& q, const KVCa
                                                   selection_out.capacity);
         !st.ok())
       return st;
-  const Budget& budget = plan.params.budget;
-  // A budget that keeps everything goes through selection (cheap: nothing is scored) so the
-  // clamp is reported; one that keeps >= 90% but not all falls back to dense.
-  const bool fallback = budget.mode != BudgetMode::kDense && PlanRunsDense(plan) &&
-                        ResolveBudget(budget, plan.num_blocks).total_blocks < plan.num_blocks;
-  if (budget.mode == BudgetMode::kDense || fallback) {
+  const detail::DenseRule rule = detail::DenseDecision(plan);
+  if (rule != detail::DenseRule::kSelect) {
     if (selection_out.indices != nullptr) {
       for (int64_t u = 0; u < plan.num_units; ++u) {
         const int64_t nb = detail::UnitOf(plan, u).query_block + 1;
@@ -404,16 +456,7 @@ Status SparseAttention(const AttentionPlan& plan, const QueryView& q, const KVCa
         selection_out.counts[u] = static_cast<int32_t>(nb);
       }
     }
-    if (stats) {
-      stats->dense_fallback = fallback;
-      stats->units = plan.num_units;
-      stats->dense = true;
-      for (int64_t u = 0; u < plan.num_units; ++u) {
-        const int64_t nb = detail::UnitOf(plan, u).query_block + 1;
-        stats->kept_blocks += nb;
-        stats->causal_blocks += nb;
-      }
-    }
+    if (stats) detail::DenseStats(plan, rule == detail::DenseRule::kFallback, stats);
     return Attend(plan, q, kv, ConstBlockSelection{}, out, workspace, pool);
   }
   if (summaries == nullptr) return detail::Bad("summaries are null but the budget is not dense");

@@ -1,10 +1,15 @@
 // Internal helpers shared by the attention stages.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 
 #include "sparsebudget/attention.hpp"
+
+namespace sparsebudget::kernels {
+struct KernelTable;
+}
 
 namespace sparsebudget::detail {
 
@@ -62,6 +67,36 @@ inline Unit UnitOf(const AttentionPlan& p, int64_t u) noexcept {
   unit.q_end = static_cast<int32_t>(hi - p.first_query_pos);
   return unit;
 }
+
+inline int64_t NowNs() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// The execute bodies, with the kernel table chosen once by the caller (one ISA per call) and no
+// validation (the callers validated). ith/nth as in the public partition calls.
+// select.cpp: units [U*ith/nth, U*(ith+1)/nth) into `out`; adds the slice's counts to *st
+// (st->dense must start true); with kernel_ns, adds the time spent per unit.
+void SelectRun(const AttentionPlan& plan, const kernels::KernelTable& kt, const QueryView& q,
+               const BlockSummaries& summaries, const BlockSelection& out, void* workspace, int ith, int nth,
+               SelectionStats* st, int64_t* kernel_ns);
+// attend.cpp: phase one (work items), then after a barrier phase two (split-K merge). lse may be
+// null; kernel_ns (optional) receives the time spent in work items.
+void AttendRun(const AttentionPlan& plan, const kernels::KernelTable& kt, const QueryView& q, const KVCacheView& kv,
+               ConstBlockSelection sel, OutputView out, float* lse, void* ws, int ith, int nth, int64_t* kernel_ns);
+void MergeRunAll(const AttentionPlan& plan, const kernels::KernelTable& kt, ConstBlockSelection sel, OutputView out,
+                 float* lse, void* ws, int ith, int nth);
+// SparseAttention's rule: select then attend, dense (dense budget), or dense fallback (a count
+// budget keeping >= 90% but not all of the blocks).
+enum class DenseRule { kSelect, kDense, kFallback };
+DenseRule DenseDecision(const AttentionPlan& plan) noexcept;
+// Summaries usable by selection for this plan: same heads / head_dim / block, covering
+// context_length tokens, keeping the plan's scoring kind. O(1).
+Status CheckSummaries(const AttentionPlan& plan, const BlockSummaries& summaries);
+// Strides, dtype and page table of the views (ValidateViews without the data-pointer checks).
+Status ValidateLayouts(const AttentionPlan& plan, const QueryView& q, const KVCacheView& kv, const OutputView* out);
+// Stats of a dense run (every causal block of every unit).
+void DenseStats(const AttentionPlan& plan, bool fallback, SelectionStats* stats) noexcept;
 
 template <typename T>
 inline T* At(void* base, size_t offset) noexcept {

@@ -214,22 +214,29 @@ Status CheckRows(const char* what, int64_t ntok, int64_t nhead, int64_t dim, int
 Status ValidateViews(const AttentionPlan& plan, const QueryView& q, const KVCacheView& kv,
                      const OutputView* out) {
   using detail::Bad;
+  if (plan.empty) return OkStatus();
+  if (q.data == nullptr) return Bad("q.data is null");
+  if (out != nullptr && out->data == nullptr) return Bad("out.data is null");
+  if (kv.k == nullptr) return Bad("kv.k is null");
+  if (kv.v == nullptr) return Bad("kv.v is null");
+  return detail::ValidateLayouts(plan, q, kv, out);
+}
+
+Status detail::ValidateLayouts(const AttentionPlan& plan, const QueryView& q, const KVCacheView& kv,
+                               const OutputView* out) {
+  using detail::Bad;
   using detail::S;
   if (plan.empty) return OkStatus();
   const AttentionShape& s = plan.params.shape;
-  if (q.data == nullptr) return Bad("q.data is null");
   if (Status st = CheckRows("q", s.num_queries, s.num_q_heads, s.head_dim, q.token_stride, q.head_stride, DType::kF32);
       !st.ok())
     return st;
   if (out != nullptr) {
-    if (out->data == nullptr) return Bad("out.data is null");
     if (Status st = CheckRows("out", s.num_queries, s.num_q_heads, s.head_dim, out->token_stride,
                               out->head_stride, DType::kF32);
         !st.ok())
       return st;
   }
-  if (kv.k == nullptr) return Bad("kv.k is null");
-  if (kv.v == nullptr) return Bad("kv.v is null");
   if (kv.dtype != plan.params.kv_dtype)
     return Bad(std::string("kv.dtype ") + DTypeName(kv.dtype) + " differs from the plan's " +
                DTypeName(plan.params.kv_dtype));

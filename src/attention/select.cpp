@@ -28,9 +28,9 @@ struct Better {
 
 // Selects the blocks of unit u into indices (ascending); returns the count. `clamped` reports a
 // clamp or a request larger than what exists.
-int64_t SelectUnit(const AttentionPlan& p, const QueryView& q, const BlockSummaries& sum, int64_t u,
-                   void* ws, const WorkspaceLayout& w, int32_t* indices, bool* clamped) {
-  const kernels::KernelTable& kt = kernels::Kernels();
+int64_t SelectUnit(const AttentionPlan& p, const kernels::KernelTable& kt, const QueryView& q,
+                   const BlockSummaries& sum, int64_t u, void* ws, const WorkspaceLayout& w, int32_t* indices,
+                   bool* clamped) {
   const Unit unit = UnitOf(p, u);
   const int64_t nb = unit.query_block + 1;
   const Budget& budget = p.params.budget;
@@ -123,12 +123,31 @@ int64_t SelectUnit(const AttentionPlan& p, const QueryView& q, const BlockSummar
   return n;
 }
 
-}  // namespace detail
+// Units [U*ith/nth, U*(ith+1)/nth); adds to *st (units, clamped, kept, causal; dense is ANDed).
+// With kernel_ns, adds the time spent per unit.
+void SelectRun(const AttentionPlan& plan, const kernels::KernelTable& kt, const QueryView& q,
+               const BlockSummaries& summaries, const BlockSelection& out, void* workspace, int ith, int nth,
+               SelectionStats* st, int64_t* kernel_ns) {
+  WorkspaceLayout w;
+  ComputeLayout(plan, &w);
+  const int64_t U = plan.num_units;
+  for (int64_t u = U * ith / nth; u < U * (ith + 1) / nth; ++u) {
+    bool clamped = false;
+    int32_t* idx = out.indices + u * out.capacity;
+    const int64_t t0 = kernel_ns ? NowNs() : 0;
+    const int64_t n = SelectUnit(plan, kt, q, summaries, u, workspace, w, idx, &clamped);
+    if (kernel_ns) *kernel_ns += NowNs() - t0;
+    out.counts[u] = static_cast<int32_t>(n);
+    const int64_t nb = UnitOf(plan, u).query_block + 1;
+    st->units += 1;
+    st->units_clamped += clamped ? 1 : 0;
+    st->kept_blocks += n;
+    st->causal_blocks += nb;
+    st->dense = st->dense && n == nb;
+  }
+}
 
-namespace {
-
-Status CheckSelect(const AttentionPlan& plan, const QueryView& q, const BlockSummaries& summaries,
-                   const BlockSelection& out, void* workspace) {
+Status CheckSummaries(const AttentionPlan& plan, const BlockSummaries& summaries) {
   auto bad = [](const std::string& m) { return Status(StatusCode::kInvalidArgument, m); };
   if (q.data == nullptr) return bad("q.data is null");
   if (Status st = detail::CheckSelectionBuffers(plan, out.indices, out.counts, out.capacity); !st.ok()) return st;
@@ -148,24 +167,20 @@ Status CheckSelect(const AttentionPlan& plan, const QueryView& q, const BlockSum
   return OkStatus();
 }
 
-// Units [U*ith/nth, U*(ith+1)/nth); adds to *st (units, clamped, kept, causal; dense is ANDed).
-void SelectRange(const AttentionPlan& plan, const QueryView& q, const BlockSummaries& summaries,
-                 const BlockSelection& out, void* workspace, int ith, int nth, SelectionStats* st) {
-  detail::WorkspaceLayout w;
-  detail::ComputeLayout(plan, &w);
-  const int64_t U = plan.num_units;
-  for (int64_t u = U * ith / nth; u < U * (ith + 1) / nth; ++u) {
-    bool clamped = false;
-    int32_t* idx = out.indices + u * out.capacity;
-    const int64_t n = detail::SelectUnit(plan, q, summaries, u, workspace, w, idx, &clamped);
-    out.counts[u] = static_cast<int32_t>(n);
-    const int64_t nb = detail::UnitOf(plan, u).query_block + 1;
-    st->units += 1;
-    st->units_clamped += clamped ? 1 : 0;
-    st->kept_blocks += n;
-    st->causal_blocks += nb;
-    st->dense = st->dense && n == nb;
-  }
+}  // namespace detail
+
+namespace {
+
+Status CheckSelect(const AttentionPlan& plan, const QueryView& q, const BlockSummaries& summaries,
+                   const BlockSelection& out, void* workspace) {
+  auto bad = [](const std::string& m) { return Status(StatusCode::kInvalidArgument, m); };
+  if (q.data == nullptr) return bad("q.data is null");
+  if (out.indices == nullptr || out.counts == nullptr) return bad("selection buffers are null");
+  if (out.capacity < plan.num_blocks)
+    return bad("selection capacity " + std::to_string(out.capacity) + " is below num_blocks " +
+               std::to_string(plan.num_blocks));
+  if (workspace == nullptr && plan.workspace_bytes > 0) return bad("workspace is null");
+  return detail::CheckSummaries(plan, summaries);
 }
 
 }  // namespace
@@ -180,7 +195,7 @@ Status SelectBlocksPartition(const AttentionPlan& plan, const QueryView& q, cons
   if (Status st = CheckSelect(plan, q, summaries, out, workspace); !st.ok()) return st;
   SelectionStats st;
   st.dense = true;
-  SelectRange(plan, q, summaries, out, workspace, ith, nth, &st);
+  detail::SelectRun(plan, kernels::Kernels(), q, summaries, out, workspace, ith, nth, &st, nullptr);
   if (stats) *stats = st;
   return OkStatus();
 }
@@ -192,8 +207,9 @@ Status SelectBlocks(const AttentionPlan& plan, const QueryView& q, const BlockSu
   if (Status st = CheckSelect(plan, q, summaries, out, workspace); !st.ok()) return st;
   SelectionStats total;
   total.dense = true;
+  const kernels::KernelTable& kt = kernels::Kernels();  // one ISA for the whole call
   if (pool == nullptr || pool->size() == 1 || plan.num_units == 1) {
-    SelectRange(plan, q, summaries, out, workspace, 0, 1, &total);
+    detail::SelectRun(plan, kt, q, summaries, out, workspace, 0, 1, &total, nullptr);
   } else {
     // Units are independent (own workspace rows, own output rows); the totals are summed after.
     constexpr int kMaxThreads = 256;
@@ -202,7 +218,7 @@ Status SelectBlocks(const AttentionPlan& plan, const QueryView& q, const BlockSu
     pool->Run([&](int ith, int n) {
       if (ith >= nth) return;
       part[ith].dense = true;
-      SelectRange(plan, q, summaries, out, workspace, ith, n < nth ? n : nth, &part[ith]);
+      detail::SelectRun(plan, kt, q, summaries, out, workspace, ith, n < nth ? n : nth, &part[ith], nullptr);
     });
     for (int i = 0; i < nth; ++i) {
       total.units += part[i].units;

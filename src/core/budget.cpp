@@ -18,20 +18,6 @@ const char* BudgetModeName(BudgetMode mode) noexcept {
   return "unknown";
 }
 
-Budget Budget::ForLayer(int layer) const {
-  Budget b = *this;
-  b.layer_scale.clear();
-  if (layer < 0 || static_cast<size_t>(layer) >= layer_scale.size()) return b;
-  const double s = layer_scale[static_cast<size_t>(layer)];
-  if (mode == BudgetMode::kBlocks) {
-    // Saturate: a double at or beyond 2^63 does not convert to int64 (undefined).
-    const double scaled = std::ceil(static_cast<double>(blocks) * s);
-    b.blocks = scaled >= 9.2e18 ? INT64_MAX : static_cast<int64_t>(scaled);
-  }
-  if (mode == BudgetMode::kFraction) b.fraction = std::min(1.0, fraction * s);
-  return b;
-}
-
 Status ValidateBudget(const Budget& b) {
   auto bad = [](const std::string& m) { return Status(StatusCode::kInvalidArgument, m); };
   switch (b.mode) {
@@ -57,11 +43,6 @@ Status ValidateBudget(const Budget& b) {
                std::to_string(b.min_blocks) + ")");
   if (b.sink_blocks < 0) return bad("budget.sink_blocks must be >= 0, got " + std::to_string(b.sink_blocks));
   if (b.local_blocks < 0) return bad("budget.local_blocks must be >= 0, got " + std::to_string(b.local_blocks));
-  for (size_t i = 0; i < b.layer_scale.size(); ++i) {
-    if (!(b.layer_scale[i] > 0.0) || !std::isfinite(b.layer_scale[i]))
-      return bad("budget.layer_scale[" + std::to_string(i) + "] must be finite and > 0, got " +
-                 std::to_string(b.layer_scale[i]));
-  }
   return OkStatus();
 }
 

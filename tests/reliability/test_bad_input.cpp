@@ -214,8 +214,6 @@ TEST(BadInput, AttentionPlanAndBudget) {
   plan_row("top_p -inf", [](AttentionParams& p) { p.budget = Budget::TopP(-kInf); }, {kInv}, "top_p");
   plan_row("min_blocks -1", [](AttentionParams& p) { p.budget.min_blocks = -1; }, {kInv}, "min_blocks");
   plan_row("max_blocks -1", [](AttentionParams& p) { p.budget.max_blocks = -1; }, {kInv}, "max_blocks");
-  plan_row("layer_scale NaN", [](AttentionParams& p) { p.budget.layer_scale = {1.0, kNaN}; }, {kInv}, "layer_scale[1]");
-  plan_row("layer_scale -1", [](AttentionParams& p) { p.budget.layer_scale = {-1.0}; }, {kInv}, "layer_scale[0]");
   // Well-formed edge values are accepted.
   plan_row("blocks INT64_MAX (more than exists)", [](AttentionParams& p) { p.budget = Budget::Blocks(INT64_MAX); },
            {kOk}, "");
@@ -233,7 +231,9 @@ TEST(BadInput, AttentionPlanAndBudget) {
   // Budgets directly.
   rows.push_back({"ValidateBudget", "mode 4", [] { Budget b; b.mode = static_cast<BudgetMode>(4); return R(ValidateBudget(b)); }, {kInv}, "mode"});
   rows.push_back({"ValidateBudget", "max 2 < min 3", [] { Budget b = Budget::Blocks(1); b.min_blocks = 3; b.max_blocks = 2; return R(ValidateBudget(b)); }, {kInv}, "max_blocks"});
-  rows.push_back({"ValidateBudget", "layer_scale inf", [] { Budget b; b.layer_scale = {kInf}; return R(ValidateBudget(b)); }, {kInv}, "layer_scale"});
+  rows.push_back({"ScaleBudget", "scale inf", [] { return R(ScaleBudget(Budget::Blocks(3), kInf)); }, {kInv}, "budget_scale"});
+  rows.push_back({"ScaleBudget", "scale NaN", [] { return R(ScaleBudget(Budget::Fraction(0.1), kNaN)); }, {kInv}, "budget_scale"});
+  rows.push_back({"ScaleBudget", "scale -1", [] { return R(ScaleBudget(Budget::Blocks(3), -1.0)); }, {kInv}, "budget_scale"});
   rows.push_back({"ParseIsa", "null", [] { return R(ParseIsa(nullptr)); }, {kInv}, "null"});
   rows.push_back({"ParseIsa", "empty", [] { return R(ParseIsa("")); }, {kInv}, "''"});
   rows.push_back({"ParseIsa", "wrong case AVX2", [] { return R(ParseIsa("AVX2")); }, {kInv}, "AVX2"});
