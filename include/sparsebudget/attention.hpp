@@ -37,9 +37,12 @@
 /// row NaN; rows that do not touch it are unaffected. Nothing crashes and nothing is read or
 /// written outside the described buffers.
 ///
-/// Cost, ownership, threads. MakePlan validates everything once and allocates nothing. Execute
-/// calls (Select, Attend, SparseAttention) check only pointers and counts, allocate nothing, spawn
-/// no thread, and write only their outputs and the caller's workspace. The caller owns every
+/// Cost, ownership, threads. MakePlan validates the shape and budget and allocates nothing.
+/// Execute calls (Select, Attend, SparseAttention and their partitions) validate the views they
+/// read (O(pages)) and a caller-made selection (O(kept blocks)) on every call (the C API checks
+/// nothing more: it only translates), allocate nothing, spawn no thread, and write only their
+/// outputs and the caller's workspace. For a batch and many layers, op.hpp validates once per
+/// step. The caller owns every
 /// buffer. Plans, summaries (const) and views may be shared by any number of threads; a
 /// workspace may be used by one call at a time.
 #pragma once
@@ -293,8 +296,8 @@ Status Attend(const AttentionPlan& plan, const QueryView& q, const KVCacheView& 
 /// The same work split for an engine's own threads. Call AttendPartition(ith, nth) on nth threads
 /// (0 <= ith < nth), then, after all returned (a barrier), AttendMerge(ith, nth) on nth threads.
 /// Same workspace for both phases. Results are bit-identical for every nth. Spawns nothing.
-/// Unlike Attend, this checks only pointers, counts and ith/nth: run ValidateViews once up front
-/// and pass a selection made by SelectBlocks* (or one already checked).
+/// Each call checks what Attend checks (views O(pages), selection O(kept blocks)), so an error is
+/// reported by every ith; the batched phases of op.hpp validate once per step instead.
 Status AttendPartition(const AttentionPlan& plan, const QueryView& q, const KVCacheView& kv,
                        ConstBlockSelection selection, OutputView out, void* workspace, int ith,
                        int nth);

@@ -91,4 +91,20 @@ ResolvedBudget ResolveBudget(const Budget& budget, int64_t causal_blocks) noexce
 /// Blocks forced by the sink/local rule out of `causal_blocks`.
 int64_t ForcedBlocks(const Budget& budget, int64_t causal_blocks) noexcept;
 
+/// The forced blocks as two ranges: [0, sink_end) and [local_begin, causal_blocks), with
+/// sink_end <= local_begin (the union, deduplicated). Candidates for scoring are
+/// [sink_end, local_begin). O(1).
+struct ForcedRanges {
+  int64_t sink_end = 0;     ///< min(sink_blocks, causal_blocks)
+  int64_t local_begin = 0;  ///< max(sink_end, causal_blocks - max(local_blocks, 1))
+};
+/// See ForcedRanges.
+ForcedRanges ForcedBlockRanges(const Budget& budget, int64_t causal_blocks) noexcept;
+
+/// The clamp step of the counting rule: a wanted total (forced blocks included) clamped to
+/// [min_blocks, max_blocks] (0 = none), then to at most causal_blocks (asking for more is dense)
+/// and at least the forced blocks. ResolveBudget and the top-p selection both use it: the rule
+/// lives here only. O(1).
+ResolvedBudget ClampTotal(const Budget& budget, int64_t want, int64_t causal_blocks) noexcept;
+
 }  ///< namespace sparsebudget

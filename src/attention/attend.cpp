@@ -397,7 +397,10 @@ Status AttendPartition(const AttentionPlan& plan, const QueryView& q, const KVCa
                        ConstBlockSelection selection, OutputView out, void* workspace, int ith, int nth) {
   if (plan.empty) return OkStatus();
   if (Status st = detail::CheckExec(plan, q, selection, out, workspace, ith, nth); !st.ok()) return st;
-  if (kv.k == nullptr || kv.v == nullptr) return detail::Bad("kv.k or kv.v is null");
+  // The same checks as Attend (O(pages + kept blocks) per call): the op (op.hpp) is the path that
+  // validates once per step.
+  if (Status st = ValidateViews(plan, q, kv, &out); !st.ok()) return st;
+  if (Status st = detail::CheckSelection(plan, selection); !st.ok()) return st;
   detail::AttendRun(plan, kernels::Kernels(), q, kv, selection, out, nullptr, workspace, ith, nth, nullptr);
   return OkStatus();
 }
@@ -408,6 +411,8 @@ Status AttendMerge(const AttentionPlan& plan, ConstBlockSelection selection, Out
   QueryView none;
   none.data = reinterpret_cast<const float*>(1);  // not read by the merge; passes the null check
   if (Status st = detail::CheckExec(plan, none, selection, out, workspace, ith, nth); !st.ok()) return st;
+  // The merge reads the selection's counts: the same check as Attend.
+  if (Status st = detail::CheckSelection(plan, selection); !st.ok()) return st;
   detail::MergeRunAll(plan, kernels::Kernels(), selection, out, nullptr, workspace, ith, nth);
   return OkStatus();
 }
@@ -442,6 +447,8 @@ Status SparseAttention(const AttentionPlan& plan, const QueryView& q, const KVCa
                        SelectionStats* stats, BlockSelection selection_out) {
   if (stats) *stats = SelectionStats{};
   if (plan.empty) return OkStatus();
+  // Everything is checked before selection reads q (Attend would check the views only after).
+  if (Status st = ValidateViews(plan, q, kv, &out); !st.ok()) return st;
   if (selection_out.indices != nullptr)
     if (Status st = detail::CheckSelectionBuffers(plan, selection_out.indices, selection_out.counts,
                                                   selection_out.capacity);

@@ -93,6 +93,8 @@ DenseRule DenseDecision(const AttentionPlan& plan) noexcept;
 // Summaries usable by selection for this plan: same heads / head_dim / block, covering
 // context_length tokens, keeping the plan's scoring kind. O(1).
 Status CheckSummaries(const AttentionPlan& plan, const BlockSummaries& summaries);
+// The query rows alone (what selection reads): non-null, not overlapping, extent fits.
+Status ValidateQuery(const AttentionPlan& plan, const QueryView& q);
 // Strides, dtype and page table of the views (ValidateViews without the data-pointer checks).
 Status ValidateLayouts(const AttentionPlan& plan, const QueryView& q, const KVCacheView& kv, const OutputView* out);
 // Stats of a dense run (every causal block of every unit).

@@ -222,6 +222,13 @@ Status ValidateViews(const AttentionPlan& plan, const QueryView& q, const KVCach
   return detail::ValidateLayouts(plan, q, kv, out);
 }
 
+Status detail::ValidateQuery(const AttentionPlan& plan, const QueryView& q) {
+  if (plan.empty) return OkStatus();
+  if (q.data == nullptr) return detail::Bad("q.data is null");
+  const AttentionShape& s = plan.params.shape;
+  return CheckRows("q", s.num_queries, s.num_q_heads, s.head_dim, q.token_stride, q.head_stride, 4);
+}
+
 Status detail::ValidateLayouts(const AttentionPlan& plan, const QueryView& q, const KVCacheView& kv,
                                const OutputView* out) {
   using detail::Bad;

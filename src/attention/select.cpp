@@ -38,9 +38,10 @@ int64_t SelectUnit(const AttentionPlan& p, const kernels::KernelTable& kt, const
   *clamped = false;
 
   ResolvedBudget r = ResolveBudget(budget, nb);
-  // Forced blocks: [0, sink) and [nb - max(local,1), nb).
-  const int64_t sink_end = std::min<int64_t>(budget.sink_blocks, nb);
-  const int64_t local_begin = std::max<int64_t>(sink_end, nb - std::max<int32_t>(1, budget.local_blocks));
+  // Forced blocks: [0, sink_end) and [local_begin, nb) (budget.hpp's counting rule).
+  const ForcedRanges ranges = ForcedBlockRanges(budget, nb);
+  const int64_t sink_end = ranges.sink_end;
+  const int64_t local_begin = ranges.local_begin;
   if (budget.mode != BudgetMode::kTopP &&
       (r.scored_blocks == 0 || r.scored_blocks >= local_begin - sink_end)) {
     // Nothing to rank: forced blocks only, or everything.
@@ -99,13 +100,9 @@ int64_t SelectUnit(const AttentionPlan& p, const kernels::KernelTable& kt, const
     k = 0;
     double mass = forced;
     while (k < ncand && !(z > 0.0 && mass >= budget.top_p * z)) mass += weight(order[k++]);
-    int64_t total = r.forced_blocks + k;
-    int64_t clamped_total = total;
-    if (budget.min_blocks > 0 && clamped_total < budget.min_blocks) clamped_total = budget.min_blocks;
-    if (budget.max_blocks > 0 && clamped_total > budget.max_blocks) clamped_total = budget.max_blocks;
-    clamped_total = std::min(std::max(clamped_total, r.forced_blocks), nb);
-    *clamped = clamped_total != total;
-    k = clamped_total - r.forced_blocks;
+    const ResolvedBudget c = ClampTotal(budget, r.forced_blocks + k, nb);
+    *clamped = c.clamped;
+    k = c.scored_blocks;
   } else {
     *clamped = r.clamped;
     if (k < ncand) {
@@ -174,7 +171,7 @@ namespace {
 Status CheckSelect(const AttentionPlan& plan, const QueryView& q, const BlockSummaries& summaries,
                    const BlockSelection& out, void* workspace) {
   auto bad = [](const std::string& m) { return Status(StatusCode::kInvalidArgument, m); };
-  if (q.data == nullptr) return bad("q.data is null");
+  if (Status st = detail::ValidateQuery(plan, q); !st.ok()) return st;
   if (out.indices == nullptr || out.counts == nullptr) return bad("selection buffers are null");
   if (out.capacity < plan.num_blocks)
     return bad("selection capacity " + std::to_string(out.capacity) + " is below num_blocks " +

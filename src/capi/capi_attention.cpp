@@ -5,7 +5,6 @@
 
 #include <cstddef>
 
-#include "attention/internal.hpp"
 #include "capi/capi_internal.hpp"
 #include "sparsebudget/attention.hpp"
 #include "sparsebudget/isa.hpp"
@@ -108,25 +107,6 @@ sb_status ToSelection(const char* fn, const char* what, const sb_block_selection
 
 ConstBlockSelection AsConst(const BlockSelection& s) { return ConstBlockSelection{s.indices, s.counts, s.capacity}; }
 
-// What Attend checks of a caller-made selection, for the partitioned path (which the C++ API
-// leaves to the caller): the one check of attention/internal.hpp.
-sb_status CheckSelection(const char* fn, const AttentionPlan& p, const ConstBlockSelection& sel) {
-  return FromStatus(fn, detail::CheckSelection(p, sel));
-}
-
-// Checks the query rows only: ValidateViews with a K/V view that trivially covers the shape
-// (never read: validation is arithmetic on strides).
-Status ValidateQuery(const AttentionPlan& plan, const QueryView& q) {
-  const AttentionShape& s = plan.params.shape;
-  KVCacheView kv;
-  kv.k = q.data;
-  kv.v = q.data;
-  kv.dtype = plan.params.kv_dtype;
-  kv.head_stride = s.head_dim;
-  kv.token_stride = static_cast<int64_t>(s.head_dim) * s.num_kv_heads;
-  return ValidateViews(plan, q, kv, nullptr);
-}
-
 void ToStats(const SelectionStats& st, sb_selection_stats* out) {
   if (out == nullptr) return;
   sb_selection_stats r{};
@@ -139,6 +119,9 @@ void ToStats(const SelectionStats& st, sb_selection_stats* out) {
 }
 
 }  // namespace
+
+sb_status ToKvView(const char* fn, const sb_kv_view* in, KVCacheView* out) { return ToKv(fn, in, out); }
+
 }  // namespace sparsebudget::capi
 
 using namespace sparsebudget;  // NOLINT(google-build-using-namespace): this file is the boundary
@@ -355,7 +338,6 @@ sb_status sb_select_blocks(const sb_plan* plan, const sb_query_view* q, const sb
     BlockSelection sel;
     if (sb_status st = capi::ToQuery(fn, q, &qv); st != SB_OK) return st;
     if (sb_status st = capi::ToSelection(fn, "selection", selection, false, &sel); st != SB_OK) return st;
-    if (Status st = capi::ValidateQuery(plan->plan, qv); !st.ok()) return Fail(fn, st);
     SelectionStats s;
     if (Status st = SelectBlocks(plan->plan, qv, summaries->summaries, sel, workspace, &s); !st.ok())
       return Fail(fn, st);
@@ -397,11 +379,7 @@ sb_status sb_attend_partition(const sb_plan* plan, const sb_query_view* q, const
     if (sb_status st = capi::ToKv(fn, kv, &kvv); st != SB_OK) return st;
     if (sb_status st = capi::ToOutput(fn, out, &ov); st != SB_OK) return st;
     if (sb_status st = capi::ToSelection(fn, "selection", selection, true, &sel); st != SB_OK) return st;
-    const AttentionPlan& p = plan->plan;
-    if (p.empty) return Ok();
-    if (Status st = ValidateViews(p, qv, kvv, &ov); !st.ok()) return Fail(fn, st);
-    if (sb_status st = capi::CheckSelection(fn, p, capi::AsConst(sel)); st != SB_OK) return st;
-    return capi::FromStatus(fn, AttendPartition(p, qv, kvv, capi::AsConst(sel), ov, workspace, ith, nth));
+    return capi::FromStatus(fn, AttendPartition(plan->plan, qv, kvv, capi::AsConst(sel), ov, workspace, ith, nth));
   });
 }
 
@@ -414,7 +392,6 @@ sb_status sb_attend_merge(const sb_plan* plan, const sb_block_selection* selecti
     BlockSelection sel;
     if (sb_status st = capi::ToOutput(fn, out, &ov); st != SB_OK) return st;
     if (sb_status st = capi::ToSelection(fn, "selection", selection, true, &sel); st != SB_OK) return st;
-    if (sb_status st = capi::CheckSelection(fn, plan->plan, capi::AsConst(sel)); st != SB_OK) return st;
     return capi::FromStatus(fn, AttendMerge(plan->plan, capi::AsConst(sel), ov, workspace, ith, nth));
   });
 }
@@ -436,11 +413,6 @@ sb_status sb_sparse_attention(const sb_plan* plan, const sb_query_view* q, const
     if (sb_status st = capi::ToKv(fn, kv, &kvv); st != SB_OK) return st;
     if (sb_status st = capi::ToOutput(fn, out, &ov); st != SB_OK) return st;
     if (sb_status st = capi::ToSelection(fn, "selection_out", selection_out, true, &sel); st != SB_OK) return st;
-    if (sel.indices != nullptr && sel.capacity < plan->plan.num_blocks)
-      return Fail(fn, SB_ERROR_INVALID_ARGUMENT, "selection_out->capacity " + capi::S(sel.capacity) +
-                                                     " is below num_blocks " + capi::S(plan->plan.num_blocks));
-    // Validate before selection reads q (SparseAttention validates the views only in its attend step).
-    if (Status st = ValidateViews(plan->plan, qv, kvv, &ov); !st.ok()) return Fail(fn, st);
     SelectionStats s;
     if (Status st = SparseAttention(plan->plan, qv, kvv, summaries != nullptr ? &summaries->summaries : nullptr,
                                     ov, workspace, pool != nullptr ? pool->pool.get() : nullptr, &s, sel);

@@ -126,6 +126,8 @@ void WriteOut(T* out, T value) noexcept {
 // rest where the caller needs it); `what` names the struct in messages.
 sb_status ToBudget(const char* fn, const char* what, const sb_budget* in, Budget* out) noexcept;
 sb_budget FromBudget(const Budget& budget) noexcept;
+// sb_kv_view -> KVCacheView: struct_size and the dtype enum (the C++ calls check the rest).
+sb_status ToKvView(const char* fn, const sb_kv_view* in, KVCacheView* out);
 
 // The C++ predictor behind a handle (capi_predictor.cpp); `p` must not be null.
 const Predictor* PredictorOf(const sb_predictor* p) noexcept;

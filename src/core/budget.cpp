@@ -46,40 +46,28 @@ Status ValidateBudget(const Budget& b) {
   return OkStatus();
 }
 
-int64_t ForcedBlocks(const Budget& b, int64_t causal_blocks) noexcept {
-  if (causal_blocks <= 0) return 0;
-  const int64_t local = std::max<int64_t>(1, b.local_blocks);
-  // sink covers [0, sink), local covers [n - local, n): count their union.
-  const int64_t sink_end = std::min<int64_t>(b.sink_blocks, causal_blocks);
-  const int64_t local_begin = std::max<int64_t>(0, causal_blocks - local);
-  return sink_end + (causal_blocks - std::max(local_begin, sink_end));
+ForcedRanges ForcedBlockRanges(const Budget& b, int64_t causal_blocks) noexcept {
+  ForcedRanges r;
+  if (causal_blocks <= 0) return r;
+  // sink covers [0, sink), local covers [n - max(local, 1), n): the own block is always kept.
+  r.sink_end = std::min<int64_t>(b.sink_blocks, causal_blocks);
+  r.local_begin = std::max<int64_t>(r.sink_end, causal_blocks - std::max<int64_t>(1, b.local_blocks));
+  return r;
 }
 
-ResolvedBudget ResolveBudget(const Budget& b, int64_t causal_blocks) noexcept {
+int64_t ForcedBlocks(const Budget& b, int64_t causal_blocks) noexcept {
+  if (causal_blocks <= 0) return 0;
+  const ForcedRanges f = ForcedBlockRanges(b, causal_blocks);
+  return f.sink_end + (causal_blocks - f.local_begin);
+}
+
+ResolvedBudget ClampTotal(const Budget& b, int64_t want, int64_t causal_blocks) noexcept {
   ResolvedBudget r;
   if (causal_blocks <= 0) return r;
   r.forced_blocks = ForcedBlocks(b, causal_blocks);
-  int64_t want = causal_blocks;
-  // `more` = the budget asks for more blocks than exist (a clamp unless dense). Counts are formed
-  // without overflow for every causal_blocks up to INT64_MAX.
-  bool more = false;
-  switch (b.mode) {
-    case BudgetMode::kDense: want = causal_blocks; break;
-    case BudgetMode::kBlocks:
-      more = b.blocks > causal_blocks - r.forced_blocks;
-      want = more ? causal_blocks : r.forced_blocks + b.blocks;
-      break;
-    case BudgetMode::kFraction: {
-      const double w = std::ceil(b.fraction * static_cast<double>(causal_blocks) - 1e-9);
-      want = w >= static_cast<double>(causal_blocks) ? causal_blocks : static_cast<int64_t>(w);
-      break;
-    }
-    case BudgetMode::kTopP: want = r.forced_blocks; break;
-  }
   int64_t total = want;
   if (b.min_blocks > 0 && total < b.min_blocks) { total = b.min_blocks; r.clamped = true; }
   if (b.max_blocks > 0 && total > b.max_blocks) { total = b.max_blocks; r.clamped = true; }
-  if (more) r.clamped = true;
   if (total > causal_blocks) {
     // Asking for more than exists is dense; a dense request itself is not a clamp.
     if (b.mode != BudgetMode::kDense) r.clamped = true;
@@ -88,6 +76,31 @@ ResolvedBudget ResolveBudget(const Budget& b, int64_t causal_blocks) noexcept {
   total = std::max(total, r.forced_blocks);
   r.total_blocks = total;
   r.scored_blocks = total - r.forced_blocks;
+  return r;
+}
+
+ResolvedBudget ResolveBudget(const Budget& b, int64_t causal_blocks) noexcept {
+  if (causal_blocks <= 0) return ResolvedBudget{};
+  const int64_t forced = ForcedBlocks(b, causal_blocks);
+  int64_t want = causal_blocks;
+  // `more` = the budget asks for more blocks than exist (a clamp unless dense). Counts are formed
+  // without overflow for every causal_blocks up to INT64_MAX.
+  bool more = false;
+  switch (b.mode) {
+    case BudgetMode::kDense: want = causal_blocks; break;
+    case BudgetMode::kBlocks:
+      more = b.blocks > causal_blocks - forced;
+      want = more ? causal_blocks : forced + b.blocks;
+      break;
+    case BudgetMode::kFraction: {
+      const double w = std::ceil(b.fraction * static_cast<double>(causal_blocks) - 1e-9);
+      want = w >= static_cast<double>(causal_blocks) ? causal_blocks : static_cast<int64_t>(w);
+      break;
+    }
+    case BudgetMode::kTopP: want = forced; break;
+  }
+  ResolvedBudget r = ClampTotal(b, want, causal_blocks);
+  if (more) r.clamped = true;
   return r;
 }
 
