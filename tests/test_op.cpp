@@ -57,8 +57,9 @@ constexpr int32_t kHq = 8, kHkv = 2, kDim = 64, kB = 16;
 std::vector<Req> MakeBatch(std::mt19937_64& rng, DType dtype, Scoring scoring) {
   const int64_t lengths[] = {1, 15, 16, 17, 100, 333, 1024, 2049};
   const int32_t nqs[] = {1, 1, 3, 1, 17, 1, 1, 5};
-  const Budget budgets[] = {Budget::Dense(),    Budget::Blocks(2),   Budget::Fraction(0.3), Budget::TopP(0.8),
-                            Budget::Blocks(1000), Budget::Fraction(0.95), Budget::Blocks(5),  Budget::TopP(0.5, 3, 20)};
+  const Budget budgets[] = {Budget::Dense(),   Budget::Blocks(2),       Budget::Fraction(0.3),
+                            Budget::TopP(0.8), Budget::Blocks(1000),    Budget::Fraction(0.95),
+                            Budget::Blocks(5), Budget::TopP(0.5, 3, 20)};
   std::vector<Req> reqs(8);
   for (size_t r = 0; r < reqs.size(); ++r) {
     Req& q = reqs[r];
@@ -144,7 +145,8 @@ TEST(AttentionOp, BatchEqualsSparseAttentionBitwiseOnEveryIsaAndPartition) {
     IsaCap cap(isa);
     for (DType dt : {DType::kF32, DType::kF16}) {
       for (Scoring sc : {Scoring::kBound, Scoring::kMean}) {
-        std::mt19937_64 rng(static_cast<uint64_t>(isa) * 100 + static_cast<uint64_t>(dt) * 10 + static_cast<uint64_t>(sc));
+        std::mt19937_64 rng(static_cast<uint64_t>(isa) * 100 + static_cast<uint64_t>(dt) * 10 +
+                            static_cast<uint64_t>(sc));
         std::vector<Req> reqs = MakeBatch(rng, dt, sc);
         const AttentionOpConfig cfg = Config(dt, sc);
         auto op = AttentionOp::Create(cfg);
@@ -246,11 +248,13 @@ TEST(AttentionOp, LseMatchesFloat64AndSplitContextMerges) {
                       .ok());
       double worst = 0, vmax = 0;
       for (int32_t j = 0; j < kHq * kDim; ++j) {
-        worst = std::max(worst, std::abs(static_cast<double>(out[static_cast<size_t>(kHq * kDim + j)]) - out[static_cast<size_t>(j)]));
+        worst = std::max(worst, std::abs(static_cast<double>(out[static_cast<size_t>(kHq * kDim + j)]) -
+                                         out[static_cast<size_t>(j)]));
         vmax = std::max(vmax, std::abs(static_cast<double>(out[static_cast<size_t>(j)])));
       }
       EXPECT_LE(worst, 64 * 1.2e-7 * std::sqrt(double(kDim)) * std::max(vmax, 1.0)) << "L " << L;
-      for (int32_t h = 0; h < kHq; ++h) EXPECT_NEAR(lse[static_cast<size_t>(kHq + h)], lse[static_cast<size_t>(h)], 1e-4);
+      for (int32_t h = 0; h < kHq; ++h)
+        EXPECT_NEAR(lse[static_cast<size_t>(kHq + h)], lse[static_cast<size_t>(h)], 1e-4);
     }
   }
 }

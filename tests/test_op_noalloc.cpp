@@ -83,8 +83,8 @@ int main() {
   std::vector<LayerInput> in(4);
   for (int r = 0; r < 4; ++r)
     in[static_cast<size_t>(r)] = {q[static_cast<size_t>(r)].view.data, out[static_cast<size_t>(r)].data(),
-                                  kv[static_cast<size_t>(r)].view.k, kv[static_cast<size_t>(r)].view.v,
-                                  &sums[static_cast<size_t>(r)], lse[static_cast<size_t>(r)].data()};
+                                  kv[static_cast<size_t>(r)].view.k,   kv[static_cast<size_t>(r)].view.v,
+                                  &sums[static_cast<size_t>(r)],       lse[static_cast<size_t>(r)].data()};
   long calls = 0;
   bool ok = true;
   g_counting = true;
@@ -110,9 +110,10 @@ int main() {
   const bool counter_works = g_allocs.load() == n + 1;
   if (!counter_works) std::printf("FAIL: the counting allocator did not see a test allocation\n");
   ok = ok && counter_works;
-  std::printf("per-layer path: %ld calls (Plan, RunLayer alone / with a 3-thread pool, phases), %ld heap "
-              "allocations (ISA %s)\n",
-              calls, n, IsaName(op->isa()));
+  std::printf(
+      "per-layer path: %ld calls (Plan, RunLayer alone / with a 3-thread pool, phases), %ld heap "
+      "allocations (ISA %s)\n",
+      calls, n, IsaName(op->isa()));
   if (!ok) std::printf("FAIL: a call returned an error\n");
   if (n != 0) std::printf("FAIL: the per-layer path allocated\n");
   return ok && n == 0 ? 0 : 1;

@@ -1,5 +1,5 @@
 // engine_loop.cpp - an engine-style decode loop over a paged KV cache, driven by the engine's
-// own threads through the partitioned kernel entry points (no sparsebudget::ThreadPool).
+// own threads through the engine API of sparsebudget/op.hpp (no sparsebudget::ThreadPool).
 //
 // What an inference engine does with sparsebudget, end to end:
 //   1. a batch of requests of mixed lengths and task classes sits in a PAGED KV cache: one shared
@@ -10,12 +10,13 @@
 //      data/traces/train.jsonl to at most 5% degraded requests, else a built-in law;
 //   3. per request and layer, BlockSummaries are built once over the prompt and then updated
 //      incrementally (Append reads only the new token) as every decode step appends a token;
-//   4. every decode step runs, per layer, on nth engine threads in lockstep with a barrier:
-//        phase A  SelectBlocks     one request per thread at a time (requests r = ith mod nth)
-//        phase B  AttendPartition  every thread takes its slice ith/nth of every request
-//        phase C  AttendMerge      the same, after the barrier
-//      then the same phases B/C with a dense plan (the baseline, and the reference for the
-//      error column);
+//   4. every decode step plans the batch once (AttentionOp::Plan: lengths, page tables, budgets;
+//      one StepPlan at the predicted budgets, one at dense budgets for the baseline), then runs,
+//      per layer, on nth engine threads in lockstep with a barrier between phases:
+//        SelectPhase(ith, nth)  AttendPhase(ith, nth)  MergePhase(ith, nth)
+//      each thread taking its slice of every request; the same three phases then run the dense
+//      plan (the baseline, and the reference for the error column). Nothing allocates per step
+//      or per layer: page tables and workspaces are sized for the final lengths at admission;
 //   5. finally, for every request and layer, the threaded output is compared BITWISE with a
 //      single-threaded SparseAttention() call on the same inputs, and one request is also
 //      gathered into a contiguous buffer and checked (paged == contiguous, bitwise).
@@ -41,6 +42,7 @@
 #include <vector>
 
 #include "sparsebudget/attention.hpp"
+#include "sparsebudget/op.hpp"
 #include "sparsebudget/calibration.hpp"
 #include "sparsebudget/isa.hpp"
 #include "sparsebudget/predictor.hpp"
@@ -238,13 +240,8 @@ struct Request {
   std::vector<std::vector<float>> topic;      // per (layer * kKVHeads + h): unit vector [head_dim]
   std::vector<std::vector<uint8_t>> hot;     // per (layer * kKVHeads + h): 1 for a hot block
   sb::Prediction prediction;
-  sb::AttentionPlan plan, dense_plan;  // rebuilt each step (O(1), no allocation)
-  bool dense_fallback = false;         // the budget keeps >= 90% of the blocks: run dense
-  AlignedBuffer workspace;             // sized once for the final length
-  std::vector<int32_t> sel_indices, sel_counts;
+  bool dense_fallback = false;  // the budget keeps >= 90% of the blocks: the op runs it dense
   std::vector<float> q, out, dense_out;  // per layer: [q heads][head_dim]
-  // results
-  int64_t kept_blocks = 0, causal_blocks = 0;  // summed over kv heads, last step, layer 0
   double max_rel_err = 0.0;
 };
 
@@ -299,23 +296,7 @@ sb::KVCacheView PagedView(PagePool& pool, const Request& r, int layer) {
 sb::QueryView QView(const Request& r, int layer) {
   return {r.q.data() + static_cast<size_t>(layer) * kQHeads * kHeadDim, kQHeads * kHeadDim, kHeadDim};
 }
-sb::OutputView OView(std::vector<float>& buf, int layer) {
-  return {buf.data() + static_cast<size_t>(layer) * kQHeads * kHeadDim, kQHeads * kHeadDim, kHeadDim};
-}
 
-sb::AttentionParams Params(int64_t context_length, const sb::Budget& budget) {
-  sb::AttentionParams p;
-  p.shape.num_q_heads = kQHeads;
-  p.shape.num_kv_heads = kKVHeads;
-  p.shape.head_dim = kHeadDim;
-  p.shape.block_size = kBlock;
-  p.shape.context_length = context_length;
-  p.shape.num_queries = 1;
-  p.kv_dtype = sb::DType::kF16;
-  p.scoring = kScoring;
-  p.budget = budget;
-  return p;
-}
 
 
 // ---- the predictor -----------------------------------------------------------------------
@@ -360,9 +341,15 @@ struct Engine {
   std::unique_ptr<NoiseTable> noise;
   std::unique_ptr<Barrier> barrier;
   const sb::Predictor* predictor = nullptr;
-  // per-thread, per-request CPU time in the kernel calls (ns): [ith][request]
-  std::vector<std::vector<int64_t>> sparse_ns, dense_ns;
-  double sparse_wall = 0, dense_wall = 0, prefill_wall = 0, append_wall = 0;
+  // The engine API: one op for the model; per step one plan for the batch at the predicted
+  // budgets and one at dense budgets (the baseline), each reused by every layer.
+  sb::AttentionOp op;
+  std::vector<sb::StepRequest> steps, dense_steps;
+  sb::StepPlan plan, dense_plan;
+  AlignedBuffer workspace, dense_workspace;  // sized at admission for the final lengths
+  std::vector<std::vector<sb::LayerInput>> inputs, dense_inputs;  // [layer][request]
+  std::vector<sb::LayerStats> thread_stats;  // per engine thread, summed over layers and steps
+  double sparse_wall = 0, dense_wall = 0, prefill_wall = 0, append_wall = 0, plan_wall = 0;
   std::mutex error_mutex;
   std::string error;  // first failure; threads keep running through the barriers
 
@@ -372,18 +359,19 @@ struct Engine {
   }
   bool Mine(size_t r, int ith) const { return static_cast<int>(r % static_cast<size_t>(nth)) == ith; }
 
-  // Plans for the current length (O(1), no allocation) and the dense fallback decision.
-  void Replan(Request& r) {
-    if (sb::Status st = sb::MakePlan(Params(r.len, r.prediction.budget), &r.plan); !st.ok()) Fail("MakePlan", st);
-    if (sb::Status st = sb::MakePlan(Params(r.len, sb::Budget::Dense()), &r.dense_plan); !st.ok())
-      Fail("MakePlan(dense)", st);
-    r.dense_fallback = sb::PlanRunsDense(r.plan);  // SparseAttention's own rule
-    if (std::max(r.plan.workspace_bytes, r.dense_plan.workspace_bytes) > r.workspace.bytes)
-      Fail("workspace", sb::Status(sb::StatusCode::kInternal, "sized for the final length, yet too small"));
+  // The step's batch: every request's length, paged layout and budget (thread 0, between barriers).
+  void PlanStep() {
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      steps[i].context_length = dense_steps[i].context_length = reqs[i].len;
+    }
+    if (sb::Status st = op.Plan(steps.data(), static_cast<int32_t>(steps.size()), &plan); !st.ok()) Fail("Plan", st);
+    if (sb::Status st = op.Plan(dense_steps.data(), static_cast<int32_t>(dense_steps.size()), &dense_plan); !st.ok())
+      Fail("Plan(dense)", st);
+    if (plan.workspace_bytes() > workspace.bytes || dense_plan.workspace_bytes() > dense_workspace.bytes)
+      Fail("workspace", sb::Status(sb::StatusCode::kInternal, "sized for the final lengths, yet too small"));
+    for (size_t i = 0; i < reqs.size(); ++i) reqs[i].dense_fallback = sb::PlanRunsDense(plan.request_plan(static_cast<int32_t>(i)));
   }
 
-  // Prefill (the attention of prefill itself is out of scope here): write the prompt's K/V,
-  // build the summaries, predict the budget, size the workspace.
   void Prefill(int ith) {
     for (size_t i = 0; i < reqs.size(); ++i) {
       if (!Mine(i, ith)) continue;
@@ -404,21 +392,24 @@ struct Engine {
         continue;
       }
       r.prediction = *pred;
-      // Workspace and selection buffers: sized once, for the longest this request gets.
-      const int64_t final_len = r.prompt_len + opt.steps;
-      sb::AttentionPlan big, big_dense;
-      if (sb::Status st = sb::MakePlan(Params(final_len, r.prediction.budget), &big); !st.ok()) Fail("MakePlan", st);
-      if (sb::Status st = sb::MakePlan(Params(final_len, sb::Budget::Dense()), &big_dense); !st.ok())
-        Fail("MakePlan", st);
-      r.workspace.Reserve(std::max(big.workspace_bytes, big_dense.workspace_bytes));
-      r.sel_indices.assign(static_cast<size_t>(big.num_units * big.num_blocks), -1);
-      r.sel_counts.assign(static_cast<size_t>(big.num_units), 0);
-      Replan(r);
+      steps[i].budget = r.prediction.budget;
+    }
+    barrier->Wait();
+    if (ith == 0) {
+      // Workspaces for the final lengths (the page tables are sized for them at admission, the
+      // unallocated tail pointing at page 0), so no step allocates.
+      for (size_t i = 0; i < reqs.size(); ++i)
+        steps[i].context_length = dense_steps[i].context_length = reqs[i].prompt_len + opt.steps;
+      sb::StepPlan big;
+      if (sb::Status st = op.Plan(steps.data(), static_cast<int32_t>(steps.size()), &big); !st.ok()) Fail("Plan", st);
+      workspace.Reserve(big.workspace_bytes());
+      if (sb::Status st = op.Plan(dense_steps.data(), static_cast<int32_t>(dense_steps.size()), &big); !st.ok())
+        Fail("Plan(dense)", st);
+      dense_workspace.Reserve(big.workspace_bytes());
+      PlanStep();
     }
   }
 
-  // One decode step's bookkeeping: append a token to every request (K/V, summaries), replan,
-  // make the step's queries. Pages are allocated by thread 0 beforehand.
   void AppendTokens(int ith, int64_t step) {
     for (size_t i = 0; i < reqs.size(); ++i) {
       if (!Mine(i, ith)) continue;
@@ -426,102 +417,61 @@ struct Engine {
       const int64_t t = r.len;
       for (int l = 0; l < opt.layers; ++l) {
         WriteToken(*pool, *noise, r, opt.seed, l, t);
-        // Incremental: reads token t only.
         if (sb::Status st = r.summaries[static_cast<size_t>(l)].Append(PagedView(*pool, r, l), t + 1); !st.ok())
           Fail("BlockSummaries::Append", st);
         MakeQuery(*noise, r, opt.seed, l, step);
       }
       r.len = t + 1;
-      Replan(r);
     }
   }
 
+  // One layer for the whole batch: select, barrier, attend, barrier, merge, barrier; then the
+  // same at dense budgets (the baseline and the reference for the error column).
   void Layer(int ith, int layer) {
     const int64_t t_start = NowNs();
-    // Phase A: selection, one request per thread at a time.
-    for (size_t i = 0; i < reqs.size(); ++i) {
-      if (!Mine(i, ith)) continue;
-      Request& r = reqs[i];
-      if (r.dense_fallback) {
-        if (layer == 0) r.kept_blocks = r.causal_blocks = r.plan.num_units * r.plan.num_blocks;
-        continue;
-      }
-      const int64_t t0 = NowNs();
-      sb::SelectionStats stats;
-      sb::BlockSelection sel{r.sel_indices.data(), r.sel_counts.data(), r.plan.num_blocks};
-      if (sb::Status st = sb::SelectBlocks(r.plan, QView(r, layer), r.summaries[static_cast<size_t>(layer)], sel,
-                                           r.workspace.p, &stats);
-          !st.ok())
-        Fail("SelectBlocks", st);
-      sparse_ns[static_cast<size_t>(ith)][i] += NowNs() - t0;
-      if (layer == 0) r.kept_blocks = stats.kept_blocks, r.causal_blocks = stats.causal_blocks;
-    }
+    sb::LayerArgs a{inputs[static_cast<size_t>(layer)].data(), 1.0, workspace.p};
+    a.measure_kernel_time = true;
+    sb::LayerStats st;
+    sb::LayerStats& mine = thread_stats[static_cast<size_t>(ith)];
+    auto add = [&mine](const sb::LayerStats& x) {
+      mine.selection.kept_blocks += x.selection.kept_blocks;
+      mine.selection.causal_blocks += x.selection.causal_blocks;
+      mine.kernel_ns += x.kernel_ns;
+    };
+    if (sb::Status s = op.SelectPhase(plan, a, ith, nth, &st); !s.ok()) Fail("SelectPhase", s);
+    add(st);
     barrier->Wait();
-    // Phase B: every thread takes its slice of every request's attention.
-    for (size_t i = 0; i < reqs.size(); ++i) {
-      Request& r = reqs[i];
-      const int64_t t0 = NowNs();
-      if (sb::Status st = sb::AttendPartition(r.plan, QView(r, layer), PagedView(*pool, r, layer), Selection(r),
-                                              OView(r.out, layer), r.workspace.p, ith, nth);
-          !st.ok())
-        Fail("AttendPartition", st);
-      sparse_ns[static_cast<size_t>(ith)][i] += NowNs() - t0;
-    }
+    if (sb::Status s = op.AttendPhase(plan, a, ith, nth, &st); !s.ok()) Fail("AttendPhase", s);
+    add(st);
     barrier->Wait();
-    // Phase C: merge the split-K partials of every request.
-    for (size_t i = 0; i < reqs.size(); ++i) {
-      Request& r = reqs[i];
-      const int64_t t0 = NowNs();
-      if (sb::Status st = sb::AttendMerge(r.plan, Selection(r), OView(r.out, layer), r.workspace.p, ith, nth); !st.ok())
-        Fail("AttendMerge", st);
-      sparse_ns[static_cast<size_t>(ith)][i] += NowNs() - t0;
-    }
+    if (sb::Status s = op.MergePhase(plan, a, ith, nth); !s.ok()) Fail("MergePhase", s);
     barrier->Wait();
     const int64_t t_mid = NowNs();
-    // The dense baseline on the same inputs and threads (same workspace: the phases are ordered).
-    for (size_t i = 0; i < reqs.size(); ++i) {
-      Request& r = reqs[i];
-      const int64_t t0 = NowNs();
-      if (sb::Status st = sb::AttendPartition(r.dense_plan, QView(r, layer), PagedView(*pool, r, layer), {},
-                                              OView(r.dense_out, layer), r.workspace.p, ith, nth);
-          !st.ok())
-        Fail("AttendPartition(dense)", st);
-      dense_ns[static_cast<size_t>(ith)][i] += NowNs() - t0;
-    }
+    const sb::LayerArgs d{dense_inputs[static_cast<size_t>(layer)].data(), 1.0, dense_workspace.p};
+    if (sb::Status s = op.SelectPhase(dense_plan, d, ith, nth); !s.ok()) Fail("SelectPhase(dense)", s);
     barrier->Wait();
-    for (size_t i = 0; i < reqs.size(); ++i) {
-      Request& r = reqs[i];
-      const int64_t t0 = NowNs();
-      if (sb::Status st = sb::AttendMerge(r.dense_plan, {}, OView(r.dense_out, layer), r.workspace.p, ith, nth); !st.ok())
-        Fail("AttendMerge(dense)", st);
-      dense_ns[static_cast<size_t>(ith)][i] += NowNs() - t0;
-    }
+    if (sb::Status s = op.AttendPhase(dense_plan, d, ith, nth); !s.ok()) Fail("AttendPhase(dense)", s);
+    barrier->Wait();
+    if (sb::Status s = op.MergePhase(dense_plan, d, ith, nth); !s.ok()) Fail("MergePhase(dense)", s);
     barrier->Wait();
     if (ith == 0) {
       sparse_wall += static_cast<double>(t_mid - t_start) * 1e-9;
       dense_wall += static_cast<double>(NowNs() - t_mid) * 1e-9;
     }
-    // Error of the sparse output against dense, per request (outside the timed phases).
     for (size_t i = 0; i < reqs.size(); ++i) {
       if (!Mine(i, ith)) continue;
       Request& r = reqs[i];
       const size_t off = static_cast<size_t>(layer) * kQHeads * kHeadDim;
       double num = 0, den = 0;
       for (size_t j = 0; j < static_cast<size_t>(kQHeads * kHeadDim); ++j) {
-        const double d = static_cast<double>(r.out[off + j]) - r.dense_out[off + j];
-        num += d * d;
+        const double diff = static_cast<double>(r.out[off + j]) - r.dense_out[off + j];
+        num += diff * diff;
         den += static_cast<double>(r.dense_out[off + j]) * r.dense_out[off + j];
       }
       r.max_rel_err = std::max(r.max_rel_err, std::sqrt(num / std::max(den, 1e-300)));
     }
   }
 
-  sb::ConstBlockSelection Selection(const Request& r) const {
-    if (r.dense_fallback) return {};  // null indices = every causal block
-    return {r.sel_indices.data(), r.sel_counts.data(), r.plan.num_blocks};
-  }
-
-  // The body every engine thread runs; thread 0 also does the serial bookkeeping.
   void Run(int ith) {
     auto t0 = std::chrono::steady_clock::now();
     Prefill(ith);
@@ -534,13 +484,19 @@ struct Engine {
           if (r.len % kPage == 0) {  // the new token starts a page
             const int32_t page = pool->Allocate();
             if (page < 0) Fail("PagePool", sb::Status(sb::StatusCode::kOutOfRange, "out of pages"));
-            r.page_table.push_back(std::max(page, 0));
+            r.page_table[static_cast<size_t>(r.len / kPage)] = std::max(page, 0);
           }
       }
       barrier->Wait();
       AppendTokens(ith, step);
       barrier->Wait();
-      if (ith == 0) append_wall += Seconds(std::chrono::steady_clock::now() - t0);
+      if (ith == 0) {
+        append_wall += Seconds(std::chrono::steady_clock::now() - t0);
+        t0 = std::chrono::steady_clock::now();
+        PlanStep();
+        plan_wall += Seconds(std::chrono::steady_clock::now() - t0);
+      }
+      barrier->Wait();
       for (int l = 0; l < opt.layers; ++l) Layer(ith, l);
     }
   }
@@ -587,15 +543,14 @@ bool CheckAgainstSparseAttention(Engine& e) {
   AlignedBuffer ws;
   std::vector<float> ref(static_cast<size_t>(kQHeads * kHeadDim));
   int64_t compared = 0;
-  for (Request& r : e.reqs) {
-    std::vector<int32_t> idx(r.sel_indices.size()), cnt(r.sel_counts.size());
-    ws.Reserve(r.plan.workspace_bytes);
+  for (size_t i = 0; i < e.reqs.size(); ++i) {
+    Request& r = e.reqs[i];
+    const sb::AttentionPlan& plan = e.plan.request_plan(static_cast<int32_t>(i));
+    ws.Reserve(plan.workspace_bytes);
     for (int l = 0; l < e.opt.layers; ++l) {
       sb::OutputView ov{ref.data(), kHeadDim * kQHeads, kHeadDim};
-      sb::SelectionStats stats;
-      sb::Status st = sb::SparseAttention(r.plan, QView(r, l), PagedView(*e.pool, r, l),
-                                          &r.summaries[static_cast<size_t>(l)], ov, ws.p, nullptr, &stats,
-                                          {idx.data(), cnt.data(), r.plan.num_blocks});
+      sb::Status st = sb::SparseAttention(plan, QView(r, l), PagedView(*e.pool, r, l),
+                                          &r.summaries[static_cast<size_t>(l)], ov, ws.p);
       if (!st.ok()) {
         std::printf("check: SparseAttention failed: %s\n", st.ToString().c_str());
         return false;
@@ -606,16 +561,14 @@ bool CheckAgainstSparseAttention(Engine& e) {
                     e.nth);
         ok = false;
       }
-      if (!r.dense_fallback && !std::equal(cnt.begin(), cnt.end(), r.sel_counts.begin())) {
-        std::printf("check: request %d layer %d: selection counts differ\n", r.id, l);
-        ok = false;
-      }
       ++compared;
     }
   }
   // Paged == contiguous for the longest request, layer 0.
-  const Request& r = *std::max_element(e.reqs.begin(), e.reqs.end(),
+  const auto longest = std::max_element(e.reqs.begin(), e.reqs.end(),
                                         [](const Request& a, const Request& b) { return a.len < b.len; });
+  const Request& r = *longest;
+  const sb::AttentionPlan& plan = e.plan.request_plan(static_cast<int32_t>(longest - e.reqs.begin()));
   std::vector<uint16_t> k(static_cast<size_t>(r.len * kTokenStride)), v(k.size());
   const sb::KVCacheView paged = PagedView(*e.pool, r, 0);
   for (int64_t t = 0; t < r.len; ++t) {
@@ -631,15 +584,15 @@ bool CheckAgainstSparseAttention(Engine& e) {
   contiguous.dtype = sb::DType::kF16;
   contiguous.token_stride = kTokenStride;
   contiguous.head_stride = kHeadDim;
-  ws.Reserve(r.plan.workspace_bytes);
+  ws.Reserve(plan.workspace_bytes);
   sb::OutputView ov{ref.data(), kHeadDim * kQHeads, kHeadDim};
-  if (sb::Status st = sb::SparseAttention(r.plan, QView(r, 0), contiguous, &r.summaries[0], ov, ws.p); !st.ok()) {
+  if (sb::Status st = sb::SparseAttention(plan, QView(r, 0), contiguous, &r.summaries[0], ov, ws.p); !st.ok()) {
     std::printf("check: SparseAttention (contiguous) failed: %s\n", st.ToString().c_str());
     return false;
   }
   const bool same = std::memcmp(r.out.data(), ref.data(), ref.size() * sizeof(float)) == 0;
   if (!same) std::printf("check: request %d: paged output differs from contiguous\n", r.id);
-  std::printf("check: threaded AttendPartition/AttendMerge (nth=%d) == single-threaded SparseAttention, bitwise: "
+  std::printf("check: batched AttentionOp phases (nth=%d) == single-threaded SparseAttention per request, bitwise: "
               "%s (%" PRId64 " request-layers)\n",
               e.nth, ok ? "yes" : "NO", compared);
   std::printf("check: paged == contiguous K/V (request %d, %" PRId64 " tokens), bitwise: %s\n", r.id, r.len,
@@ -677,7 +630,9 @@ int main(int argc, char** argv) {
     const int64_t num_hot = std::min<int64_t>(
         blocks, r.task == sb::kTaskSingleQa ? 2 : r.task == sb::kTaskMultiQa ? 4 : r.task == sb::kTaskMultiHop ? 6
                                                                                     : std::max<int64_t>(2, blocks * 8 / 100));
-    r.page_table.reserve(static_cast<size_t>((r.prompt_len + o.steps + kPage - 1) / kPage));
+    // The page table is sized for the request's final length at admission (vLLM's padded block
+    // table); entries past the allocated pages point at page 0 until a page is handed out.
+    r.page_table.assign(static_cast<size_t>((r.prompt_len + o.steps + kPage - 1) / kPage), 0);
     pages += (r.prompt_len + o.steps + kPage - 1) / kPage;
     sb::BlockSummaries::Config c;
     c.num_kv_heads = kKVHeads;
@@ -722,16 +677,58 @@ int main(int argc, char** argv) {
   const int64_t spare = 8;
   e.pool = std::make_unique<PagePool>(o.layers, pages + spare, o.seed);
   for (Request& r : e.reqs)
-    for (int64_t p = 0; p < (r.prompt_len + kPage - 1) / kPage; ++p) r.page_table.push_back(e.pool->Allocate());
+    for (int64_t p = 0; p < (r.prompt_len + kPage - 1) / kPage; ++p) r.page_table[static_cast<size_t>(p)] = e.pool->Allocate();
   e.noise = std::make_unique<NoiseTable>(o.seed);
   e.barrier = std::make_unique<Barrier>(e.nth);
-  e.sparse_ns.assign(static_cast<size_t>(e.nth), std::vector<int64_t>(e.reqs.size(), 0));
-  e.dense_ns = e.sparse_ns;
+  e.thread_stats.assign(static_cast<size_t>(e.nth), sb::LayerStats{});
+  sb::AttentionOpConfig oc;
+  oc.num_q_heads = kQHeads;
+  oc.num_kv_heads = kKVHeads;
+  oc.head_dim = kHeadDim;
+  oc.block_size = kBlock;
+  oc.kv_dtype = sb::DType::kF16;
+  oc.scoring = kScoring;
+  auto op = sb::AttentionOp::Create(oc);
+  if (!op.ok()) {
+    std::fprintf(stderr, "engine_loop: %s\n", op.status().ToString().c_str());
+    return 1;
+  }
+  e.op = *op;
+  // Layouts per request (the same for every layer: one page table, one pool per layer), and the
+  // per-layer pointers, fixed for the whole run.
+  for (Request& r : e.reqs) {
+    sb::StepRequest s;
+    s.kv = PagedView(*e.pool, r, 0);
+    s.kv.k = s.kv.v = nullptr;
+    s.q = {nullptr, kQHeads * kHeadDim, kHeadDim};
+    s.out = {nullptr, kQHeads * kHeadDim, kHeadDim};
+    e.steps.push_back(s);
+    s.budget = sb::Budget::Dense();
+    e.dense_steps.push_back(s);
+  }
+  e.inputs.assign(static_cast<size_t>(o.layers), std::vector<sb::LayerInput>(e.reqs.size()));
+  e.dense_inputs = e.inputs;
+  for (int l = 0; l < o.layers; ++l)
+    for (size_t i = 0; i < e.reqs.size(); ++i) {
+      Request& r = e.reqs[i];
+      const size_t off = static_cast<size_t>(l) * kQHeads * kHeadDim;
+      sb::LayerInput in;
+      in.q = r.q.data() + off;
+      in.out = r.out.data() + off;
+      in.k = e.pool->k(l);
+      in.v = e.pool->v(l);
+      in.summaries = &r.summaries[static_cast<size_t>(l)];
+      e.inputs[static_cast<size_t>(l)][i] = in;
+      in.out = r.dense_out.data() + off;
+      in.summaries = nullptr;  // dense: nothing to select
+      e.dense_inputs[static_cast<size_t>(l)][i] = in;
+    }
   for (Request& r : e.reqs)
     for (int l = 0; l < o.layers; ++l) MakeQuery(*e.noise, r, o.seed, l, -1);
 
-  std::printf("sparsebudget %s, kernels %s, %d engine threads (std::thread + barrier, AttendPartition/AttendMerge)\n",
-              sb::Version(), sb::IsaName(sb::ActiveIsa()), e.nth);
+  std::printf("sparsebudget %s, kernels %s, %d engine threads (std::thread + barrier driving AttentionOp's "
+              "Select/Attend/MergePhase)\n",
+              sb::Version(), sb::IsaName(e.op.isa()), e.nth);
   std::printf("model: %d q heads, %d kv heads, head_dim %d, %d layers; block %d tokens; %s scoring\n", kQHeads,
               kKVHeads, kHeadDim, o.layers, kBlock, sb::ScoringName(kScoring));
   std::printf("paged KV cache: fp16, %" PRId64 " pages of %" PRId64 " tokens per layer, %.1f MiB in all\n",
@@ -750,32 +747,27 @@ int main(int argc, char** argv) {
 
   std::printf("prefill (K/V writes + summaries + prediction): %.2f s; %d decode steps x %d layers\n\n",
               e.prefill_wall, o.steps, o.layers);
-  std::printf("%3s %-12s %7s %8s %7s %15s %10s %10s %8s %9s\n", "req", "task", "length", "budget", "blocks",
-              "kept/causal", "sparse ms", "dense ms", "speedup", "rel err");
+  std::printf("%3s %-12s %7s %8s %7s %9s\n", "req", "task", "length", "budget", "blocks", "rel err");
   double sum_frac = 0;
-  int64_t kept = 0, causal = 0;
-  for (size_t i = 0; i < e.reqs.size(); ++i) {
-    const Request& r = e.reqs[i];
-    int64_t s_ns = 0, d_ns = 0;
-    for (int ith = 0; ith < e.nth; ++ith) s_ns += e.sparse_ns[static_cast<size_t>(ith)][i], d_ns += e.dense_ns[static_cast<size_t>(ith)][i];
-    const double budget = r.prediction.fraction;
-    sum_frac += budget;
-    kept += r.kept_blocks;
-    causal += r.causal_blocks;
-    char kc[32];
-    std::snprintf(kc, sizeof kc, "%" PRId64 "/%" PRId64, r.kept_blocks, r.causal_blocks);
-    std::printf("%3d %-12s %7" PRId64 " %7.1f%% %7" PRId64 " %15s %10.2f %10.2f %7.1fx %9.2e%s\n", r.id, r.task.c_str(),
-                r.len, 100.0 * budget, r.prediction.total_blocks, kc, s_ns * 1e-6, d_ns * 1e-6,
-                static_cast<double>(d_ns) / static_cast<double>(std::max<int64_t>(s_ns, 1)), r.max_rel_err,
+  for (const Request& r : e.reqs) {
+    sum_frac += r.prediction.fraction;
+    std::printf("%3d %-12s %7" PRId64 " %7.1f%% %7" PRId64 " %9.2e%s\n", r.id, r.task.c_str(), r.len,
+                100.0 * r.prediction.fraction, r.prediction.total_blocks, r.max_rel_err,
                 r.dense_fallback ? "  (dense fallback)" : "");
   }
-  std::printf("\n(budget: predicted fraction at admission; blocks: its total blocks per kv head; kept/causal: blocks "
-              "kept over the 8 kv heads at the last step, layer 0;\n ms: CPU time summed over threads and steps; rel "
-              "err: max over layers and steps of ||sparse - dense|| / ||dense||)\n");
-  std::printf("totals: mean budget %.1f%%, kept %.1f%% of causal blocks; decode attention wall time sparse %.3f s "
-              "vs dense %.3f s (%.1fx); token appends %.3f s\n",
-              100.0 * sum_frac / static_cast<double>(e.reqs.size()), 100.0 * static_cast<double>(kept) / static_cast<double>(std::max<int64_t>(causal, 1)),
-              e.sparse_wall, e.dense_wall, e.dense_wall / std::max(e.sparse_wall, 1e-12), e.append_wall);
+  int64_t kept = 0, causal = 0, kernel_ns = 0;
+  for (const sb::LayerStats& t : e.thread_stats)
+    kept += t.selection.kept_blocks, causal += t.selection.causal_blocks, kernel_ns += t.kernel_ns;
+  std::printf("\n(budget: predicted fraction at admission; blocks: its total blocks per kv head; rel err: max over "
+              "layers and steps of ||sparse - dense|| / ||dense||)\n");
+  std::printf("totals: mean budget %.1f%%, kept %.1f%% of causal blocks (all layers, steps, kv heads); decode "
+              "attention wall time sparse %.3f s vs dense %.3f s (%.1fx); token appends %.3f s; step plans %.4f s\n",
+              100.0 * sum_frac / static_cast<double>(e.reqs.size()),
+              100.0 * static_cast<double>(kept) / static_cast<double>(std::max<int64_t>(causal, 1)), e.sparse_wall,
+              e.dense_wall, e.dense_wall / std::max(e.sparse_wall, 1e-12), e.append_wall, e.plan_wall);
+  std::printf("sparse layers: %.1f%% of the engine threads' time inside select/attend work items (the rest: "
+              "per-layer bookkeeping, merging, barrier waits)\n",
+              100.0 * static_cast<double>(kernel_ns) * 1e-9 / std::max(e.sparse_wall * e.nth, 1e-12));
 
   const bool ok = CheckAgainstSparseAttention(e);
   std::printf("%s\n", ok ? "OK" : "FAILED");

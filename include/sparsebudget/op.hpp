@@ -78,10 +78,10 @@ struct StepRequest {
 
 /// Counters of one RunLayer call (or of one thread's phase calls; add them up).
 struct LayerStats {
-  SelectionStats selection;     ///< summed over requests (dense is ANDed, dense_fallback ORed)
-  int32_t dense_requests = 0;   ///< requests that ran dense in this layer (dense or fallback)
-  int64_t kernel_ns = 0;        ///< time inside select and attend work items, summed over threads
-                                ///< (measured only when LayerArgs::measure_kernel_time)
+  SelectionStats selection;    ///< summed over requests (dense is ANDed, dense_fallback ORed)
+  int32_t dense_requests = 0;  ///< requests that ran dense in this layer (dense or fallback)
+  int64_t kernel_ns = 0;       ///< time inside select and attend work items, summed over threads
+                               ///< (measured only when LayerArgs::measure_kernel_time)
 };
 
 /// One request's pointers for one layer.
@@ -126,7 +126,9 @@ class StepPlan {
   size_t workspace_alignment() const noexcept { return 64; }
   /// Request r's single-request plan (its budget unscaled), for inspection and for engines that
   /// mix this API with the per-request calls.
-  const AttentionPlan& request_plan(int32_t r) const noexcept { return entries_[static_cast<size_t>(r)].plan; }
+  const AttentionPlan& request_plan(int32_t r) const noexcept {
+    return entries_[static_cast<size_t>(r)].plan;
+  }
 
   /// One request as Plan stored it (its layouts, its plan, its workspace region).
   struct Entry {
@@ -185,8 +187,10 @@ class AttentionOp {
 
  private:
   Status CheckLayer(const StepPlan& plan, const LayerArgs& args) const;
-  void RunSelect(const StepPlan& plan, const LayerArgs& args, int ith, int nth, LayerStats* stats) const;
-  void RunAttend(const StepPlan& plan, const LayerArgs& args, int ith, int nth, LayerStats* stats) const;
+  void RunSelect(const StepPlan& plan, const LayerArgs& args, int ith, int nth,
+                 LayerStats* stats) const;
+  void RunAttend(const StepPlan& plan, const LayerArgs& args, int ith, int nth,
+                 LayerStats* stats) const;
   void RunMerge(const StepPlan& plan, const LayerArgs& args, int ith, int nth) const;
 
   AttentionOpConfig config_;
@@ -202,7 +206,8 @@ class AttentionOp {
 /// leaves the other unchanged. Rows are head_dim floats at v + r * v_stride (v_other likewise);
 /// lse entries are contiguous. Errors on null pointers or bad sizes. O(rows x head_dim), no
 /// allocation, thread-safe for disjoint rows.
-Status MergeAttentionStates(int64_t rows, int32_t head_dim, const float* v_other, int64_t v_other_stride,
-                            const float* lse_other, float* v, int64_t v_stride, float* lse);
+Status MergeAttentionStates(int64_t rows, int32_t head_dim, const float* v_other,
+                            int64_t v_other_stride, const float* lse_other, float* v,
+                            int64_t v_stride, float* lse);
 
-}  ///< namespace sparsebudget
+}  // namespace sparsebudget

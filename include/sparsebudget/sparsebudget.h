@@ -151,7 +151,8 @@ typedef enum sb_budget_mode {
   SB_BUDGET_TOP_P = 3  /**< fewest blocks whose estimated mass reaches top_p */
 } sb_budget_mode;
 
-/** A budget (sparsebudget::Budget without per-layer scales; see budget.hpp for the counting rule). */
+/** A budget (sparsebudget::Budget; see budget.hpp for the counting rule; per-layer scales are a
+ * layer-call argument, sb_layer_args.budget_scale). */
 typedef struct sb_budget {
   size_t struct_size;  /**< sizeof(sb_budget) */
   sb_budget_mode mode;  /**< which of blocks / fraction / top_p applies; default dense */
@@ -519,6 +520,136 @@ SB_API sb_status sb_escalation_start(const sb_escalation_policy* policy, const s
 SB_API sb_status sb_escalation_step(const sb_escalation_policy* policy, sb_escalation_state* state,
                                     double top1_prob, int64_t answer_position, int32_t sink_blocks,
                                     int32_t local_blocks, sb_escalation_action* action, int64_t* total_blocks);
+
+/** Logit features (sparsebudget::LogitStats): entropy (nats) and top-1 probability of
+ * softmax(logits). */
+typedef struct sb_logit_stats {
+  size_t struct_size;  /**< set by the caller to sizeof(sb_logit_stats); kept by the library */
+  double entropy;  /**< -sum p ln p, nats */
+  double top1_prob;  /**< max p */
+} sb_logit_stats;
+/** From n fp32 logits (float64 accumulation; errors on NaN/+inf or no finite logit). O(n), no
+ * allocation. */
+SB_API sb_status sb_logit_stats_compute(const float* logits, int64_t n, sb_logit_stats* stats);
+/** The traces' probe features: sb_probe_from_summaries of each of num_layers layers, averaged over
+ * layers (sparsebudget::ProbeStatsFromLayers). summaries[l], last_q[l]: layer l's. */
+SB_API sb_status sb_probe_from_layers(const sb_summaries* const* summaries, const float* const* last_q,
+                                      int32_t num_layers, int64_t q_head_stride, int32_t num_q_heads,
+                                      float scale, sb_probe_stats* stats);
+
+/* ---- the engine API: one op per model, one step plan per step, one call per layer ---------- */
+/* (sparsebudget/op.hpp; docs/guide/engine-integration.md shows the loop.)
+ *   sb_op_create(config)                      once per model: captures the kernels (one ISA)
+ *   sb_step_plan_create(max_requests)         once per engine: the only allocation
+ *   per step:  sb_op_plan(op, requests, n, plan)           validates every request once
+ *   per layer: sb_op_run_layer(op, plan, &args, pool, &st)  or the three phases (ith, nth)
+ * Nothing allocates per step (up to max_requests) or per layer. */
+
+/** Static configuration of one model's attention (sparsebudget::AttentionOpConfig). */
+typedef struct sb_op_config {
+  size_t struct_size;  /**< sizeof(sb_op_config) */
+  int32_t num_q_heads;  /**< >= 1 */
+  int32_t num_kv_heads;  /**< divides num_q_heads */
+  int32_t head_dim;  /**< [1, 4096] */
+  int32_t block_size;  /**< power of two in [16, 256], default 64 */
+  sb_dtype kv_dtype;  /**< default SB_DTYPE_F32 */
+  sb_scoring scoring;  /**< default SB_SCORING_BOUND */
+  float scale;  /**< 0 = 1/sqrt(head_dim) */
+} sb_op_config;
+/** Sets struct_size and the defaults (block 64, f32, bound, scale 0; heads and head_dim 0). */
+SB_API void sb_op_config_init(sb_op_config* config);
+
+/** An attention op (opaque). Const after creation: any number of threads may use it. */
+typedef struct sb_op sb_op;
+/** Validates the configuration and captures the kernel table of the active ISA. One small
+ * allocation. *op NULL on failure. */
+SB_API sb_status sb_op_create(const sb_op_config* config, sb_op** op);
+/** Frees an op; NULL is a no-op. */
+SB_API void sb_op_destroy(sb_op* op);
+/** *isa = the ISA every call on this op runs. */
+SB_API sb_status sb_op_isa(const sb_op* op, sb_isa* isa);
+
+/** One request of a step. kv gives the LAYOUT (dtype, strides, page table; kv.k and kv.v are
+ * ignored); the page table must stay valid until the step's last layer call. */
+typedef struct sb_step_request {
+  size_t struct_size;  /**< sizeof(sb_step_request) */
+  int64_t context_length;  /**< tokens in the cache, this step's queries included */
+  int32_t num_queries;  /**< the last num_queries positions; default 1; 0 = skip */
+  sb_budget budget;  /**< this request's budget (budget.struct_size set by the init) */
+  sb_kv_view kv;  /**< K/V layout (kv.struct_size set by the init) */
+  int64_t q_token_stride;  /**< floats between queries */
+  int64_t q_head_stride;  /**< floats between q heads */
+  int64_t out_token_stride;  /**< floats between output rows of consecutive queries */
+  int64_t out_head_stride;  /**< floats between output heads */
+} sb_step_request;
+/** Sets struct_size (and budget's, kv's) and the defaults: one query, dense budget, f32. */
+SB_API void sb_step_request_init(sb_step_request* request);
+
+/** A step plan (opaque): the validated batch of one step, reused by every layer. */
+typedef struct sb_step_plan sb_step_plan;
+/** Creates a plan with room for max_requests (>= 0): sb_op_plan never allocates up to that. */
+SB_API sb_status sb_step_plan_create(int32_t max_requests, sb_step_plan** plan);
+/** Frees a plan; NULL is a no-op. */
+SB_API void sb_step_plan_destroy(sb_step_plan* plan);
+/** Validates every request (the message names the request and the bad value) and fills `plan`.
+ * O(requests + pages). Allocates only when n exceeds every earlier batch (and max_requests). */
+SB_API sb_status sb_op_plan(const sb_op* op, const sb_step_request* requests, int32_t n, sb_step_plan* plan);
+/** The workspace every layer call of this step needs: *bytes (may be 0) and *alignment (64). */
+SB_API sb_status sb_step_plan_workspace(const sb_step_plan* plan, size_t* bytes, size_t* alignment);
+
+/** One request's pointers for one layer. A plain array element (no struct_size): its layout is
+ * fixed in this ABI version. lse (optional): [num_queries][num_q_heads] log-sum-exp of the scaled
+ * scores over the attended keys, for sb_merge_states. summaries may be NULL only for a request
+ * that runs dense in this layer. */
+typedef struct sb_layer_input {
+  const float* q;  /**< queries (the request's q strides) */
+  float* out;  /**< outputs (the request's out strides) */
+  const void* k;  /**< this layer's K (the request's layout) */
+  const void* v;  /**< this layer's V */
+  const sb_summaries* summaries;  /**< this layer's summaries of the request */
+  float* lse;  /**< optional, NULL = none */
+} sb_layer_input;
+
+/** What changes per layer. */
+typedef struct sb_layer_args {
+  size_t struct_size;  /**< sizeof(sb_layer_args) */
+  const sb_layer_input* inputs;  /**< one per request of the plan, in order */
+  double budget_scale;  /**< this layer's multiplier of blocks/fraction budgets; default 1 */
+  void* workspace;  /**< sb_step_plan_workspace bytes, 64-byte aligned */
+  int32_t measure_kernel_time;  /**< nonzero: fill sb_layer_stats.kernel_ns */
+} sb_layer_args;
+/** Sets struct_size and budget_scale 1; the rest 0. */
+SB_API void sb_layer_args_init(sb_layer_args* args);
+
+/** Counters of one layer call (sparsebudget::LayerStats). */
+typedef struct sb_layer_stats {
+  size_t struct_size;  /**< set by the caller to sizeof(sb_layer_stats); kept by the library */
+  int64_t units;  /**< (kv head, query block) units over all requests */
+  int64_t units_clamped;  /**< units whose budget was clamped */
+  int64_t kept_blocks;  /**< sum over units */
+  int64_t causal_blocks;  /**< sum over units */
+  int32_t dense_requests;  /**< requests run dense in this layer */
+  int64_t kernel_ns;  /**< time inside select/attend work items (with measure_kernel_time) */
+} sb_layer_stats;
+
+/** Select + attend of every request for one layer (on `pool` if not NULL). `stats` may be NULL.
+ * Checks only pointers, the scale and the summaries (O(requests)); allocates nothing. */
+SB_API sb_status sb_op_run_layer(const sb_op* op, const sb_step_plan* plan, const sb_layer_args* args,
+                                 sb_thread_pool* pool, sb_layer_stats* stats);
+/** The same on the engine's own threads: sb_op_select_phase on ith = 0..nth-1, a barrier,
+ * sb_op_attend_phase on all ith, a barrier, sb_op_merge_phase on all ith. Same args for all. */
+SB_API sb_status sb_op_select_phase(const sb_op* op, const sb_step_plan* plan, const sb_layer_args* args,
+                                    int32_t ith, int32_t nth, sb_layer_stats* stats);
+SB_API sb_status sb_op_attend_phase(const sb_op* op, const sb_step_plan* plan, const sb_layer_args* args,
+                                    int32_t ith, int32_t nth, sb_layer_stats* stats);
+SB_API sb_status sb_op_merge_phase(const sb_op* op, const sb_step_plan* plan, const sb_layer_args* args,
+                                   int32_t ith, int32_t nth);
+
+/** Folds a partial attention state (v_other, lse_other) into (v, lse) for `rows` rows of head_dim
+ * floats (sparsebudget::MergeAttentionStates): attention over disjoint key sets merges into
+ * attention over their union. */
+SB_API sb_status sb_merge_states(int64_t rows, int32_t head_dim, const float* v_other, int64_t v_other_stride,
+                                 const float* lse_other, float* v, int64_t v_stride, float* lse);
 
 #ifdef __cplusplus
 }  /**< extern "C" */

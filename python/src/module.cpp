@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -289,6 +290,31 @@ py::dict StatsDict(const sb::SelectionStats& s) {
 
 // ---- the kernel --------------------------------------------------------------------------------
 
+// Python calls with num_threads > 1 share one persistent pool: its threads are made when the
+// requested size first changes, not per call. Calls that use it are serialised by g_pool_mutex
+// (ThreadPool::Run serialises anyway); the cap keeps a typo from spawning thousands of threads.
+constexpr int kMaxPythonThreads = 64;
+std::mutex g_pool_mutex;
+std::unique_ptr<sb::ThreadPool> g_pool;  // guarded by g_pool_mutex
+
+void CheckThreads(int num_threads) {
+  if (num_threads < 1 || num_threads > kMaxPythonThreads)
+    throw py::value_error("num_threads must be in [1, " + std::to_string(kMaxPythonThreads) +
+                          "] (sparsebudget.MAX_THREADS), got " + std::to_string(num_threads));
+}
+
+// The shared pool resized to num_threads (> 1); call with g_pool_mutex held.
+sb::Status SharedPool(int num_threads, sb::ThreadPool** pool) {
+  if (!g_pool || g_pool->size() != num_threads) {
+    g_pool.reset();
+    auto created = sb::ThreadPool::Create(num_threads);
+    if (!created.ok()) return created.status();
+    g_pool = std::move(created).value();
+  }
+  *pool = g_pool.get();
+  return sb::OkStatus();
+}
+
 py::object Attention(const py::array& q, const py::array& k, const py::array& v, int32_t block_size,
                      const py::object& budget_obj, const std::string& scoring, float scale,
                      const py::object& selection, PySummaries* summaries, const py::object& out_obj,
@@ -318,9 +344,7 @@ py::object Attention(const py::array& q, const py::array& k, const py::array& v,
   if (!selection.is_none()) p.budget = sb::Budget::Dense();  // the given blocks decide
   sb::AttentionPlan plan;
   Check(sb::MakePlan(p, &plan));
-  if (num_threads < 1 || num_threads > sb::ThreadPool::kMaxThreads)
-    throw py::value_error("num_threads must be in [1, " + std::to_string(sb::ThreadPool::kMaxThreads) + "], got " +
-                          std::to_string(num_threads));
+  CheckThreads(num_threads);
 
   py::array out;
   if (out_obj.is_none()) {
@@ -382,18 +406,16 @@ py::object Attention(const py::array& q, const py::array& k, const py::array& v,
       }
     }
     if (st.ok()) {
-      std::unique_ptr<sb::ThreadPool> pool;
+      std::unique_lock<std::mutex> lock(g_pool_mutex, std::defer_lock);
+      sb::ThreadPool* pool = nullptr;
       if (num_threads > 1) {
-        auto created = sb::ThreadPool::Create(num_threads);  // fails into a status, never hangs
-        if (created.ok())
-          pool = std::move(created).value();
-        else
-          st = created.status();
+        lock.lock();
+        st = SharedPool(num_threads, &pool);  // fails into a status, never hangs
       }
       if (st.ok() && selection.is_none())
-        st = sb::SparseAttention(plan, qv, kv.view, sum, ov, ws.data(), pool.get(), &stats);
+        st = sb::SparseAttention(plan, qv, kv.view, sum, ov, ws.data(), pool, &stats);
       else if (st.ok())
-        st = sb::Attend(plan, qv, kv.view, csel, ov, ws.data(), pool.get());
+        st = sb::Attend(plan, qv, kv.view, csel, ov, ws.data(), pool);
     }
   }
   Check(st);
@@ -468,6 +490,7 @@ PredictorPtr Share(std::unique_ptr<sb::Predictor> p) { return PredictorPtr(std::
 PYBIND11_MODULE(_core, m) {
   m.doc() = "sparsebudget: per-request sparse-attention budgets and the block-sparse CPU kernel";
   m.attr("__version__") = sb::Version();
+  m.attr("MAX_THREADS") = kMaxPythonThreads;
   m.def("version", [] { return std::string(sb::Version()); }, "Library version, 'MAJOR.MINOR.PATCH'.");
   m.def(
       "quantize_q8_0",
@@ -675,6 +698,22 @@ Returns out (and a stats dict if return_stats). The GIL is released while the ke
         },
         py::arg("q_last"), py::arg("summaries"), py::arg("scale") = 0.0f,
         "Probe statistics of the last query ([q_heads, head_dim]) over mean summaries (probe.hpp).");
+
+  m.def("logit_stats",
+        [](const py::array& logits) {
+          RequireFloat32(logits, "logits");
+          if (logits.ndim() != 1 || (logits.shape(0) > 1 && logits.strides(0) != 4))
+            throw py::value_error("logits must be a contiguous 1-D float32 array, got " + ShapeStr(logits));
+          const sb::LogitStats s =
+              Take(sb::LogitStatsFromLogits(static_cast<const float*>(logits.data()), logits.shape(0)));
+          py::dict d;
+          d["entropy"] = s.entropy;
+          d["top1_prob"] = s.top1_prob;
+          return d;
+        },
+        py::arg("logits"),
+        "Entropy (nats) and top-1 probability of softmax(logits) for one row (features.hpp: the library's one "
+        "definition, float64 accumulation).");
 
   m.def("fit_predictor",
         [](const std::string& type, const std::string& traces_path, int probe_mass, double quantile) {

@@ -271,8 +271,7 @@ Status AttentionOp::AttendPhase(const StepPlan& plan, const LayerArgs& args, int
   return OkStatus();
 }
 
-Status AttentionOp::MergePhase(const StepPlan& plan, const LayerArgs& args, int ith, int nth,
-                               LayerStats* stats) const {
+Status AttentionOp::MergePhase(const StepPlan& plan, const LayerArgs& args, int ith, int nth, LayerStats* stats) const {
   if (Status st = CheckPartition(ith, nth); !st.ok()) return st;
   if (Status st = CheckLayer(plan, args); !st.ok()) return st;
   RunMerge(plan, args, ith, nth);

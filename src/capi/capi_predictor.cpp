@@ -238,4 +238,36 @@ sb_status sb_probe_set_features(const sb_probe_stats* stats, sb_request_features
   });
 }
 
+sb_status sb_logit_stats_compute(const float* logits, int64_t n, sb_logit_stats* stats) {
+  const char* fn = __func__;
+  return Guard(fn, [&]() -> sb_status {
+    if (sb_status st = capi::CheckOut(fn, "stats", stats, sizeof(sb_logit_stats)); st != SB_OK) return st;
+    Expected<LogitStats> r = LogitStatsFromLogits(logits, n);
+    if (!r.ok()) return Fail(fn, r.status());
+    sb_logit_stats out{};
+    out.entropy = r->entropy;
+    out.top1_prob = r->top1_prob;
+    capi::WriteOut(stats, out);
+    return Ok();
+  });
+}
+
+sb_status sb_probe_from_layers(const sb_summaries* const* summaries, const float* const* last_q, int32_t num_layers,
+                               int64_t q_head_stride, int32_t num_q_heads, float scale, sb_probe_stats* stats) {
+  const char* fn = __func__;
+  return Guard(fn, [&]() -> sb_status {
+    if (sb_status st = capi::CheckOut(fn, "stats", stats, sizeof(sb_probe_stats)); st != SB_OK) return st;
+    if (summaries == nullptr) return Null(fn, "summaries");
+    if (num_layers < 1 || num_layers > 4096)
+      return Fail(fn, SB_ERROR_INVALID_ARGUMENT, "num_layers must be in [1, 4096], got " + std::to_string(num_layers));
+    // The handles wrap BlockSummaries; translate the pointer array (bounded above, on the stack).
+    const BlockSummaries* inner[4096];
+    for (int32_t l = 0; l < num_layers; ++l) inner[l] = summaries[l] ? &summaries[l]->summaries : nullptr;
+    Expected<ProbeStats> r = ProbeStatsFromLayers(inner, last_q, num_layers, q_head_stride, num_q_heads, scale);
+    if (!r.ok()) return Fail(fn, r.status());
+    capi::WriteOut(stats, capi::ToProbe(*r));
+    return Ok();
+  });
+}
+
 }  // extern "C"
