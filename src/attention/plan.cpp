@@ -226,7 +226,7 @@ Status detail::ValidateQuery(const AttentionPlan& plan, const QueryView& q) {
   if (plan.empty) return OkStatus();
   if (q.data == nullptr) return detail::Bad("q.data is null");
   const AttentionShape& s = plan.params.shape;
-  return CheckRows("q", s.num_queries, s.num_q_heads, s.head_dim, q.token_stride, q.head_stride, 4);
+  return CheckRows("q", s.num_queries, s.num_q_heads, s.head_dim, q.token_stride, q.head_stride, DType::kF32);
 }
 
 Status detail::ValidateLayouts(const AttentionPlan& plan, const QueryView& q, const KVCacheView& kv,
