@@ -68,8 +68,12 @@ bool Run(tinymodel::Session& s, const Request& r, const Budget& budget, const Es
       std::exit(1);
     }
     if (policy != nullptr) {
-      double ent = 0, top1 = 0;
-      tinymodel::EntropyTop1(*logits, &ent, &top1);
+      auto ls = LogitStatsFromLogits(logits->data(), static_cast<int64_t>(logits->size()));
+      if (!ls.ok()) {
+        std::fprintf(stderr, "%s: %s\n", r.id.c_str(), ls.status().ToString().c_str());
+        std::exit(1);
+      }
+      const double top1 = ls->top1_prob;
       const EscalationDecision d =
           policy->Step(&state, top1, static_cast<int64_t>(i), budget.sink_blocks, budget.local_blocks);
       if (d.recompute) {
