@@ -43,9 +43,9 @@ Budget Scaled(const Budget& b, double scale) noexcept {
   if (scale == 1.0) return b;
   Budget r = b;
   if (b.mode == BudgetMode::kBlocks) {
-    // Anything beyond 2^62 blocks keeps every block anyway; the cap keeps the cast defined.
+    // Saturate: a double at or beyond 2^63 does not convert to int64 (undefined).
     const double x = std::ceil(static_cast<double>(b.blocks) * scale);
-    r.blocks = x >= 4.6e18 ? (int64_t{1} << 62) : static_cast<int64_t>(x);
+    r.blocks = x >= 9.2e18 ? INT64_MAX : static_cast<int64_t>(x);
   } else if (b.mode == BudgetMode::kFraction) {
     r.fraction = std::min(1.0, b.fraction * scale);
   }

@@ -146,9 +146,6 @@ void SelectRun(const AttentionPlan& plan, const kernels::KernelTable& kt, const 
 
 Status CheckSummaries(const AttentionPlan& plan, const BlockSummaries& summaries) {
   auto bad = [](const std::string& m) { return Status(StatusCode::kInvalidArgument, m); };
-  if (q.data == nullptr) return bad("q.data is null");
-  if (Status st = detail::CheckSelectionBuffers(plan, out.indices, out.counts, out.capacity); !st.ok()) return st;
-  if (Status st = detail::CheckWorkspace(plan, workspace); !st.ok()) return st;
   const BlockSummaries::Config& c = summaries.config();
   const AttentionShape& s = plan.params.shape;
   if (c.num_kv_heads != s.num_kv_heads || c.head_dim != s.head_dim || c.block_size != s.block_size)
@@ -170,13 +167,9 @@ namespace {
 
 Status CheckSelect(const AttentionPlan& plan, const QueryView& q, const BlockSummaries& summaries,
                    const BlockSelection& out, void* workspace) {
-  auto bad = [](const std::string& m) { return Status(StatusCode::kInvalidArgument, m); };
   if (Status st = detail::ValidateQuery(plan, q); !st.ok()) return st;
-  if (out.indices == nullptr || out.counts == nullptr) return bad("selection buffers are null");
-  if (out.capacity < plan.num_blocks)
-    return bad("selection capacity " + std::to_string(out.capacity) + " is below num_blocks " +
-               std::to_string(plan.num_blocks));
-  if (workspace == nullptr && plan.workspace_bytes > 0) return bad("workspace is null");
+  if (Status st = detail::CheckSelectionBuffers(plan, out.indices, out.counts, out.capacity); !st.ok()) return st;
+  if (Status st = detail::CheckWorkspace(plan, workspace); !st.ok()) return st;
   return detail::CheckSummaries(plan, summaries);
 }
 

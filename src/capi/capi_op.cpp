@@ -217,7 +217,7 @@ sb_status sb_op_run_layer(const sb_op* op, const sb_step_plan* plan, const sb_la
     LayerArgs a;
     if (sb_status st = capi::ToArgs(fn, args, &a); st != SB_OK) return st;
     LayerStats s;
-    if (Status st = op->op.RunLayer(plan->plan, a, pool != nullptr ? &pool->pool : nullptr, &s); !st.ok())
+    if (Status st = op->op.RunLayer(plan->plan, a, pool != nullptr ? pool->pool.get() : nullptr, &s); !st.ok())
       return Fail(fn, st);
     capi::ToStats(s, stats);
     return Ok();

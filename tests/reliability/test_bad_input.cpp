@@ -944,9 +944,8 @@ TEST(BadInput, Issue12ExtremeLengthsGiveConsistentCounts) {
       }
     }
   }
-  Budget big = Budget::Blocks(INT64_MAX);
-  big.layer_scale = {2.0};
-  EXPECT_EQ(big.ForLayer(0).blocks, INT64_MAX);  // saturates (the double 2^64 has no int64)
+  // The per-layer scale (a call argument now, ScaleBudget) saturates (the double 2^64 has no int64).
+  EXPECT_EQ(ScaleBudget(Budget::Blocks(INT64_MAX), 2.0)->blocks, INT64_MAX);
 }
 
 // Defect 11: scores whose product with the scale overflows (1e308 x 10 = inf) were all treated
