@@ -63,18 +63,23 @@ Expected<LogitStats> LogitStatsFromLogits(const float* logits, int64_t n) {
   if (n < 1) return bad("logits: n must be >= 1, got " + std::to_string(n));
   if (logits == nullptr) return bad("logits is null");
   float mx = -INFINITY;
+  int64_t argmax = -1;
   for (int64_t i = 0; i < n; ++i) {
     const float x = logits[i];
     if (std::isnan(x) || x == INFINITY)
       return bad("logits[" + std::to_string(i) + "] = " + std::to_string(x) + " is not finite");
-    if (x > mx) mx = x;
+    if (x > mx) {
+      mx = x;
+      argmax = i;
+    }
   }
-  if (mx == -INFINITY) return bad("logits: every one of the " + std::to_string(n) + " logits is -inf");
-  // Shifted by the max, every term is in (0, 1] and the max contributes exactly 1, so Z >= 1.
-  double z = 0.0, s = 0.0;
+  if (argmax < 0) return bad("logits: every one of the " + std::to_string(n) + " logits is -inf");
+  // Shifted by the max, every term is in (0, 1]; the max contributes exactly exp(0) = 1 (and
+  // d = 0 to S), so Z starts at 1 and stays >= 1.
+  double z = 1.0, s = 0.0;
   const double m = static_cast<double>(mx);
   for (int64_t i = 0; i < n; ++i) {
-    if (logits[i] == -INFINITY) continue;
+    if (i == argmax || logits[i] == -INFINITY) continue;
     const double d = static_cast<double>(logits[i]) - m;
     const double e = std::exp(d);
     z += e;
