@@ -68,13 +68,42 @@ SimOutcome OutcomeAt(const TraceRecord& r, double g, const CellSettings& set) {
                   set.fit.limits);
 }
 
+// The start fractions the cells choose from: the fraction grid, or with escalation the ladder's
+// rungs (and 0): every start then lies on the escalation path of every smaller one, so a
+// request's simulated miss is non-increasing in its start budget and the held-out step stays a
+// valid conformal choice.
+std::vector<double> StartGrid(const CellSettings& set) {
+  if (set.escalation == nullptr) return FractionGrid();
+  std::vector<double> grid = {0.0};
+  for (double f : set.escalation->ladder()) grid.push_back(f);
+  return grid;
+}
+
+}  // namespace
+
+struct GridOutcomes {
+  const std::vector<TraceRecord>* traces = nullptr;
+  size_t grid_size = 0;
+  std::vector<double> cost;  // [trace * grid_size + k]: step fraction
+  std::vector<char> loss;    // [trace * grid_size + k]: Loss()
+};
+
+namespace {
+
 void FillTables(const std::vector<TraceRecord>& traces, const std::vector<double>& grid, const CellSettings& set,
                 std::vector<Group>* groups) {
+  const GridOutcomes* cache = set.grid_outcomes;
+  if (cache != nullptr && (cache->traces != &traces || cache->grid_size != grid.size())) cache = nullptr;
   for (auto& g : *groups) {
     g.cost.assign(grid.size(), 0.0);
     g.miss.assign(grid.size(), 0.0);
     for (size_t i : g.members)
       for (size_t k = 0; k < grid.size(); ++k) {
+        if (cache != nullptr) {
+          g.cost[k] += cache->cost[i * grid.size() + k];
+          g.miss[k] += cache->loss[i * grid.size() + k] != 0 ? 1.0 : 0.0;
+          continue;
+        }
         const SimOutcome o = OutcomeAt(traces[i], grid[k], set);
         g.cost[k] += o.step_fraction;
         g.miss[k] += Loss(o, set) ? 1.0 : 0.0;
@@ -258,14 +287,7 @@ Expected<CellsFit> FitCells(const std::vector<TraceRecord>& traces, const std::v
     }
   };
   add_edges(kAnyTask, false, fit_idx);
-  // With escalation, start budgets are the ladder's rungs (and 0): every start then lies on the
-  // escalation path of every smaller one, so a request's simulated miss is non-increasing in its
-  // start budget and the held-out step below stays a valid conformal choice.
-  std::vector<double> grid = FractionGrid();
-  if (set.escalation != nullptr) {
-    grid = {0.0};
-    for (double f : set.escalation->ladder()) grid.push_back(f);
-  }
+  const std::vector<double> grid = StartGrid(set);
   const size_t G = grid.size();
   auto key_groups = [&](const std::string& tier, bool task_tier, const std::vector<size_t>& members) {
     CellsIndex idx(model);
@@ -453,6 +475,24 @@ Expected<CellSpec> ChooseCellSpec(const std::vector<TraceRecord>& traces, const 
     for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[rng.Below(i)]);
     for (size_t i = 0; i < v.size(); ++i) fold[i % static_cast<size_t>(folds)].push_back(v[i]);
   }
+  // Every candidate and fold reads the same outcomes: simulate each request at each start once
+  // (N x 66 cells of 9 bytes; skipped beyond 2^24 cells, where FitCells simulates per group).
+  const std::vector<double> grid = StartGrid(set);
+  GridOutcomes table;
+  CellSettings cached = set;
+  if (traces.size() <= (size_t{1} << 24) / grid.size()) {
+    table.traces = &traces;
+    table.grid_size = grid.size();
+    table.cost.assign(traces.size() * grid.size(), 0.0);
+    table.loss.assign(traces.size() * grid.size(), 0);
+    for (size_t i : idx)
+      for (size_t k = 0; k < grid.size(); ++k) {
+        const SimOutcome o = OutcomeAt(traces[i], grid[k], set);
+        table.cost[i * grid.size() + k] = o.step_fraction;
+        table.loss[i * grid.size() + k] = Loss(o, set) ? 1 : 0;
+      }
+    cached.grid_outcomes = &table;
+  }
   size_t best = 0;
   double best_score = kInf;
   for (size_t c = 0; c < candidates.size(); ++c) {
@@ -463,7 +503,7 @@ Expected<CellSpec> ChooseCellSpec(const std::vector<TraceRecord>& traces, const 
       for (int j = 0; j < folds; ++j)
         if (j != k) fit_idx.insert(fit_idx.end(), fold[static_cast<size_t>(j)].begin(), fold[static_cast<size_t>(j)].end());
       std::sort(fit_idx.begin(), fit_idx.end());
-      auto f = FitCells(traces, fit_idx, hold, candidates[c], set);
+      auto f = FitCells(traces, fit_idx, hold, candidates[c], cached);
       if (!f.ok()) {
         ok = false;
         if (report) *report += "  " + candidates[c].Describe() + ": skipped (" + f.status().message() + ")\n";

@@ -20,6 +20,8 @@ struct CellSpec {
   std::string Describe() const;
 };
 
+struct GridOutcomes;
+
 // What the caller fixes for every candidate.
 struct CellSettings {
   double alpha = 0.05;          // miss target
@@ -28,6 +30,10 @@ struct CellSettings {
   int min_cell = 20;            // fewer fit requests: the cell backs off to its parent
   FitOptions fit;               // limits (and options of fitted score predictors)
   const EscalationPolicy* escalation = nullptr;  // simulate this policy (threshold, ladder)
+  // Optional: each trace's simulated (cost, loss) at every grid fraction, shared by the
+  // candidates and folds of ChooseCellSpec (an outcome depends on the trace, the grid and the
+  // settings above, never on the cells). Used only for the `traces` vector it was built from.
+  const GridOutcomes* grid_outcomes = nullptr;
 };
 
 // A fitted and level-picked cells predictor.

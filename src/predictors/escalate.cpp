@@ -50,14 +50,24 @@ EscalationState EscalationPolicy::Start(const Prediction& pr) const noexcept {
 
 int64_t EscalationPolicy::NextRung(int64_t total_blocks, int64_t causal_blocks, int32_t sink, int32_t local) const noexcept {
   if (causal_blocks <= 0) return 0;
-  for (double f : ladder_) {
+  auto rung_blocks = [&](double f) {
     Budget b = Budget::Fraction(f);
     b.sink_blocks = sink < 0 ? 0 : sink;
     b.local_blocks = local < 0 ? 0 : local;
-    const int64_t t = ResolveBudget(b, causal_blocks).total_blocks;
-    if (t > total_blocks) return t;
+    return ResolveBudget(b, causal_blocks).total_blocks;
+  };
+  // The ladder is strictly ascending (Create checks) and a resolved budget is non-decreasing in
+  // its fraction, so the first rung above total_blocks is found by bisection (6 resolutions for
+  // the default 33 rungs; calibration's simulation calls this per request per candidate).
+  size_t lo = 0, hi = ladder_.size();
+  while (lo < hi) {
+    const size_t mid = lo + (hi - lo) / 2;
+    if (rung_blocks(ladder_[mid]) > total_blocks)
+      hi = mid;
+    else
+      lo = mid + 1;
   }
-  return causal_blocks;
+  return lo < ladder_.size() ? rung_blocks(ladder_[lo]) : causal_blocks;
 }
 
 EscalationDecision EscalationPolicy::Step(EscalationState* s, double top1_prob, int64_t answer_position, int32_t sink,
