@@ -367,6 +367,12 @@ TEST(AttentionOp, BadInputNamesRequestAndValue) {
   EXPECT_FALSE(op->RunLayer(fresh, args).ok());
   EXPECT_FALSE(op->Plan(steps.data(), -1, &plan).ok());
   EXPECT_FALSE(op->Plan(nullptr, 2, &plan).ok());
+  // A count beyond the cap is an error naming it, before any allocation (fuzz_op found the
+  // C layer sizing its translation buffer from n first: a 240 GB allocation for n = 2^31-1).
+  st = op->Plan(steps.data(), kMaxStepRequests + 1, &plan);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find(std::to_string(kMaxStepRequests + 1)), std::string::npos) << st.message();
+  EXPECT_FALSE(op->Plan(steps.data(), INT32_MAX, &plan).ok());
   AttentionOp unmade;
   EXPECT_FALSE(unmade.Plan(steps.data(), 1, &plan).ok());
 }

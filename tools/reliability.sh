@@ -7,13 +7,13 @@
 #   tsan   the same with thread in build-tsan (under `setarch -R` when available: GCC's TSan
 #          aborts with "unexpected memory mapping" on kernels with high ASLR entropy)
 #   fuzz   build the libFuzzer targets with clang-14 in build-fuzz and run each for
-#          SPARSEBUDGET_FUZZ_SECONDS (default 180) from its committed seed corpus, with the
+#          SPARSEBUDGET_FUZZ_SECONDS (default 150) from its committed seed corpus, with the
 #          target's libFuzzer dictionary (tests/fuzz/<target>.dict) where one exists; any crash,
 #          leak, timeout, OOM or sanitizer report fails the stage; executions are printed
 #   static clang-tidy (the committed .clang-tidy) and cppcheck on src/ and include/; any finding
 #          fails the stage
 # Environment
-#   SPARSEBUDGET_FUZZ_SECONDS   seconds per fuzz target (default 180: 5 targets, 2 at a time, about
+#   SPARSEBUDGET_FUZZ_SECONDS   seconds per fuzz target (default 150: 6 targets, 2 at a time, about
 #                               9 minutes of the CI budget; docs/reliability.md has the timing)
 #   SPARSEBUDGET_TEST_SHAPES    random shapes per ISA for the float64 reference tests under the
 #                               sanitizers (default 250 under ASan, 30 under TSan; the normal
@@ -26,7 +26,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 JOBS=${SPARSEBUDGET_JOBS:-2}
-FUZZ_SECONDS=${SPARSEBUDGET_FUZZ_SECONDS:-180}
+FUZZ_SECONDS=${SPARSEBUDGET_FUZZ_SECONDS:-150}
 SHAPES=${SPARSEBUDGET_TEST_SHAPES:-}
 REPORT=${SPARSEBUDGET_RELIABILITY_REPORT:-}
 STAGES=("$@")
@@ -102,7 +102,7 @@ stage_fuzz() {
     -DSPARSEBUDGET_BUILD_TESTS=OFF -DSPARSEBUDGET_BUILD_BENCH=OFF -DSPARSEBUDGET_BUILD_EXAMPLES=OFF \
     -DSPARSEBUDGET_BUILD_TOOLS=OFF -DSPARSEBUDGET_BUILD_PYTHON=OFF >"$dir/reliability.configure.log" 2>&1 || { tail -n 30 "$dir/reliability.configure.log"; return 1; }
   cmake --build "$dir" -j "$JOBS" >"$dir/reliability.build.log" 2>&1 || { grep -E "error|Error" "$dir/reliability.build.log" | head -n 40; return 1; }
-  local targets=(fuzz_predictor_json fuzz_trace_reader fuzz_shape_validation fuzz_npy fuzz_kernel_diff)
+  local targets=(fuzz_predictor_json fuzz_trace_reader fuzz_shape_validation fuzz_npy fuzz_kernel_diff fuzz_op)
   local rc=0 pids=() t
   mkdir -p "$dir/artifacts"
   # Two targets at a time (one per core); each writes new units into its own work corpus, never

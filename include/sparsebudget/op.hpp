@@ -51,6 +51,10 @@ namespace kernels {
 struct KernelTable;
 }
 
+/// The most requests one step may carry (Plan rejects more; Reserve reserves at most this). A
+/// bound so that a wrong count is an error, not a multi-gigabyte allocation.
+inline constexpr int32_t kMaxStepRequests = 1 << 16;
+
 /// Static configuration of one model's attention (validated by AttentionOp::Create).
 struct AttentionOpConfig {
   int32_t num_q_heads = 0;            ///< >= 1
@@ -117,7 +121,8 @@ Expected<Budget> ScaleBudget(const Budget& budget, double scale);
 /// AttentionOp::Plan. Not copyable cheaply (holds the per-request plans); movable.
 class StepPlan {
  public:
-  /// Reserves room for `max_requests` so that Plan never allocates for batches up to that size.
+  /// Reserves room for `max_requests` (at most kMaxStepRequests) so that Plan never allocates for
+  /// batches up to that size.
   void Reserve(int32_t max_requests);
   int32_t num_requests() const noexcept { return static_cast<int32_t>(num_requests_); }
   /// Bytes of the workspace every LayerArgs of this step needs (may be 0).
@@ -161,7 +166,7 @@ class AttentionOp {
   /// Validates the batch (every field of every request: shape, budget, K/V layout and page table
   /// bounds, q/out strides; the message names the request and the value) and fills `plan`.
   /// O(requests + pages). Allocates only when n exceeds every earlier batch of this StepPlan.
-  /// On error `plan` holds no requests.
+  /// n in [0, kMaxStepRequests]. On error `plan` holds no requests.
   Status Plan(const StepRequest* requests, int32_t n, StepPlan* plan) const;
 
   /// Select + attend of every request for one layer. With `pool`, the three phases below run on

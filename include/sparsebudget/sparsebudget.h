@@ -585,14 +585,18 @@ typedef struct sb_step_request {
 /** Sets struct_size (and budget's, kv's) and the defaults: one query, dense budget, f32. */
 SB_API void sb_step_request_init(sb_step_request* request);
 
+/** The most requests one step may carry (sparsebudget::kMaxStepRequests). */
+#define SB_MAX_STEP_REQUESTS 65536
+
 /** A step plan (opaque): the validated batch of one step, reused by every layer. */
 typedef struct sb_step_plan sb_step_plan;
-/** Creates a plan with room for max_requests (>= 0): sb_op_plan never allocates up to that. */
+/** Creates a plan with room for max_requests in [0, SB_MAX_STEP_REQUESTS]: sb_op_plan never
+ * allocates up to that. */
 SB_API sb_status sb_step_plan_create(int32_t max_requests, sb_step_plan** plan);
 /** Frees a plan; NULL is a no-op. */
 SB_API void sb_step_plan_destroy(sb_step_plan* plan);
-/** Validates every request (the message names the request and the bad value) and fills `plan`.
- * O(requests + pages). Allocates only when n exceeds every earlier batch (and max_requests). */
+/** Validates every request (the message names the request and the bad value) and fills `plan`;
+ * n in [0, SB_MAX_STEP_REQUESTS]. O(requests + pages). Allocates only when n exceeds every earlier batch (and max_requests). */
 SB_API sb_status sb_op_plan(const sb_op* op, const sb_step_request* requests, int32_t n, sb_step_plan* plan);
 /** The workspace every layer call of this step needs: *bytes (may be 0) and *alignment (64). */
 SB_API sb_status sb_step_plan_workspace(const sb_step_plan* plan, size_t* bytes, size_t* alignment);

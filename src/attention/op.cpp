@@ -73,8 +73,8 @@ Expected<Budget> ScaleBudget(const Budget& budget, double scale) {
 }
 
 void StepPlan::Reserve(int32_t max_requests) {
-  if (max_requests > 0 && static_cast<size_t>(max_requests) > entries_.size())
-    entries_.resize(static_cast<size_t>(max_requests));
+  const int32_t n = std::min(max_requests, kMaxStepRequests);
+  if (n > 0 && static_cast<size_t>(n) > entries_.size()) entries_.resize(static_cast<size_t>(n));
 }
 
 Expected<AttentionOp> AttentionOp::Create(const AttentionOpConfig& config) {
@@ -95,7 +95,8 @@ Status AttentionOp::Plan(const StepRequest* requests, int32_t n, StepPlan* plan)
   plan->workspace_bytes_ = 0;
   plan->op_ = nullptr;
   if (kt_ == nullptr) return Bad("the AttentionOp was not made by AttentionOp::Create");
-  if (n < 0) return Bad("number of requests must be >= 0, got " + std::to_string(n));
+  if (n < 0 || n > kMaxStepRequests)
+    return Bad("number of requests must be in [0, " + std::to_string(kMaxStepRequests) + "], got " + std::to_string(n));
   if (n > 0 && requests == nullptr) return Bad("requests is null");
   plan->Reserve(n);
   size_t offset = 0;

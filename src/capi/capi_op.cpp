@@ -25,6 +25,7 @@ namespace {
 
 // sb_layer_input is read in place as LayerInput; sb_summaries* becomes BlockSummaries*, which
 // is its first member of a standard-layout struct (pointer-interconvertible).
+static_assert(SB_MAX_STEP_REQUESTS == kMaxStepRequests, "the C and C++ batch caps must agree");
 static_assert(std::is_standard_layout_v<sb_summaries> && offsetof(sb_summaries, summaries) == 0,
               "sb_summaries must start with its BlockSummaries");
 // (std::alignment_of_v: clang-tidy 14 takes alignof(X) == alignof(Y) for a redundant expression.)
@@ -164,8 +165,9 @@ sb_status sb_step_plan_create(int32_t max_requests, sb_step_plan** plan) {
   return Guard(fn, [&]() -> sb_status {
     if (plan == nullptr) return Null(fn, "plan");
     *plan = nullptr;
-    if (max_requests < 0)
-      return Fail(fn, SB_ERROR_INVALID_ARGUMENT, "max_requests must be >= 0, got " + std::to_string(max_requests));
+    if (max_requests < 0 || max_requests > SB_MAX_STEP_REQUESTS)
+      return Fail(fn, SB_ERROR_INVALID_ARGUMENT, "max_requests must be in [0, " + std::to_string(SB_MAX_STEP_REQUESTS) +
+                                                     "], got " + std::to_string(max_requests));
     auto p = std::make_unique<sb_step_plan>();
     p->plan.Reserve(max_requests);
     p->requests.reserve(static_cast<size_t>(max_requests));
@@ -181,7 +183,9 @@ sb_status sb_op_plan(const sb_op* op, const sb_step_request* requests, int32_t n
   return Guard(fn, [&]() -> sb_status {
     if (op == nullptr) return Null(fn, "op");
     if (plan == nullptr) return Null(fn, "plan");
-    if (n < 0) return Fail(fn, SB_ERROR_INVALID_ARGUMENT, "n must be >= 0, got " + std::to_string(n));
+    if (n < 0 || n > SB_MAX_STEP_REQUESTS)
+      return Fail(fn, SB_ERROR_INVALID_ARGUMENT,
+                  "n must be in [0, " + std::to_string(SB_MAX_STEP_REQUESTS) + "], got " + std::to_string(n));
     if (n > 0 && requests == nullptr) return Null(fn, "requests");
     plan->requests.resize(static_cast<size_t>(n));  // no allocation within the reserved size
     for (int32_t r = 0; r < n; ++r)

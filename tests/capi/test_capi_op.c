@@ -164,6 +164,14 @@ int main(void) {
   req[1].kv.struct_size = 3;
   EXPECT(sb_op_plan(op, req, NREQ, plan) == SB_ERROR_INVALID_ARGUMENT);
   req[1].kv.struct_size = sizeof(sb_kv_view);
+  /* A count beyond SB_MAX_STEP_REQUESTS is refused before anything is read or allocated. */
+  EXPECT(sb_op_plan(op, req, SB_MAX_STEP_REQUESTS + 1, plan) == SB_ERROR_INVALID_ARGUMENT);
+  EXPECT(strstr(sb_last_error(), "65537") != NULL);
+  EXPECT(sb_op_plan(op, req, INT32_MAX, plan) == SB_ERROR_INVALID_ARGUMENT);
+  {
+    sb_step_plan* big = NULL;
+    EXPECT(sb_step_plan_create(SB_MAX_STEP_REQUESTS + 1, &big) == SB_ERROR_INVALID_ARGUMENT && big == NULL);
+  }
   EXPECT(sb_op_plan(op, req, NREQ, plan) == SB_OK);
   in[1].summaries = NULL;
   EXPECT(sb_op_run_layer(op, plan, &args, NULL, NULL) == SB_ERROR_INVALID_ARGUMENT);
