@@ -57,6 +57,22 @@ std::string ShapeStr(const py::array& a) {
 
 sb::Isa IsaFromName(const std::string& name) { return Take(sb::ParseIsa(name.c_str())); }
 
+// The kernels read memory in the machine's byte order: a byte-swapped array ('>f4' on x86) would
+// be read as garbage, so every array check rejects it.
+bool NativeOrder(const py::dtype& d) {
+  const char b = d.byteorder();
+#if PY_LITTLE_ENDIAN
+  return b != '>';
+#else
+  return b != '<';
+#endif
+}
+void RequireNativeOrder(const py::array& a, const char* what) {
+  if (!NativeOrder(a.dtype()))
+    throw py::type_error(std::string(what) + " must be in the machine's byte order, got " +
+                         std::string(py::str(a.dtype())) + " (use .astype(a.dtype.newbyteorder('=')))");
+}
+
 sb::DType DTypeFromName(const std::string& n) {
   if (n == "f32" || n == "float32") return sb::DType::kF32;
   if (n == "f16" || n == "float16") return sb::DType::kF16;
@@ -68,6 +84,7 @@ sb::DType DTypeFromName(const std::string& n) {
 // K/V element type from the array's numpy dtype and the optional explicit name. bf16 has no numpy
 // dtype: pass a uint16 view with dtype="bf16".
 sb::DType KvDType(const py::array& k, const std::optional<std::string>& name) {
+  RequireNativeOrder(k, "k/v");
   const char kind = k.dtype().kind();
   const auto size = k.dtype().itemsize();
   std::optional<sb::DType> from_array;
@@ -121,6 +138,7 @@ std::vector<int64_t> ElementStrides(const py::array& a, const char* what) {
 void RequireFloat32(const py::array& a, const char* what) {
   if (!(a.dtype().kind() == 'f' && a.itemsize() == 4))
     throw py::type_error(std::string(what) + " must be float32, got " + std::string(py::str(a.dtype())));
+  RequireNativeOrder(a, what);
 }
 
 // Dimension `axis` of `a` as the library's int32 (head counts, head_dim, queries): a larger one
@@ -141,6 +159,7 @@ py::array_t<int32_t> RequireInt32(const py::handle& h, const char* what) {
   py::array a = py::reinterpret_borrow<py::array>(h);
   if (!(a.dtype().kind() == 'i' && a.itemsize() == 4))
     throw py::type_error(std::string(what) + " must be int32, got " + std::string(py::str(a.dtype())));
+  RequireNativeOrder(a, what);
   if (!(a.flags() & py::array::c_style)) throw py::value_error(std::string(what) + " must be C-contiguous");
   return py::reinterpret_borrow<py::array_t<int32_t>>(a);
 }

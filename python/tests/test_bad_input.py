@@ -136,6 +136,26 @@ def test_probe_stats_with_more_than_int32_heads_is_rejected():
         sb.probe_stats(q, s)
 
 
+# Found with the engine binding: a byte-swapped array ('>f4' on x86) was read as native floats, a
+# silently wrong answer (k/v values of 1e38, an error of 2 in q). Every array check now rejects it.
+def test_byte_swapped_arrays_are_a_type_error():
+    q, k, v = qkv()
+    with pytest.raises(TypeError, match="q must be in the machine's byte order, got >f4"):
+        sb.attention(q.astype(">f4"), k, v, block_size=16)
+    with pytest.raises(TypeError, match="k/v must be in the machine's byte order"):
+        sb.attention(q, k.astype(">f4"), k.astype(">f4"), block_size=16)
+    with pytest.raises(TypeError, match="k/v must be in the machine's byte order"):
+        sb.attention(q, k.astype(">f2"), k.astype(">f2"), block_size=16)
+    pages = k[:96].reshape(6, 16, 2, 16)
+    with pytest.raises(TypeError, match="page_table must be in the machine's byte order"):
+        sb.attention(q, pages, pages, block_size=16, page_table=np.arange(6, dtype=">i4"))
+    with pytest.raises(TypeError, match="byte order"):
+        sb.logit_stats(np.zeros(10, ">f4"))
+    # native arrays, spelled explicitly, still work
+    np.testing.assert_array_equal(sb.attention(q.astype("=f4"), k.astype("<f4"), v, block_size=16),
+                                  sb.attention(q, k, v, block_size=16))
+
+
 # Defect 2: a predictor nested 100,000 deep crashed the interpreter (stack overflow).
 def test_deeply_nested_predictor_is_a_value_error(tmp_path):
     text = '{"schema_version": 1, "type": "clamp", "member": ' * 100000
