@@ -1,10 +1,12 @@
-// sparsebudget Python module (pybind11 + numpy): the kernel, block summaries, selection, the ISA
-// controls, and the predictors. Arrays are checked (shape -> ValueError, dtype -> TypeError) and
-// passed to the C++ API without copies; the GIL is released while kernels run.
+// sparsebudget Python module (pybind11 + numpy): the kernel, block summaries, selection, the engine
+// API (op.hpp: AttentionOp, StepPlan, run_layer, merge_states), the ISA controls, and the
+// predictors. Arrays are checked (shape -> ValueError, dtype -> TypeError) and passed to the C++
+// API without copies; the GIL is released while kernels run.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -249,6 +251,16 @@ KvArrays MakeKv(const py::array& k, const std::optional<py::array>& v, const std
   return r;
 }
 
+// The context length of a call over `kv`: the given one, or every token the arrays hold. More than
+// they hold is an error (the kernel would read past them; the library cannot see array extents).
+int64_t ContextLength(const KvArrays& kv, std::optional<int64_t> context_length) {
+  const int64_t L = context_length ? *context_length : kv.tokens;
+  if (L > kv.tokens)
+    throw py::value_error("context_length " + std::to_string(L) + " exceeds the " + std::to_string(kv.tokens) +
+                          " tokens k/v hold");
+  return L;
+}
+
 // q or out: [num_queries, heads, head_dim] float32, last axis contiguous.
 void RowsView(const py::array& a, const char* what, int64_t* ts, int64_t* hs) {
   RequireFloat32(a, what);
@@ -343,10 +355,7 @@ py::object Attention(const py::array& q, const py::array& k, const py::array& v,
   int64_t qts, qhs;
   RowsView(q, "q", &qts, &qhs);
   KvArrays kv = MakeKv(k, v, dtype, page_table);
-  const int64_t L = context_length ? *context_length : kv.tokens;
-  if (L > kv.tokens)
-    throw py::value_error("context_length " + std::to_string(L) + " exceeds the " + std::to_string(kv.tokens) +
-                          " tokens k/v hold");
+  const int64_t L = ContextLength(kv, context_length);
   if (q.shape(2) != kv.head_dim)
     throw py::value_error("q head_dim " + std::to_string(q.shape(2)) + " differs from k head_dim " +
                           std::to_string(kv.head_dim));
@@ -478,6 +487,368 @@ py::tuple SelectBlocksPy(const py::array& q, PySummaries& summaries, const py::o
   return py::make_tuple(idx, cnt, StatsDict(stats));
 }
 
+// ---- the engine API (op.hpp) -------------------------------------------------------------------
+//
+// sb.AttentionOp wraps sb::AttentionOp; sb.StepRequest carries one request's layouts as arrays (the
+// shapes, strides and dtypes of, typically, its first layer's q, k and out; their data is not
+// read); sb.StepPlan wraps sb::StepPlan plus what Python needs to check each layer's arrays
+// against it (the planned array layouts), copies of the page tables and the step's workspace.
+// Every value check of the plan and the layer is the library's (AttentionOp::Plan / RunLayer);
+// the binding checks only what the library cannot see: numpy dtypes, shapes against the op's
+// configuration, array extents, and that each layer's arrays have the planned layout.
+
+struct PyStepRequest {
+  py::object q, k, out, page_table, budget;
+  std::optional<int64_t> context_length;
+};
+
+// An array's layout as planned: numpy type number, shape and byte strides (at most 4 axes).
+struct ArrayLayout {
+  int num = -1;
+  int nd = 0;
+  std::array<py::ssize_t, 4> shape{}, strides{};
+  py::object dtype;  // for messages
+};
+
+// Only for arrays of at most 4 axes (callers check).
+ArrayLayout LayoutOf(const py::array& a) {
+  ArrayLayout l;
+  l.num = a.dtype().num();
+  l.nd = static_cast<int>(a.ndim());
+  for (int i = 0; i < l.nd; ++i) {
+    l.shape[static_cast<size_t>(i)] = a.shape(i);
+    l.strides[static_cast<size_t>(i)] = a.strides(i);
+  }
+  l.dtype = a.dtype();
+  return l;
+}
+
+// The C-order float32 layout of `shape` (3 axes): what run_layer allocates for an out not given.
+ArrayLayout CFloat32Layout(const std::array<py::ssize_t, 4>& shape) {
+  ArrayLayout l;
+  l.dtype = py::dtype::of<float>();
+  l.num = py::dtype::of<float>().num();
+  l.nd = 3;
+  l.shape = shape;
+  l.strides = {shape[1] * shape[2] * 4, shape[2] * 4, 4, 0};
+  return l;
+}
+
+std::string LayoutStr(const std::array<py::ssize_t, 4>& shape, const std::array<py::ssize_t, 4>& strides, int nd) {
+  std::string s = "shape (";
+  for (int i = 0; i < nd; ++i) s += (i ? ", " : "") + std::to_string(shape[static_cast<size_t>(i)]);
+  s += nd == 1 ? ",) strides (" : ") strides (";
+  for (int i = 0; i < nd; ++i) s += (i ? ", " : "") + std::to_string(strides[static_cast<size_t>(i)]);
+  return s + (nd == 1 ? ",)" : ")");
+}
+
+// Same shape and strides (strides of axes of length 1 address nothing and are not compared; an
+// empty array's neither). Dtypes are compared by the caller.
+bool SameLayout(const ArrayLayout& got, const ArrayLayout& want) {
+  if (got.nd != want.nd) return false;
+  bool empty = false;
+  for (int i = 0; i < want.nd; ++i) empty = empty || want.shape[static_cast<size_t>(i)] == 0;
+  for (int i = 0; i < want.nd; ++i) {
+    const auto u = static_cast<size_t>(i);
+    if (got.shape[u] != want.shape[u]) return false;
+    if (!empty && want.shape[u] > 1 && got.strides[u] != want.strides[u]) return false;
+  }
+  return true;
+}
+
+// `a` must have the planned layout: the same dtype (TypeError), shape and strides (ValueError).
+void RequireLayout(const py::array& a, const ArrayLayout& want, const char* what) {
+  if (a.dtype().num() != want.num || !NativeOrder(a.dtype()))
+    throw py::type_error(std::string(what) + " dtype " + std::string(py::str(a.dtype())) + " differs from the plan's " +
+                         std::string(py::str(want.dtype)));
+  if (a.ndim() != want.nd)
+    throw py::value_error(std::string(what) + " has shape " + ShapeStr(a) + "; the plan's layout is " +
+                          LayoutStr(want.shape, want.strides, want.nd) + " (bytes)");
+  const ArrayLayout got = LayoutOf(a);
+  if (!SameLayout(got, want))
+    throw py::value_error(std::string(what) + " has " + LayoutStr(got.shape, got.strides, got.nd) +
+                          "; the plan's layout is " + LayoutStr(want.shape, want.strides, want.nd) +
+                          " (strides in bytes; re-plan with this layout, or pass arrays laid out as planned)");
+}
+
+py::array AsArray(const py::handle& h, const char* what) {
+  if (!py::isinstance<py::array>(h))
+    throw py::type_error(std::string(what) + " must be a numpy array, got " +
+                         std::string(py::str(py::type::handle_of(h).attr("__name__"))));
+  return py::reinterpret_borrow<py::array>(h);
+}
+
+// Runs f; a TypeError / ValueError it raises gets "request r: " in front (same type).
+template <typename F>
+void ForRequest(size_t r, F&& f) {
+  try {
+    f();
+  } catch (const py::type_error& e) {
+    throw py::type_error("request " + std::to_string(r) + ": " + e.what());
+  } catch (const py::value_error& e) {
+    throw py::value_error("request " + std::to_string(r) + ": " + e.what());
+  }
+}
+
+struct PyStepPlan {
+  struct Layouts {
+    ArrayLayout q, k, out;
+  };
+  sb::StepPlan plan;
+  std::vector<sb::StepRequest> requests;  // the last batch as given to AttentionOp::Plan
+  std::vector<Layouts> layouts;           // per request: the arrays' planned layouts
+  std::vector<int32_t> pages;             // copies of the page tables (the plan points into it)
+  std::vector<unsigned char> workspace;   // workspace_bytes + 63, aligned in Workspace()
+  std::vector<sb::LayerInput> inputs;     // one layer's pointers, refilled per run_layer
+  std::mutex mu;                          // one plan() or run_layer() at a time (they share the above)
+
+  void* Workspace() {
+    const auto p = reinterpret_cast<uintptr_t>(workspace.data());
+    return workspace.data() + ((64 - p % 64) % 64);
+  }
+};
+
+// Locks a plan's mutex without holding the GIL while waiting (the holder may be a run_layer that
+// released it).
+std::unique_lock<std::mutex> LockPlan(PyStepPlan& p) {
+  std::unique_lock<std::mutex> lock(p.mu, std::defer_lock);
+  py::gil_scoped_release release;
+  lock.lock();
+  return lock;
+}
+
+void PlanOne(const sb::AttentionOpConfig& c, const PyStepRequest& in, sb::StepRequest* out,
+             PyStepPlan::Layouts* lay, py::object* table) {
+  const py::array q = AsArray(in.q, "q");
+  int64_t qts, qhs;
+  RowsView(q, "q", &qts, &qhs);
+  if (q.shape(1) != c.num_q_heads || q.shape(2) != c.head_dim)
+    throw py::value_error("q has shape " + ShapeStr(q) + ", the op needs [num_queries, " +
+                          std::to_string(c.num_q_heads) + " q heads, head_dim " + std::to_string(c.head_dim) + "]");
+  const py::array k = AsArray(in.k, "k");  // MakeKv allows 3 axes, or 4 with a page table
+  KvArrays kv = MakeKv(k, std::nullopt, std::string(sb::DTypeName(c.kv_dtype)), in.page_table);
+  if (kv.num_kv_heads != c.num_kv_heads || kv.head_dim != c.head_dim)
+    throw py::value_error("k has " + std::to_string(kv.num_kv_heads) + " kv heads x head_dim " +
+                          std::to_string(kv.head_dim) + ", the op " + std::to_string(c.num_kv_heads) + " x " +
+                          std::to_string(c.head_dim));
+  out->context_length = ContextLength(kv, in.context_length);
+  out->num_queries = Dim32(q, 0, "q");
+  out->budget = MakeBudget(in.budget);
+  out->kv = kv.view;
+  out->kv.k = out->kv.v = nullptr;  // layout only
+  out->q = {nullptr, qts, qhs};
+  lay->q = LayoutOf(q);
+  lay->k = LayoutOf(k);
+  if (in.out.is_none()) {
+    lay->out = CFloat32Layout(lay->q.shape);
+    out->out = {nullptr, q.shape(1) * q.shape(2), q.shape(2)};
+  } else {
+    const py::array o = AsArray(in.out, "out");
+    int64_t ots, ohs;
+    RowsView(o, "out", &ots, &ohs);
+    if (o.shape(0) != q.shape(0) || o.shape(1) != q.shape(1) || o.shape(2) != q.shape(2))
+      throw py::value_error("out must have the shape of q " + ShapeStr(q) + ", got " + ShapeStr(o));
+    lay->out = LayoutOf(o);
+    out->out = {nullptr, ots, ohs};
+  }
+  *table = kv.keep_table;
+}
+
+py::object PlanPy(const sb::AttentionOp& op, const py::sequence& requests, const py::object& plan_obj) {
+  py::object obj = plan_obj.is_none() ? py::type::of<PyStepPlan>()() : plan_obj;
+  if (!py::isinstance<PyStepPlan>(obj))
+    throw py::type_error("plan must be a sparsebudget.StepPlan, got " +
+                         std::string(py::str(py::type::handle_of(obj).attr("__name__"))));
+  PyStepPlan& p = obj.cast<PyStepPlan&>();
+  auto lock = LockPlan(p);
+  const size_t n = py::len(requests);
+  if (n > static_cast<size_t>(sb::kMaxStepRequests)) {
+    // The library's count check (and message), before any per-request work or allocation.
+    Raise(op.Plan(nullptr, n > INT32_MAX ? INT32_MAX : static_cast<int32_t>(n), &p.plan));
+  }
+  try {
+    p.requests.resize(n);
+    p.layouts.resize(n);
+    std::vector<py::object> tables(n);
+    size_t pages = 0;
+    for (size_t r = 0; r < n; ++r) {
+      const py::object item = requests[r];
+      if (!py::isinstance<PyStepRequest>(item))
+        throw py::type_error("requests[" + std::to_string(r) + "] must be a sparsebudget.StepRequest, got " +
+                             std::string(py::str(py::type::handle_of(item).attr("__name__"))));
+      ForRequest(r, [&] { PlanOne(op.config(), item.cast<const PyStepRequest&>(), &p.requests[r], &p.layouts[r], &tables[r]); });
+      if (tables[r]) pages += py::len(tables[r]);  // null: contiguous
+    }
+    // Copies of the page tables: the plan points into them until the next plan(), so the caller
+    // may change its arrays meanwhile without the kernels reading an unchecked page id.
+    if (pages > p.pages.size()) p.pages.resize(pages);
+    size_t at = 0;
+    for (size_t r = 0; r < n; ++r) {
+      if (!tables[r]) continue;
+      const auto t = py::reinterpret_borrow<py::array_t<int32_t>>(tables[r]);
+      std::copy(t.data(), t.data() + t.size(), p.pages.data() + at);
+      p.requests[r].kv.page_table = p.pages.data() + at;
+      at += static_cast<size_t>(t.size());
+    }
+  } catch (...) {
+    // Leave the plan holding no batch, as AttentionOp::Plan does on its own errors (n = -1 is
+    // its documented error path).
+    (void)op.Plan(nullptr, -1, &p.plan);
+    throw;
+  }
+  Check(op.Plan(p.requests.data(), static_cast<int32_t>(n), &p.plan));
+  if (p.plan.workspace_bytes() + 63 > p.workspace.size()) p.workspace.resize(p.plan.workspace_bytes() + 63);
+  if (p.inputs.size() < n) p.inputs.resize(n);
+  return obj;
+}
+
+py::dict LayerStatsDict(const sb::LayerStats& s) {
+  py::dict d = StatsDict(s.selection);
+  d["dense_requests"] = s.dense_requests;
+  return d;
+}
+
+py::object RunLayerPy(const sb::AttentionOp& op, PyStepPlan& p, const py::sequence& q, const py::sequence& k,
+                      const py::sequence& v, const py::sequence& summaries, const py::object& out_obj,
+                      double budget_scale, bool want_lse, const std::optional<int>& num_threads,
+                      bool return_stats) {
+  const int threads = num_threads ? *num_threads : 1;
+  CheckThreads(threads);
+  auto lock = LockPlan(p);
+  const size_t n = static_cast<size_t>(p.plan.num_requests());
+  std::optional<py::sequence> outs_in;
+  if (!out_obj.is_none()) {
+    if (!py::isinstance<py::sequence>(out_obj))
+      throw py::type_error("out must be None or a sequence of arrays (or None), one per request");
+    outs_in = py::reinterpret_borrow<py::sequence>(out_obj);
+  }
+  const std::pair<const char*, size_t> lens[] = {
+      {"q", py::len(q)}, {"k", py::len(k)}, {"v", py::len(v)}, {"summaries", py::len(summaries)},
+      {"out", outs_in ? py::len(*outs_in) : n}};
+  for (const auto& [name, len] : lens)
+    if (len != n)
+      throw py::value_error(std::string(name) + " has " + std::to_string(len) + " entries, the plan " +
+                            std::to_string(n) + " requests");
+  std::vector<py::object> keep;  // every array of the call, alive until it returns
+  keep.reserve(5 * n);
+  py::list outs(n), lses(n);
+  for (size_t r = 0; r < n; ++r) {
+    const PyStepPlan::Layouts& lay = p.layouts[r];
+    sb::LayerInput& in = p.inputs[r];
+    in = sb::LayerInput{};
+    ForRequest(r, [&] {
+      const py::array qa = AsArray(q[r], "q");
+      RequireLayout(qa, lay.q, "q");
+      const py::array ka = AsArray(k[r], "k"), va = AsArray(v[r], "v");
+      RequireLayout(ka, lay.k, "k");
+      RequireLayout(va, lay.k, "v (the layout of k)");
+      py::array oa;
+      const py::object given = outs_in ? py::object((*outs_in)[r]) : py::none();
+      if (given.is_none()) {
+        if (!SameLayout(CFloat32Layout(lay.q.shape), lay.out))
+          throw py::value_error("the plan's out layout is not C-contiguous: pass out arrays laid out as planned");
+        oa = py::array_t<float>({lay.q.shape[0], lay.q.shape[1], lay.q.shape[2]});
+      } else {
+        oa = AsArray(given, "out");
+        if (!oa.writeable()) throw py::value_error("out must be writeable");
+        RequireLayout(oa, lay.out, "out");
+      }
+      const py::object s = summaries[r];
+      if (!s.is_none() && !py::isinstance<PySummaries>(s))
+        throw py::type_error("summaries must be a sparsebudget.BlockSummaries or None, got " +
+                             std::string(py::str(py::type::handle_of(s).attr("__name__"))));
+      in.q = static_cast<const float*>(qa.data());
+      in.out = static_cast<float*>(oa.mutable_data());
+      in.k = ka.data();
+      in.v = va.data();
+      in.summaries = s.is_none() ? nullptr : &s.cast<PySummaries&>().s;
+      if (want_lse) {
+        py::array_t<float> l({lay.q.shape[0], lay.q.shape[1]});
+        in.lse = l.mutable_data();
+        lses[r] = l;
+      }
+      keep.insert(keep.end(), {qa, ka, va, s});
+      outs[r] = oa;
+    });
+  }
+  sb::LayerArgs args;
+  args.inputs = p.inputs.data();
+  args.budget_scale = budget_scale;
+  args.workspace = p.Workspace();
+  sb::LayerStats stats;
+  sb::Status st;
+  {
+    py::gil_scoped_release release;
+    std::unique_lock<std::mutex> pool_lock(g_pool_mutex, std::defer_lock);
+    sb::ThreadPool* pool = nullptr;
+    if (threads > 1) {
+      pool_lock.lock();
+      st = SharedPool(threads, &pool);
+    }
+    if (st.ok()) st = op.RunLayer(p.plan, args, pool, &stats);
+  }
+  Check(st);
+  if (!want_lse && !return_stats) return std::move(outs);
+  py::list result;
+  result.append(outs);
+  if (want_lse) result.append(lses);
+  if (return_stats) result.append(LayerStatsDict(stats));
+  return py::tuple(result);
+}
+
+// Rows of `a` ([..., head_dim], head_dim contiguous) as one stride: the leading axes must collapse
+// into one (C order; axes of length 1 are free).
+int64_t RowStride(const py::array& a, const char* what) {
+  const std::vector<int64_t> st = ElementStrides(a, what);
+  const py::ssize_t nd = a.ndim();
+  int64_t row = a.shape(nd - 1), expect = -1;
+  bool first = true;
+  for (py::ssize_t i = nd - 2; i >= 0; --i) {
+    if (a.shape(i) <= 1) continue;
+    if (first) {
+      row = st[static_cast<size_t>(i)];
+      expect = row * a.shape(i);
+      first = false;
+    } else if (st[static_cast<size_t>(i)] != expect) {
+      throw py::value_error(std::string(what) + "'s leading axes do not collapse into rows of one stride (shape " +
+                            ShapeStr(a) + "); pass a C-contiguous array");
+    } else {
+      expect *= a.shape(i);
+    }
+  }
+  return row;
+}
+
+py::tuple MergeStatesPy(py::array v, py::array lse, const py::array& v_other, const py::array& lse_other) {
+  RequireFloat32(v, "v");
+  RequireFloat32(lse, "lse");
+  RequireFloat32(v_other, "v_other");
+  RequireFloat32(lse_other, "lse_other");
+  if (v.ndim() < 1) throw py::value_error("v must have at least one axis [..., head_dim]");
+  if (!v.writeable() || !lse.writeable()) throw py::value_error("v and lse must be writeable (merged in place)");
+  bool same = v_other.ndim() == v.ndim() && lse.ndim() == v.ndim() - 1 && lse_other.ndim() == v.ndim() - 1;
+  for (py::ssize_t i = 0; same && i < v.ndim(); ++i) same = v_other.shape(i) == v.shape(i);
+  for (py::ssize_t i = 0; same && i + 1 < v.ndim(); ++i) same = lse.shape(i) == v.shape(i) && lse_other.shape(i) == v.shape(i);
+  if (!same)
+    throw py::value_error("need v_other of v's shape " + ShapeStr(v) + " and lse, lse_other of its leading shape; got " +
+                          ShapeStr(v_other) + ", " + ShapeStr(lse) + ", " + ShapeStr(lse_other));
+  if (!(lse.flags() & py::array::c_style) || !(lse_other.flags() & py::array::c_style))
+    throw py::value_error("lse and lse_other must be C-contiguous");
+  const int64_t vs = RowStride(v, "v"), vos = RowStride(v_other, "v_other");
+  const int32_t d = Dim32(v, v.ndim() - 1, "v");
+  const int64_t rows = static_cast<int64_t>(lse.size());
+  float* vp = static_cast<float*>(v.mutable_data());
+  float* lp = static_cast<float*>(lse.mutable_data());
+  sb::Status st;
+  {
+    py::gil_scoped_release release;
+    st = sb::MergeAttentionStates(rows, d, static_cast<const float*>(v_other.data()), vos,
+                                  static_cast<const float*>(lse_other.data()), vp, vs, lp);
+  }
+  Check(st);
+  return py::make_tuple(v, lse);
+}
+
 // ---- predictors ---------------------------------------------------------------------------------
 
 sb::RequestFeatures FeaturesFromObject(const py::object& f) {
@@ -586,6 +957,10 @@ PYBIND11_MODULE(_core, m) {
       .def_readwrite("sink_blocks", &sb::Budget::sink_blocks)
       .def_readwrite("local_blocks", &sb::Budget::local_blocks)
       .def("validate", [](const sb::Budget& b) { Check(sb::ValidateBudget(b)); })
+      .def("scaled", [](const sb::Budget& b, double scale) { return Take(sb::ScaleBudget(b, scale)); },
+           py::arg("scale"),
+           "This budget for one layer (ScaleBudget): blocks -> ceil(blocks * scale), fraction -> min(1, fraction * "
+           "scale), other modes unchanged. scale finite and > 0.")
       .def("resolve", [](const sb::Budget& b, int64_t causal_blocks) {
              Check(sb::ValidateBudget(b));
              if (causal_blocks < 1) throw py::value_error("causal_blocks must be >= 1");
@@ -677,6 +1052,116 @@ Returns out (and a stats dict if return_stats). The GIL is released while the ke
         py::arg("context_length") = py::none(),
         "Chosen blocks for every (kv head, query block) unit: (indices [units, num_blocks] padded with -1, "
         "counts [units], stats).");
+
+  // ---- the engine API (op.hpp) ----
+  m.attr("MAX_STEP_REQUESTS") = sb::kMaxStepRequests;
+  py::class_<PyStepRequest>(m, "StepRequest",
+                            R"doc(One request of a decode step (or prefill chunk): its layouts and budget.
+
+StepRequest(q, k, *, budget=None, context_length=None, page_table=None, out=None)
+q: float32 [num_queries, q_heads, head_dim]; k: [context_length, kv_heads, head_dim] or paged
+[pages, page_size, kv_heads, head_dim] with page_table (int32, one entry per page). Only their
+shapes, strides and dtypes are used (typically the first layer's arrays): every layer's q, k, v and
+out passed to AttentionOp.run_layer must have exactly these layouts (v: k's). num_queries =
+q.shape[0]; context_length defaults to the tokens k holds. out: an array giving the output layout
+(default: C-contiguous of q's shape). The fields are attributes; AttentionOp.plan validates them.)doc")
+      .def(py::init([](py::object q, py::object k, py::object budget, std::optional<int64_t> context_length,
+                       py::object page_table, py::object out) {
+             return PyStepRequest{std::move(q), std::move(k), std::move(out), std::move(page_table), std::move(budget),
+                                  context_length};
+           }),
+           py::arg("q"), py::arg("k"), py::kw_only(), py::arg("budget") = py::none(),
+           py::arg("context_length") = py::none(), py::arg("page_table") = py::none(), py::arg("out") = py::none())
+      .def_readwrite("q", &PyStepRequest::q)
+      .def_readwrite("k", &PyStepRequest::k)
+      .def_readwrite("out", &PyStepRequest::out)
+      .def_readwrite("page_table", &PyStepRequest::page_table)
+      .def_readwrite("budget", &PyStepRequest::budget)
+      .def_readwrite("context_length", &PyStepRequest::context_length);
+
+  py::class_<PyStepPlan>(m, "StepPlan",
+                         "A step's validated batch, reused by every layer (op.hpp StepPlan) plus its workspace. Create "
+                         "one and refill it with AttentionOp.plan(requests, plan) every step; it copies the page tables. "
+                         "plan() and run_layer() on one StepPlan take turns (a lock).")
+      .def(py::init<>())
+      .def("reserve",
+           [](PyStepPlan& p, int32_t max_requests) {
+             auto lock = LockPlan(p);
+             p.plan.Reserve(max_requests);
+           },
+           py::arg("max_requests"), "Room for max_requests (at most MAX_STEP_REQUESTS) in the C++ plan.")
+      // Readers take the lock too: a plan() in another thread may be refilling (and growing) it.
+      .def_property_readonly("num_requests", [](PyStepPlan& p) {
+        auto lock = LockPlan(p);
+        return p.plan.num_requests();
+      })
+      .def_property_readonly("workspace_bytes", [](PyStepPlan& p) {
+        auto lock = LockPlan(p);
+        return p.plan.workspace_bytes();
+      })
+      .def("runs_dense", [](PyStepPlan& p, int32_t r) {
+             auto lock = LockPlan(p);
+             if (r < 0 || r >= p.plan.num_requests())
+               throw py::index_error("request " + std::to_string(r) + " is outside [0, " +
+                                     std::to_string(p.plan.num_requests()) + ")");
+             return sb::PlanRunsDense(p.plan.request_plan(r));
+           }, py::arg("request"),
+           "True if request r runs dense at budget_scale 1 (dense budget, or one keeping >= 90% of the blocks).");
+
+  py::class_<sb::AttentionOp>(m, "AttentionOp",
+                              R"doc(The attention of one model configuration (op.hpp): created once, it captures the kernels of the
+ISA active now (op.isa), so every call on it runs that one ISA. Immutable; share it freely.)doc")
+      .def(py::init([](int32_t num_q_heads, int32_t num_kv_heads, int32_t head_dim, int32_t block_size,
+                       const std::string& kv_dtype, const std::string& scoring, float scale) {
+             sb::AttentionOpConfig c;
+             c.num_q_heads = num_q_heads;
+             c.num_kv_heads = num_kv_heads;
+             c.head_dim = head_dim;
+             c.block_size = block_size;
+             c.kv_dtype = DTypeFromName(kv_dtype);
+             c.scoring = ScoringFromName(scoring);
+             c.scale = scale;
+             return Take(sb::AttentionOp::Create(c));
+           }),
+           py::arg("num_q_heads"), py::arg("num_kv_heads"), py::arg("head_dim"), py::kw_only(),
+           py::arg("block_size") = 64, py::arg("kv_dtype") = "f32", py::arg("scoring") = "bound",
+           py::arg("scale") = 0.0f)
+      .def_property_readonly("isa", [](const sb::AttentionOp& op) { return std::string(sb::IsaName(op.isa())); })
+      .def_property_readonly("num_q_heads", [](const sb::AttentionOp& op) { return op.config().num_q_heads; })
+      .def_property_readonly("num_kv_heads", [](const sb::AttentionOp& op) { return op.config().num_kv_heads; })
+      .def_property_readonly("head_dim", [](const sb::AttentionOp& op) { return op.config().head_dim; })
+      .def_property_readonly("block_size", [](const sb::AttentionOp& op) { return op.config().block_size; })
+      .def_property_readonly("kv_dtype",
+                             [](const sb::AttentionOp& op) { return std::string(sb::DTypeName(op.config().kv_dtype)); })
+      .def_property_readonly("scoring",
+                             [](const sb::AttentionOp& op) { return std::string(sb::ScoringName(op.config().scoring)); })
+      .def_property_readonly("scale", [](const sb::AttentionOp& op) { return op.config().scale; })
+      .def("plan", &PlanPy, py::arg("requests"), py::arg("plan") = py::none(),
+           R"doc(Validates a step's batch (a sequence of StepRequest) and fills `plan` (a StepPlan; a new one if
+None), which it returns. Every check of the C++ Plan runs (the message names the request and the
+value); a failed plan holds no batch. O(requests + pages); allocates only when the batch outgrows
+the plan's earlier ones. At most MAX_STEP_REQUESTS requests.)doc")
+      .def("run_layer", &RunLayerPy, py::arg("plan"), py::arg("q"), py::arg("k"), py::arg("v"),
+           py::arg("summaries"), py::kw_only(), py::arg("out") = py::none(), py::arg("budget_scale") = 1.0,
+           py::arg("lse") = false, py::arg("num_threads") = py::none(), py::arg("return_stats") = false,
+           R"doc(Select + attend of every request of the plan for one layer.
+
+q, k, v, summaries: sequences with one entry per request, in the plan's order: this layer's arrays,
+laid out exactly as planned (dtype, shape, strides; v as k), and its BlockSummaries (None allowed
+for a request that runs dense). out: None, or a sequence of float32 arrays (or None) written in
+place, laid out as planned. budget_scale: this layer's multiplier of every blocks/fraction
+budget (Budget.scaled). lse=True also returns per request float32 [num_queries, q_heads]
+ln sum exp(scale q.k) over the attended keys (for merge_states). num_threads: None or 1 = the
+calling thread; up to MAX_THREADS on the module's persistent pool. The GIL is released while the
+kernels run. Returns outs (a list), or a tuple (outs, lses?, stats?) with lse / return_stats.
+Results equal sb.attention per request bit for bit (same ISA), for every num_threads.)doc");
+
+  m.def("merge_states", &MergeStatesPy, py::arg("v"), py::arg("lse"), py::arg("v_other"), py::arg("lse_other"),
+        R"doc(Folds the partial attention state (v_other, lse_other) into (v, lse) in place (op.hpp
+MergeAttentionStates): v <- (a v + b v_other) / (a + b), lse <- ln(e^lse + e^lse_other), with
+a, b = exp(lse - max), exp(lse_other - max). v, v_other: float32 [..., head_dim] (head_dim
+contiguous, the leading axes one row stride); lse, lse_other: float32 of v's leading shape,
+C-contiguous. A row with lse = -inf takes the other state. Returns (v, lse).)doc");
 
   // ---- predictors ----
   py::class_<sb::Predictor, PredictorPtr>(m, "Predictor", "A budget predictor (thread-safe, immutable).")
