@@ -417,13 +417,13 @@ Status AttendMerge(const AttentionPlan& plan, ConstBlockSelection selection, Out
   return OkStatus();
 }
 
-Status Attend(const AttentionPlan& plan, const QueryView& q, const KVCacheView& kv,
-              ConstBlockSelection selection, OutputView out, void* workspace, ThreadPool* pool) {
+Status detail::AttendOn(const kernels::KernelTable& kt, const AttentionPlan& plan, const QueryView& q,
+                        const KVCacheView& kv, ConstBlockSelection selection, OutputView out, void* workspace,
+                        ThreadPool* pool) {
   if (plan.empty) return OkStatus();
   if (Status st = ValidateViews(plan, q, kv, &out); !st.ok()) return st;
   if (Status st = detail::CheckExec(plan, q, selection, out, workspace, 0, 1); !st.ok()) return st;
   if (Status st = detail::CheckSelection(plan, selection); !st.ok()) return st;
-  const kernels::KernelTable& kt = kernels::Kernels();  // one ISA for the whole call
   if (pool == nullptr || pool->size() == 1) {
     detail::AttendRun(plan, kt, q, kv, selection, out, nullptr, workspace, 0, 1, nullptr);
     detail::MergeRunAll(plan, kt, selection, out, nullptr, workspace, 0, 1);
@@ -432,6 +432,11 @@ Status Attend(const AttentionPlan& plan, const QueryView& q, const KVCacheView& 
     pool->Run([&](int ith, int nth) { detail::MergeRunAll(plan, kt, selection, out, nullptr, workspace, ith, nth); });
   }
   return OkStatus();
+}
+
+Status Attend(const AttentionPlan& plan, const QueryView& q, const KVCacheView& kv,
+              ConstBlockSelection selection, OutputView out, void* workspace, ThreadPool* pool) {
+  return detail::AttendOn(kernels::Kernels(), plan, q, kv, selection, out, workspace, pool);  // one ISA for the call
 }
 
 bool PlanRunsDense(const AttentionPlan& plan) noexcept {
@@ -454,6 +459,7 @@ Status SparseAttention(const AttentionPlan& plan, const QueryView& q, const KVCa
                                                   selection_out.capacity);
         !st.ok())
       return st;
+  const kernels::KernelTable& kt = kernels::Kernels();  // one ISA for selection and attention
   const detail::DenseRule rule = detail::DenseDecision(plan);
   if (rule != detail::DenseRule::kSelect) {
     if (selection_out.indices != nullptr) {
@@ -464,7 +470,7 @@ Status SparseAttention(const AttentionPlan& plan, const QueryView& q, const KVCa
       }
     }
     if (stats) detail::DenseStats(plan, rule == detail::DenseRule::kFallback, stats);
-    return Attend(plan, q, kv, ConstBlockSelection{}, out, workspace, pool);
+    return detail::AttendOn(kt, plan, q, kv, ConstBlockSelection{}, out, workspace, pool);
   }
   if (summaries == nullptr) return detail::Bad("summaries are null but the budget is not dense");
   if (Status st = detail::CheckWorkspace(plan, workspace); !st.ok()) return st;
@@ -477,8 +483,9 @@ Status SparseAttention(const AttentionPlan& plan, const QueryView& q, const KVCa
     sel.counts = detail::At<int32_t>(workspace, w.sel_counts);
     sel.capacity = plan.num_blocks;
   }
-  if (Status st = SelectBlocks(plan, q, *summaries, sel, workspace, stats, pool); !st.ok()) return st;
-  return Attend(plan, q, kv, ConstBlockSelection{sel.indices, sel.counts, sel.capacity}, out, workspace, pool);
+  if (Status st = detail::SelectBlocksOn(kt, plan, q, *summaries, sel, workspace, stats, pool); !st.ok()) return st;
+  return detail::AttendOn(kt, plan, q, kv, ConstBlockSelection{sel.indices, sel.counts, sel.capacity}, out, workspace,
+                          pool);
 }
 
 }  // namespace sparsebudget

@@ -86,6 +86,14 @@ void AttendRun(const AttentionPlan& plan, const kernels::KernelTable& kt, const 
                ConstBlockSelection sel, OutputView out, float* lse, void* ws, int ith, int nth, int64_t* kernel_ns);
 void MergeRunAll(const AttentionPlan& plan, const kernels::KernelTable& kt, ConstBlockSelection sel, OutputView out,
                  float* lse, void* ws, int ith, int nth);
+// SelectBlocks and Attend (validation, then the bodies on the caller's pool) on a given kernel
+// table: the public calls pass kernels::Kernels(); SparseAttention reads the table once and runs
+// both stages on it, so a concurrent SetMaxIsa cannot give one call two ISAs.
+Status SelectBlocksOn(const kernels::KernelTable& kt, const AttentionPlan& plan, const QueryView& q,
+                      const BlockSummaries& summaries, BlockSelection out, void* workspace, SelectionStats* stats,
+                      ThreadPool* pool);
+Status AttendOn(const kernels::KernelTable& kt, const AttentionPlan& plan, const QueryView& q, const KVCacheView& kv,
+                ConstBlockSelection selection, OutputView out, void* workspace, ThreadPool* pool);
 // SparseAttention's rule: select then attend, dense (dense budget), or dense fallback (a count
 // budget keeping >= 90% but not all of the blocks).
 enum class DenseRule { kSelect, kDense, kFallback };

@@ -190,14 +190,14 @@ Status SelectBlocksPartition(const AttentionPlan& plan, const QueryView& q, cons
   return OkStatus();
 }
 
-Status SelectBlocks(const AttentionPlan& plan, const QueryView& q, const BlockSummaries& summaries,
-                    BlockSelection out, void* workspace, SelectionStats* stats, ThreadPool* pool) {
+Status detail::SelectBlocksOn(const kernels::KernelTable& kt, const AttentionPlan& plan, const QueryView& q,
+                              const BlockSummaries& summaries, BlockSelection out, void* workspace,
+                              SelectionStats* stats, ThreadPool* pool) {
   if (stats) *stats = SelectionStats{};
   if (plan.empty) return OkStatus();
   if (Status st = CheckSelect(plan, q, summaries, out, workspace); !st.ok()) return st;
   SelectionStats total;
   total.dense = true;
-  const kernels::KernelTable& kt = kernels::Kernels();  // one ISA for the whole call
   if (pool == nullptr || pool->size() == 1 || plan.num_units == 1) {
     detail::SelectRun(plan, kt, q, summaries, out, workspace, 0, 1, &total, nullptr);
   } else {
@@ -220,6 +220,11 @@ Status SelectBlocks(const AttentionPlan& plan, const QueryView& q, const BlockSu
   }
   if (stats) *stats = total;
   return OkStatus();
+}
+
+Status SelectBlocks(const AttentionPlan& plan, const QueryView& q, const BlockSummaries& summaries,
+                    BlockSelection out, void* workspace, SelectionStats* stats, ThreadPool* pool) {
+  return detail::SelectBlocksOn(kernels::Kernels(), plan, q, summaries, out, workspace, stats, pool);  // one ISA
 }
 
 }  // namespace sparsebudget
