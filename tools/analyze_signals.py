@@ -12,7 +12,9 @@ import math
 
 import numpy as np
 
-TASKS = ["single_qa", "multi_qa", "multi_hop", "aggregation"]
+# Task classes, in order of first appearance in the train then test traces (set in main): the
+# first model has 4 tasks, the second 7; a fixed list would lump unlisted tasks with the first.
+TASKS = []
 
 
 def load(path):
@@ -81,7 +83,9 @@ def main():
     ap.add_argument("test")
     ap.add_argument("--json")
     a = ap.parse_args()
-    tr, te = columns(load(a.train)), columns(load(a.test))
+    rows_tr, rows_te = load(a.train), load(a.test)
+    TASKS[:] = list(dict.fromkeys(r["task"] for r in rows_tr + rows_te))
+    tr, te = columns(rows_tr), columns(rows_te)
     out = {"r2": {}, "spearman_within_length": {}}
     print("R^2 of log(oracle blocks) on test traces, OLS fitted on train traces "
           f"({int(tr['ok'].sum())} / {int(te['ok'].sum())} requests with dense quality > 0):\n")
