@@ -5,6 +5,8 @@ JOBS    ?= $(shell nproc)
 PYTHON  ?= /usr/bin/python3
 WERROR  ?= $(if $(CI),ON,OFF)
 CMAKE_FLAGS ?=
+# `make demo` runs on model B (data/model_nl, GQA on natural text); DEMO_MODEL=a runs the first model.
+DEMO_MODEL ?= b
 
 .PHONY: deps configure build test test-reliability demo bench docs clean
 
@@ -27,7 +29,7 @@ test-reliability: deps
 	@tools/reliability.sh
 
 demo: configure
-	@cmake --build $(BUILD) -j $(JOBS) --target demo
+	@SPARSEBUDGET_DEMO_MODEL=$(DEMO_MODEL) cmake --build $(BUILD) -j $(JOBS) --target demo
 
 bench: build
 	@cmake --build $(BUILD) --target bench
