@@ -22,10 +22,10 @@ MODEL=${SPARSEBUDGET_DEMO_MODEL:-b}
 case "$MODEL" in
   b | B)
     MODEL=b MODEL_DIR=data/model_nl TRACES=data/traces_nl SUITE=natural
-    # Stage 3 on 2 busy cores: about 4 s per 1K request and 7 s per 2K one (dense prefill, then
-    # the answer at each of 9 budgets): 42 requests, about 4 of the demo's 4.6 minutes. Longer
-    # cells would not fit in a few minutes; all 7 tasks, the two shortest lengths.
-    PER_CELL=${SPARSEBUDGET_DEMO_PER_CELL:-3}
+    # Stage 3 on 2 cores shared with other jobs: 4-7 s per 1K request and 7-10 s per 2K one
+    # (dense prefill, then the answer at each of 9 budgets); 3 per cell (42 requests) took 253-327
+    # s of a 276-357 s demo, 2 per cell (28) 219 s of 253 s. Longer cells would not fit.
+    PER_CELL=${SPARSEBUDGET_DEMO_PER_CELL:-2}
     LENGTHS=${SPARSEBUDGET_DEMO_LENGTHS:-1024,2048} ;;
   a | A)
     MODEL=a MODEL_DIR=data/model TRACES=data/traces SUITE=synthetic
