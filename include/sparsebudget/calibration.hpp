@@ -99,7 +99,9 @@ struct CalibrationResult {
   int64_t num_fit = 0;      ///< traces in the fit part (all in mean mode; 0 for a base, degraded)
   int64_t num_holdout = 0;  ///< traces held out (0 in mean mode; all for a base, degraded mode)
   std::string summary;  ///< one line: "chosen ... mean_budget_fraction=... degraded=..."
-  std::string signal;   ///< cells: the chosen signal, e.g. "feature:probe_blocks_90 buckets=4"
+  /// cells: the chosen signal, e.g. "feature:probe_blocks_90 buckets=4"; with task tiers both
+  /// choices, "label-free tier feature:answer_length buckets=4, task tiers feature:X buckets=2"
+  std::string signal;
   std::string selection;  ///< cells: the cross-validation figure of every candidate, one per line
   std::vector<std::string> abstained_cells;  ///< cells that run dense, uncertifiable at the target
   double escalation_threshold = 0.0;  ///< with escalation: the calibrated threshold (0 = none)
@@ -108,10 +110,11 @@ struct CalibrationResult {
 /// Degraded mode, `base` null: every fittable `type` (fixed, length_law, task_length_law, linear,
 /// probe, table) and "auto" goes through the cells calibration: the type's fitted estimate (or,
 /// for auto, the signal chosen among length, every numeric feature present and fitted
-/// predictors) orders requests within length buckets; bucket counts and task tiers are chosen by
-/// cross-validation on the fit part; a budget per cell by the Lagrangian trade; the level picked
-/// on the held-out part (the guarantee above). The result is a "cells" predictor (wrapped in
-/// "escalate" with `escalation`). Mean mode: fits `type` on all traces and calibrates its scale
+/// predictors) orders requests within length buckets; signal and bucket count are chosen by
+/// cross-validation on the fit part, for the label-free tier with the task labels removed, then
+/// (labelled traces) for the task tiers or none; a budget per cell by the Lagrangian trade; the
+/// level picked on the held-out part (the guarantee above). The result is a "cells" predictor
+/// (wrapped in "escalate" with `escalation`). Mean mode: fits `type` on all traces and calibrates its scale
 /// (table: the Lagrangian path). Pass `base` to calibrate a copy of an existing predictor's
 /// scale (`type` ignored). Needs >= 2 traces; errors name the bad option. Cost: auto fits a few
 /// hundred cell tables (seconds for thousands of traces).

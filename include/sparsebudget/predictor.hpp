@@ -181,12 +181,14 @@ Expected<std::unique_ptr<Predictor>> MakeTable(TableModel model);
 /// calibrated predictor takes (calibration.hpp, docs/predictors.md "Cells").
 /// Tiers: "*" is label-free (any request); a task tier serves requests of that task class.
 /// A request is served by its task tier when that tier has cells in its length bucket, else by
-/// the label-free tier. Its score in a tier is the tier's score predictor's estimated fraction
-/// (estimate_blocks / causal_blocks; unknown when the score predictor used its fallback), else
-/// the value of `score_feature`, else there is no score; the score bucket is the number of
-/// the tier's edges for that length bucket <= the score (0 when the tier has no edges there,
-/// -1 when the score is unknown). No matching cell: the largest fraction of the label-free
-/// tier's cells in the length bucket, then of any tier's, then default_fraction (fallback).
+/// the label-free tier. Each kind of tier has its own score source: the label-free tier's is
+/// `score` (a predictor's estimated fraction, estimate_blocks / causal_blocks; unknown when it
+/// used its fallback), else the feature `score_feature`, else none; the task tiers' is
+/// `task_score`, else the feature `task_score_feature`, else the label-free tier's. The score
+/// bucket is the number of the tier's edges for that length bucket <= the score (0 when the tier
+/// has no edges there, -1 when the score is unknown). No matching cell: the largest fraction of
+/// the label-free tier's cells in the length bucket, then of any tier's, then default_fraction
+/// (fallback).
 struct CellsCell {
   std::string task = "*";       ///< tier: "*" (label-free) or a task class name
   int32_t length_bucket = 0;    ///< in [0, length_edges.size()]
@@ -203,16 +205,21 @@ struct CellsEdges {
 /// The parts of a cells predictor. Score predictors are shared, immutable and thread-safe.
 struct CellsModel {
   std::shared_ptr<const Predictor> score;       ///< label-free tier's score predictor, or null
-  std::shared_ptr<const Predictor> task_score;  ///< task tiers' score predictor, or null = `score`
-  std::string score_feature;          ///< used when `score` is null; "" = no score (length only)
-  bool score_descending = false;      ///< the feature's negation is the score (demand falls as it rises)
+  std::shared_ptr<const Predictor> task_score;  ///< task tiers' score predictor, or null
+  /// Label-free tier's feature, when `score` is null; "" = none (length only).
+  std::string score_feature;
+  bool score_descending = false;  ///< the feature's negation is the score (demand falls with it)
+  /// Task tiers' feature, when `task_score` is null; "" = the label-free tier's score source.
+  std::string task_score_feature;
+  bool task_score_descending = false;  ///< as score_descending, for task_score_feature
   std::vector<int64_t> length_edges;  ///< ascending; bucket = number of edges <= context_length
   std::vector<CellsEdges> score_edges;  ///< at most one per (tier, length bucket)
   std::vector<CellsCell> cells;         ///< at most one per (tier, length bucket, score bucket)
   double default_fraction = 1.0;        ///< when no cell of the length bucket exists, in [0, 1]
 };
-/// Checks the model (ascending edges, ranges, no duplicates, task_score only with score,
-/// score_feature only without score; kParseError naming the key) and builds it.
+/// Checks the model (ascending edges, ranges, no duplicates, score_feature only without score,
+/// task_score_feature only without task_score, a *_descending flag only with its feature;
+/// kParseError naming the key) and builds it.
 Expected<std::unique_ptr<Predictor>> MakeCells(CellsModel model);
 /// The model of a cells predictor, or null if `p` is not one.
 const CellsModel* CellsModelOf(const Predictor& p);

@@ -155,18 +155,20 @@ Expected<CalibrationResult> CalibrateCells(const std::string& type, const std::v
   set.min_cell = opt.min_cell;
   set.fit = opt.fit;
   const bool labelled = HasTaskLabels(traces, fit_idx);
-  std::vector<CellSpec> cands;
+  CalibrationResult res;
+  Expected<CellSpec> spec = CellSpec{};
   if (type == "table") {
     if (opt.fit.bucket_count < 1 || opt.fit.bucket_count > 16)
       return Status(StatusCode::kInvalidArgument, "calibrate: bucket_count must be in [1, 16], got " +
                                                       std::to_string(opt.fit.bucket_count));
-    cands.push_back(CellSpec{opt.fit.bucket_feature.empty() ? "" : "feature:" + opt.fit.bucket_feature,
-                             opt.fit.bucket_feature.empty() ? 1 : opt.fit.bucket_count, labelled});
+    // The table's shape is given: the same feature buckets in every tier, task tiers with labels.
+    const std::string src = opt.fit.bucket_feature.empty() ? "" : "feature:" + opt.fit.bucket_feature;
+    const int b = opt.fit.bucket_feature.empty() ? 1 : opt.fit.bucket_count;
+    spec = CellSpec{src, b, labelled, src, b};
   } else {
-    cands = CellCandidates(type, traces, fit_idx, labelled);
+    spec = ChooseCellSpecs(traces, fit_idx, CellCandidates(type, traces, fit_idx), set, opt.cv_folds, opt.seed,
+                           &res.selection);
   }
-  CalibrationResult res;
-  auto spec = ChooseCellSpec(traces, fit_idx, cands, set, opt.cv_folds, opt.seed, &res.selection);
   if (!spec.ok()) return spec.status();
   res.signal = spec->Describe();
   std::unique_ptr<EscalationPolicy> policy;

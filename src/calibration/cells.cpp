@@ -19,8 +19,11 @@
 namespace sparsebudget::detail {
 
 std::string CellSpec::Describe() const {
-  return (source.empty() ? std::string("length-only") : source) + " buckets=" + std::to_string(buckets) +
-         (by_task ? " +task tiers" : "");
+  auto one = [](const std::string& src, int b) {
+    return (src.empty() ? std::string("length-only") : src) + " buckets=" + std::to_string(b);
+  };
+  if (!by_task) return one(source, buckets);
+  return "label-free tier " + one(source, buckets) + ", task tiers " + one(task_source, task_buckets);
 }
 
 RequestFeatures StripTask(const RequestFeatures& f) {
@@ -221,32 +224,16 @@ Expected<CellsFit> FitCells(const std::vector<TraceRecord>& traces, const std::v
   if (spec.buckets < 1 || spec.buckets > 16)
     return Status(StatusCode::kInvalidArgument, "cells: buckets must be in [1, 16], got " + std::to_string(spec.buckets));
   if (set.min_cell < 1) return Status(StatusCode::kInvalidArgument, "cells: min_cell must be >= 1, got " + std::to_string(set.min_cell));
+  const bool by_task = spec.by_task && HasTaskLabels(traces, fit_idx);
+  if (by_task && (spec.task_buckets < 1 || spec.task_buckets > 16))
+    return Status(StatusCode::kInvalidArgument,
+                  "cells: task_buckets must be in [1, 16], got " + std::to_string(spec.task_buckets));
   CellsModel model;
   std::vector<TraceRecord> fit_tr, fit_free;
   for (size_t i : fit_idx) {
     fit_tr.push_back(traces[i]);
     fit_free.push_back(traces[i]);
     fit_free.back().features = StripTask(traces[i].features);
-  }
-  const bool by_task = spec.by_task && HasTaskLabels(traces, fit_idx);
-  if (spec.source.rfind("feature:", 0) == 0) {
-    model.score_feature = spec.source.substr(8);
-    if (model.score_feature.empty()) return Status(StatusCode::kInvalidArgument, "cells: empty feature name in '" + spec.source + "'");
-  } else if (spec.source.rfind("predictor:", 0) == 0) {
-    const std::string type = spec.source.substr(10);
-    // The label-free tier never sees a task: a task law without labels is the length law.
-    const std::string free_type = type == "task_length_law" ? "length_law" : type;
-    auto free_p = FitPredictor(free_type, fit_free, set.fit);
-    if (!free_p.ok()) return free_p.status();
-    model.score = std::shared_ptr<const Predictor>(std::move(free_p).value());
-    if (by_task) {
-      auto task_p = FitPredictor(type, fit_tr, set.fit);
-      if (!task_p.ok()) return task_p.status();
-      model.task_score = std::shared_ptr<const Predictor>(std::move(task_p).value());
-    }
-  } else if (!spec.source.empty()) {
-    return Status(StatusCode::kInvalidArgument, "cells: score source must be '', 'feature:NAME' or 'predictor:TYPE', got '" +
-                                                    spec.source + "'");
   }
   {
     std::vector<const TraceRecord*> ptrs;
@@ -256,11 +243,11 @@ Expected<CellsFit> FitCells(const std::vector<TraceRecord>& traces, const std::v
   auto lb_of = [&](size_t i) { return CellsLengthBucket(model.length_edges, traces[i].context_length()); };
   // Direction of a feature: demand (log of the needed fraction) against the feature, pooled
   // within length buckets. A falling demand makes the negated feature the score.
-  if (!model.score_feature.empty()) {
+  auto descending = [&](const std::string& name) {
     std::map<int32_t, std::vector<std::pair<double, double>>> by_lb;
     for (size_t i : fit_idx)
       if (Informative(traces[i]))
-        if (auto v = traces[i].features.Get(model.score_feature))
+        if (auto v = traces[i].features.Get(name))
           by_lb[lb_of(i)].push_back({*v, std::log(FitTargetBlocks(traces[i]) / static_cast<double>(traces[i].causal_blocks()))});
     double cov = 0;
     for (const auto& kv : by_lb) {
@@ -270,10 +257,43 @@ Expected<CellsFit> FitCells(const std::vector<TraceRecord>& traces, const std::v
       my /= static_cast<double>(kv.second.size());
       for (const auto& p : kv.second) cov += (p.first - mx) * (p.second - my);
     }
-    model.score_descending = cov < 0;
-  }
+    return cov < 0;
+  };
+  // One tier kind's score source. Task tiers whose signal is the label-free tier's feature keep
+  // the shared form (no task_score_feature); with no signal of their own ("") they read the
+  // label-free tier's source but get no edges (one bucket: length only).
+  auto set_source = [&](const std::string& src, bool task_tier) -> Status {
+    if (src.empty()) return OkStatus();
+    if (src.rfind("feature:", 0) == 0) {
+      const std::string name = src.substr(8);
+      if (name.empty()) return Status(StatusCode::kInvalidArgument, "cells: empty feature name in '" + src + "'");
+      const bool desc = descending(name);
+      if (!task_tier) {
+        model.score_feature = name;
+        model.score_descending = desc;
+      } else if (model.score || name != model.score_feature || desc != model.score_descending) {
+        model.task_score_feature = name;
+        model.task_score_descending = desc;
+      }
+      return OkStatus();
+    }
+    if (src.rfind("predictor:", 0) == 0) {
+      const std::string type = src.substr(10);
+      // The label-free tier never sees a task: a task law without labels is the length law.
+      auto p = task_tier ? FitPredictor(type, fit_tr, set.fit)
+                         : FitPredictor(type == "task_length_law" ? "length_law" : type, fit_free, set.fit);
+      if (!p.ok()) return p.status();
+      (task_tier ? model.task_score : model.score) = std::shared_ptr<const Predictor>(std::move(p).value());
+      return OkStatus();
+    }
+    return Status(StatusCode::kInvalidArgument,
+                  "cells: score source must be '', 'feature:NAME' or 'predictor:TYPE', got '" + src + "'");
+  };
+  Status src_st = set_source(spec.source, false);
+  if (src_st.ok() && by_task) src_st = set_source(spec.task_source, true);
+  if (!src_st.ok()) return src_st;
   // Edges of one tier in each length bucket, from the fit requests it serves.
-  auto add_edges = [&](const std::string& tier, bool task_tier, const std::vector<size_t>& members) {
+  auto add_edges = [&](const std::string& tier, bool task_tier, const std::vector<size_t>& members, int buckets) {
     std::map<int32_t, std::vector<double>> scores;
     std::map<int32_t, size_t> counts;
     for (size_t i : members) {
@@ -281,12 +301,12 @@ Expected<CellsFit> FitCells(const std::vector<TraceRecord>& traces, const std::v
       if (auto s = CellsScore(model, task_tier, traces[i].features)) scores[lb_of(i)].push_back(*s);
     }
     for (auto& kv : scores) {
-      const int eff = std::max<int>(1, std::min<int>(spec.buckets, static_cast<int>(kv.second.size()) / set.min_cell));
+      const int eff = std::max<int>(1, std::min<int>(buckets, static_cast<int>(kv.second.size()) / set.min_cell));
       auto e = QuantileEdges(kv.second, eff);
       if (!e.empty()) model.score_edges.push_back(CellsEdges{tier, kv.first, e});
     }
   };
-  add_edges(kAnyTask, false, fit_idx);
+  add_edges(kAnyTask, false, fit_idx, spec.buckets);
   const std::vector<double> grid = StartGrid(set);
   const size_t G = grid.size();
   auto key_groups = [&](const std::string& tier, bool task_tier, const std::vector<size_t>& members) {
@@ -318,7 +338,7 @@ Expected<CellsFit> FitCells(const std::vector<TraceRecord>& traces, const std::v
     for (size_t i : fit_idx)
       if (traces[i].task() != kTaskUnknown) by[traces[i].task()].push_back(i);
     for (const auto& kv : by) {
-      add_edges(kv.first, true, kv.second);
+      add_edges(kv.first, true, kv.second, spec.task_source.empty() ? 1 : spec.task_buckets);
       for (auto& g : key_groups(kv.first, true, kv.second))
         if (static_cast<int>(g.members.size()) >= set.min_cell) task_groups.push_back(std::move(g));
     }
@@ -527,12 +547,43 @@ Expected<CellSpec> ChooseCellSpec(const std::vector<TraceRecord>& traces, const 
   return candidates[best];
 }
 
+Expected<CellSpec> ChooseCellSpecs(const std::vector<TraceRecord>& traces, const std::vector<size_t>& idx,
+                                   const std::vector<CellSpec>& signals, const CellSettings& set, int folds,
+                                   uint64_t seed, std::string* report) {
+  if (!HasTaskLabels(traces, idx)) return ChooseCellSpec(traces, idx, signals, set, folds, seed, report);
+  // The label-free tier serves requests without a label: its signal is chosen on requests
+  // without one, so it does not pay for the task tiers' choice.
+  std::vector<TraceRecord> unlabelled = traces;
+  for (size_t i : idx) unlabelled[i].features = StripTask(traces[i].features);
+  if (report) *report += " label-free tier (task labels removed):\n";
+  auto free = ChooseCellSpec(unlabelled, idx, signals, set, folds, seed, report);
+  if (!free.ok()) return free.status();
+  unlabelled.clear();
+  // Task tiers: every signal, or none, with the label-free tier fixed.
+  std::vector<CellSpec> cands = {*free};
+  cands.front().by_task = false;
+  for (const auto& s : signals) {
+    CellSpec c = *free;
+    c.by_task = true;
+    c.task_source = s.source;
+    c.task_buckets = s.buckets;
+    cands.push_back(c);
+  }
+  if (report) *report += " task tiers (labelled; none = the label-free tier alone):\n";
+  return ChooseCellSpec(traces, idx, cands, set, folds, seed, report);
+}
+
 std::vector<CellSpec> CellCandidates(const std::string& type, const std::vector<TraceRecord>& traces,
-                                     const std::vector<size_t>& idx, bool labelled) {
+                                     const std::vector<size_t>& idx) {
   std::vector<CellSpec> out;
-  const int bucket_choices[] = {2, 3, 4, 6, 8};
+  auto add = [&](const std::string& src, int b) {
+    CellSpec s;
+    s.source = src;
+    s.buckets = b;
+    out.push_back(s);
+  };
   auto add_source = [&](const std::string& src) {
-    for (int b : bucket_choices) out.push_back(CellSpec{src, b, false});
+    for (int b : {2, 3, 4, 6, 8}) add(src, b);
   };
   auto usable = [&](const std::string& name) {
     size_t known = 0;
@@ -545,7 +596,7 @@ std::vector<CellSpec> CellCandidates(const std::string& type, const std::vector<
     return known * 2 >= idx.size() && distinct.size() >= 2;
   };
   if (type == "auto") {
-    out.push_back(CellSpec{"", 1, false});
+    add("", 1);
     std::set<std::string> names;
     for (const auto& k : kOptionalFeatureFields) names.insert(k.name);
     for (size_t i : idx)
@@ -555,18 +606,10 @@ std::vector<CellSpec> CellCandidates(const std::string& type, const std::vector<
     add_source("predictor:linear");
     if (usable("probe_blocks_90")) add_source("predictor:probe");
   } else if (type == "fixed") {
-    out.push_back(CellSpec{"predictor:fixed", 1, false});
+    add("predictor:fixed", 1);
   } else {
-    out.push_back(CellSpec{"predictor:" + type, 1, false});
+    add("predictor:" + type, 1);
     add_source("predictor:" + type);
-  }
-  if (labelled) {
-    const size_t n = out.size();
-    for (size_t i = 0; i < n; ++i) {
-      CellSpec s = out[i];
-      s.by_task = true;
-      out.push_back(s);
-    }
   }
   return out;
 }

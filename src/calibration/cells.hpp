@@ -12,11 +12,14 @@
 
 namespace sparsebudget::detail {
 
-// Which signal orders requests inside a length bucket, and how finely.
+// Which signal orders requests inside a length bucket, and how finely: one for the label-free
+// tier, one for the task tiers (labelled calibrations choose each with its own cross-validation).
 struct CellSpec {
-  std::string source;   // "" = length only; "feature:NAME"; "predictor:TYPE" (fitted here)
+  std::string source;   // label-free tier: "" = length only; "feature:NAME"; "predictor:TYPE" (fitted here)
   int buckets = 1;      // quantile buckets of the score per (tier, length bucket), in [1, 16]
   bool by_task = false;  // also task tiers (labelled), backing off to the label-free tier
+  std::string task_source;  // task tiers' signal, as `source` (used when by_task)
+  int task_buckets = 1;     // task tiers' buckets, in [1, 16] (used when by_task)
   std::string Describe() const;
 };
 
@@ -57,9 +60,18 @@ Expected<CellSpec> ChooseCellSpec(const std::vector<TraceRecord>& traces, const 
                                   const std::vector<CellSpec>& candidates, const CellSettings& set, int folds,
                                   uint64_t seed, std::string* report);
 
-// Candidate specs for a predictor type ("auto": every signal present in the traces).
+// Both tiers' signals from `signals` (CellCandidates): the label-free tier's by ChooseCellSpec on
+// traces[idx] with the task labels removed (what a calibration on unlabelled traces chooses);
+// with task labels in traces[idx], then the task tiers' (or none) by ChooseCellSpec on the
+// labelled traces with the label-free tier fixed. `report` gets both sections.
+Expected<CellSpec> ChooseCellSpecs(const std::vector<TraceRecord>& traces, const std::vector<size_t>& idx,
+                                   const std::vector<CellSpec>& signals, const CellSettings& set, int folds,
+                                   uint64_t seed, std::string* report);
+
+// Candidate signals (label-free tier fields set) for a predictor type ("auto": every signal
+// present in the traces).
 std::vector<CellSpec> CellCandidates(const std::string& type, const std::vector<TraceRecord>& traces,
-                                     const std::vector<size_t>& idx, bool labelled);
+                                     const std::vector<size_t>& idx);
 
 // A copy with the task label removed (task = unknown, no task_probs).
 RequestFeatures StripTask(const RequestFeatures& f);

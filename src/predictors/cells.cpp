@@ -18,18 +18,29 @@ int32_t CellsLengthBucket(const std::vector<int64_t>& length_edges, int64_t cont
                               length_edges.begin());
 }
 
+namespace {
+
+std::optional<double> PredictorScore(const Predictor& p, const RequestFeatures& f) {
+  auto pr = p.Predict(f);
+  if (!pr.ok() || pr->fallback || pr->causal_blocks <= 0) return std::nullopt;
+  return pr->estimate_blocks / static_cast<double>(pr->causal_blocks);
+}
+
+std::optional<double> FeatureScore(const std::string& name, bool descending, const RequestFeatures& f) {
+  auto v = f.Get(name);
+  if (v && descending) return -*v;
+  return v;
+}
+
+}  // namespace
+
 std::optional<double> CellsScore(const CellsModel& m, bool task_tier, const RequestFeatures& f) {
-  const Predictor* p = task_tier && m.task_score ? m.task_score.get() : m.score.get();
-  if (p != nullptr) {
-    auto pr = p->Predict(f);
-    if (!pr.ok() || pr->fallback || pr->causal_blocks <= 0) return std::nullopt;
-    return pr->estimate_blocks / static_cast<double>(pr->causal_blocks);
+  if (task_tier) {
+    if (m.task_score) return PredictorScore(*m.task_score, f);
+    if (!m.task_score_feature.empty()) return FeatureScore(m.task_score_feature, m.task_score_descending, f);
   }
-  if (!m.score_feature.empty()) {
-    auto v = f.Get(m.score_feature);
-    if (v && m.score_descending) return -*v;
-    return v;
-  }
+  if (m.score) return PredictorScore(*m.score, f);
+  if (!m.score_feature.empty()) return FeatureScore(m.score_feature, m.score_descending, f);
   return std::nullopt;
 }
 
@@ -58,14 +69,17 @@ const std::vector<double>* CellsIndex::Edges(const std::string& tier, int32_t lb
 
 int32_t CellsIndex::Find(const CellsModel& m, const RequestFeatures& f) const {
   const int32_t lb = CellsLengthBucket(m.length_edges, f.context_length);
+  // The score is read only where the tier has edges (a score predictor costs a Predict).
+  auto bucket = [&](const std::string& tier, bool task_tier) {
+    const std::vector<double>* e = Edges(tier, lb);
+    return e == nullptr ? 0 : CellsScoreBucket(e, CellsScore(m, task_tier, f));
+  };
   if (f.task != kAnyTask && tier_len_max_.count({f.task, lb}) != 0) {
-    const int32_t sb = CellsScoreBucket(Edges(f.task, lb), CellsScore(m, true, f));
-    auto it = cell_.find(CellsKey{f.task, lb, sb});
+    auto it = cell_.find(CellsKey{f.task, lb, bucket(f.task, true)});
     if (it != cell_.end()) return it->second;
   }
   if (tier_len_max_.count({kAnyTask, lb}) == 0) return -1;
-  const int32_t sb = CellsScoreBucket(Edges(kAnyTask, lb), CellsScore(m, false, f));
-  auto it = cell_.find(CellsKey{kAnyTask, lb, sb});
+  auto it = cell_.find(CellsKey{kAnyTask, lb, bucket(kAnyTask, false)});
   return it == cell_.end() ? -1 : it->second;
 }
 
@@ -106,6 +120,11 @@ class CellsPredictor final : public PredictorBase {
     if (m_.task_score) j["task_score"] = MemberJson(*m_.task_score);
     j["score_feature"] = m_.score_feature;
     j["score_descending"] = m_.score_descending;
+    // Written only when set, so a file whose tiers share one source reads as before.
+    if (!m_.task_score_feature.empty()) {
+      j["task_score_feature"] = m_.task_score_feature;
+      j["task_score_descending"] = m_.task_score_descending;
+    }
     j["length_edges"] = m_.length_edges;
     json edges = json::array();
     for (const auto& e : m_.score_edges)
@@ -132,9 +151,12 @@ Status CheckCells(const CellsModel& m) {
     return Status(StatusCode::kParseError, "predictor 'cells': key '" + k + "' " + w);
   };
   if (!std::is_sorted(m.length_edges.begin(), m.length_edges.end())) return bad("length_edges", "must be ascending");
-  if (m.task_score && !m.score) return bad("task_score", "needs 'score'");
   if (m.score && !m.score_feature.empty()) return bad("score_feature", "must be empty when 'score' is given");
   if (m.score_descending && m.score_feature.empty()) return bad("score_descending", "needs 'score_feature'");
+  if (m.task_score && !m.task_score_feature.empty())
+    return bad("task_score_feature", "must be empty when 'task_score' is given");
+  if (m.task_score_descending && m.task_score_feature.empty())
+    return bad("task_score_descending", "needs 'task_score_feature'");
   if (!(m.default_fraction >= 0 && m.default_fraction <= 1)) return bad("default_fraction", "must be in [0, 1]");
   const auto nl = static_cast<int32_t>(m.length_edges.size());
   std::map<std::pair<std::string, int32_t>, size_t> edge_count;
@@ -188,6 +210,8 @@ Expected<std::unique_ptr<Predictor>> CellsFromJson(const json& j) {
   }
   r.String("score_feature", &m.score_feature, false);
   r.Bool("score_descending", &m.score_descending, false);
+  r.String("task_score_feature", &m.task_score_feature, false);
+  r.Bool("task_score_descending", &m.task_score_descending, false);
   r.IntegerArray("length_edges", &m.length_edges, true);
   r.Number("default_fraction", &m.default_fraction, false);
   if (const json* edges = r.Get("score_edges", false)) {

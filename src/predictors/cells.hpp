@@ -23,7 +23,8 @@ using CellsKey = std::tuple<std::string, int32_t, int32_t>;  // (tier, length bu
 int32_t CellsLengthBucket(const std::vector<int64_t>& length_edges, int64_t context_length);
 
 // The score a tier orders requests by: the tier's score predictor's estimated fraction (unknown
-// when that predictor used a fallback), else the score feature, else none (nullopt).
+// when that predictor used a fallback), else its score feature, else none (nullopt). Task tiers
+// without a source of their own (task_score, task_score_feature) read the label-free tier's.
 std::optional<double> CellsScore(const CellsModel& m, bool task_tier, const RequestFeatures& f);
 
 // Score bucket in (tier, length bucket): 0 when the tier has no edges there (one bucket),

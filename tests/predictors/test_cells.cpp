@@ -100,6 +100,168 @@ TEST(CellsPredictor, LookupOrderJsonRoundTripAndErrors) {
   EXPECT_NE(j.status().message().find("fraction"), std::string::npos) << j.status().message();
 }
 
+// Each kind of tier reads its own score source; files without the task-tier keys (written before
+// they existed) read as before: task tiers share the label-free tier's source.
+TEST(CellsPredictor, TierSourcesOldFilesAndErrors) {
+  sb::CellsModel m;
+  m.score_feature = "task_hint";
+  m.task_score_feature = "residual_hint";
+  m.task_score_descending = true;  // task tiers' score: -residual_hint
+  m.length_edges = {};
+  m.score_edges = {{"*", 0, {0.5}}, {"hard", 0, {-0.1}}};
+  m.cells = {{"*", 0, 0, 0.1, false}, {"*", 0, 1, 0.6, false}, {"hard", 0, 0, 0.3, false}, {"hard", 0, 1, 0.5, false}};
+  auto p = sb::MakeCells(m);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  auto frac = [](const sb::Predictor& q, const std::string& task, double hint, double residual) {
+    sb::RequestFeatures f;
+    f.task = task;
+    f.context_length = 4096;
+    f.extra["task_hint"] = hint;
+    f.extra["residual_hint"] = residual;
+    auto pr = q.Predict(f);
+    EXPECT_TRUE(pr.ok());
+    return pr->estimate_blocks / static_cast<double>(pr->causal_blocks);
+  };
+  EXPECT_DOUBLE_EQ(frac(**p, "unknown", 0.0, 5.0), 0.1);  // label-free tier: task_hint 0 < 0.5
+  EXPECT_DOUBLE_EQ(frac(**p, "unknown", 1.0, 5.0), 0.6);
+  EXPECT_DOUBLE_EQ(frac(**p, "hard", 1.0, 5.0), 0.3);   // task tier: -5 < -0.1, bucket 0
+  EXPECT_DOUBLE_EQ(frac(**p, "hard", 0.0, -1.0), 0.5);  // -(-1) = 1 >= -0.1, bucket 1
+  const std::string js = (*p)->ToJson();
+  EXPECT_NE(js.find("\"task_score_feature\":\"residual_hint\""), std::string::npos) << js;
+  auto again = sb::PredictorFromJson(js);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ((*again)->ToJson(), js);
+  const sb::CellsModel* back = sb::CellsModelOf(**again);
+  ASSERT_NE(back, nullptr);
+  EXPECT_EQ(back->task_score_feature, "residual_hint");
+  EXPECT_TRUE(back->task_score_descending);
+  EXPECT_DOUBLE_EQ(frac(**again, "hard", 0.0, -1.0), 0.5);
+  // Tiers sharing one source write no task-tier keys (the format of older files).
+  sb::CellsModel shared = m;
+  shared.task_score_feature.clear();
+  shared.task_score_descending = false;
+  auto ps = sb::MakeCells(shared);
+  ASSERT_TRUE(ps.ok());
+  EXPECT_EQ((*ps)->ToJson().find("task_score_feature"), std::string::npos);
+  // An older file: one score_feature, task cells bucketed by it.
+  auto old = sb::PredictorFromJson(
+      R"({"schema_version":1,"type":"cells","score_feature":"task_hint","score_descending":false,"length_edges":[],)"
+      R"("score_edges":[{"task":"*","length_bucket":0,"edges":[0.5]},{"task":"hard","length_bucket":0,"edges":[2.0]}],)"
+      R"("cells":[{"task":"*","length_bucket":0,"score_bucket":0,"fraction":0.1},{"task":"*","length_bucket":0,"score_bucket":1,"fraction":0.6},)"
+      R"({"task":"hard","length_bucket":0,"score_bucket":0,"fraction":0.3},{"task":"hard","length_bucket":0,"score_bucket":1,"fraction":0.5}],)"
+      R"("default_fraction":1})");
+  ASSERT_TRUE(old.ok()) << old.status().ToString();
+  EXPECT_TRUE(sb::CellsModelOf(**old)->task_score_feature.empty());
+  EXPECT_DOUBLE_EQ(frac(**old, "hard", 1.0, 9.0), 0.3);  // task tier by task_hint: 1 < 2
+  EXPECT_DOUBLE_EQ(frac(**old, "hard", 3.0, 9.0), 0.5);
+  EXPECT_DOUBLE_EQ(frac(**old, "unknown", 1.0, 9.0), 0.6);
+  // A task-tier predictor beside a label-free feature is valid; conflicting keys are errors.
+  sb::CellsModel mixed = m;
+  mixed.task_score_feature.clear();
+  mixed.task_score_descending = false;
+  mixed.task_score = std::shared_ptr<const sb::Predictor>(sb::MakeFixedFraction(0.2));
+  EXPECT_TRUE(sb::MakeCells(mixed).ok());
+  mixed.task_score_feature = "residual_hint";
+  EXPECT_NE(sb::MakeCells(mixed).status().message().find("task_score_feature"), std::string::npos);
+  sb::CellsModel bad = m;
+  bad.task_score_feature.clear();
+  EXPECT_NE(sb::MakeCells(bad).status().message().find("task_score_descending"), std::string::npos);
+}
+
+namespace {
+
+// Two tasks of very different need and two signals: `task_hint`, a noisy proxy of the task (no
+// information within a task), and `residual_hint`, the request's need relative to its task's
+// (none about the task). With labels the task tiers want residual_hint; without them the
+// label-free tier wants task_hint. One fine curve per request (quality 1 from its need on).
+std::vector<sb::TraceRecord> TwoSignals(int64_t n, uint64_t seed) {
+  std::vector<sb::TraceRecord> out;
+  uint64_t st = seed * 0x9E3779B97F4A7C15ull + 1;
+  auto uni = [&] {  // splitmix64 -> (0, 1)
+    uint64_t z = (st += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return (static_cast<double>((z ^ (z >> 31)) >> 11) + 0.5) / 9007199254740992.0;
+  };
+  auto normal = [&] { return std::sqrt(-2 * std::log(uni())) * std::cos(6.283185307179586 * uni()); };
+  for (int64_t i = 0; i < n; ++i) {
+    const bool hard = uni() < 0.5;
+    const int64_t L = uni() < 0.5 ? 2048 : 4096;
+    sb::TraceRecord r;
+    r.id = "two-" + std::to_string(i);
+    r.features.task = hard ? "hard" : "easy";
+    r.features.context_length = L;
+    r.features.block_size = 64;
+    const double z = 0.35 * normal();
+    const int64_t nb = r.causal_blocks();
+    const double need = std::clamp((hard ? 0.35 : 0.05) * std::exp(z), 1.0 / static_cast<double>(nb), 1.0);
+    r.features.extra["task_hint"] = (hard ? 1.0 : 0.0) + 0.25 * normal();
+    r.features.extra["residual_hint"] = z + 0.05 * normal();
+    for (int64_t b = 1; b <= nb; ++b)
+      r.curve.push_back({b, static_cast<double>(b) / static_cast<double>(nb),
+                         static_cast<double>(b) >= need * static_cast<double>(nb) ? 1.0 : 0.0, std::nullopt,
+                         std::nullopt});
+    r.dense_quality = 1.0;
+    r.oracle.blocks = sb::MonotoneOracleBlocks(r);
+    r.oracle.fraction = static_cast<double>(r.oracle.blocks) / static_cast<double>(nb);
+    r.oracle.criterion = "exact_match";
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+}  // namespace
+
+// A labelled calibration's label-free tier chooses its signal as a calibration without labels
+// does, not the task tiers' one: its label-free budget matches the label-free calibration's and
+// beats the label-free tier that shares the task tiers' signal (the behaviour before).
+TEST(CellsCalibration, LabelFreeTierChoosesItsOwnSignal) {
+  const double alpha = 0.1;
+  const auto train = TwoSignals(1200, 81), test = TwoSignals(3000, 82);
+  auto lab = CalibrateOrDie("auto", train, alpha);
+  auto unl = CalibrateOrDie("auto", Unlabelled(train), alpha);
+  const sb::CellsModel* lm = sb::CellsModelOf(*lab.predictor);
+  const sb::CellsModel* fm = sb::CellsModelOf(*unl.predictor);
+  ASSERT_TRUE(lm != nullptr && fm != nullptr);
+  std::printf("  labelled: %s\n  label-free: %s\n", lab.signal.c_str(), unl.signal.c_str());
+  EXPECT_EQ(fm->score_feature, "task_hint");
+  EXPECT_EQ(lm->score_feature, fm->score_feature);  // the label-free tier's choice
+  EXPECT_EQ(lm->task_score_feature, "residual_hint");
+  EXPECT_EQ(lab.signal.rfind("label-free tier " + unl.signal + ", task tiers feature:residual_hint", 0), 0u)
+      << lab.signal;
+  // The label-free tier sharing the task tiers' signal, as the one shared choice gave it before
+  // (residual_hint + task tiers; 0.409 there, the same as this): a table over the task tiers'
+  // feature, the same feature buckets in every tier.
+  sb::CalibrationOptions so;
+  so.target_degraded = alpha;
+  so.fit.bucket_feature = lm->task_score_feature;
+  so.fit.bucket_count = 2;
+  for (const auto& e : lm->score_edges)
+    if (e.task != "*") so.fit.bucket_count = std::max(so.fit.bucket_count, static_cast<int>(e.edges.size()) + 1);
+  auto shared = sb::Calibrate("table", nullptr, train, so);
+  ASSERT_TRUE(shared.ok()) << shared.status().ToString();
+  auto rep = sb::Evaluate(test, {{"lab", lab.predictor.get()}, {"shared", shared->predictor.get()}});
+  auto rep_free = sb::Evaluate(Unlabelled(test), {{"free", unl.predictor.get()}});
+  ASSERT_TRUE(rep.ok() && rep_free.ok());
+  const auto& lab_l = EvalOne(*rep, "lab");
+  const auto& lab_f = EvalOne(*rep, "lab (label-free)");
+  const auto& sh_f = EvalOne(*rep, "shared (label-free)");
+  const auto& fr = EvalOne(*rep_free, "free");
+  std::printf(
+      "  labelled %.4f (%.3f degraded); its label-free tier %.4f (%.3f); label-free calibration %.4f (%.3f); "
+      "label-free tier on the task tiers' signal %.4f (%.3f)\n",
+      lab_l.mean_budget_fraction, lab_l.degraded_share, lab_f.mean_budget_fraction, lab_f.degraded_share,
+      fr.mean_budget_fraction, fr.degraded_share, sh_f.mean_budget_fraction, sh_f.degraded_share);
+  for (const auto* e : {&lab_l, &lab_f, &fr, &sh_f}) EXPECT_LE(e->degraded_share, alpha + 0.035) << e->name;
+  EXPECT_LE(lab_f.mean_budget_fraction, fr.mean_budget_fraction + 0.03);  // two calibrations' noise
+  EXPECT_LT(lab_f.mean_budget_fraction, sh_f.mean_budget_fraction - 0.03);
+  EXPECT_LT(lab_l.mean_budget_fraction, lab_f.mean_budget_fraction);  // the labels still pay
+  // The calibrated file round-trips with both sources.
+  auto again = sb::PredictorFromJson(lab.predictor->ToJson());
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ((*again)->ToJson(), lab.predictor->ToJson());
+}
+
 // Every fittable type and auto, labelled and label-free: the held-out guarantee holds on fresh
 // traffic, budgets are monotone in the score, and none spends more than the best fixed fraction.
 TEST(CellsCalibration, EveryTypeMeetsTargetOnNewTrafficAndBeatsFixed) {
