@@ -62,8 +62,9 @@ void Fill(void* dst, DType t, size_t n, uint64_t seed) {
     for (size_t i = 0; i < n; i += kChunk) {
       const size_t c = std::min(kChunk, n - i);
       Fill(tmp.data(), DType::kF32, c, seed * 1000003 + i / kChunk);
-      if (!QuantizeQ8_0(tmp.data(), static_cast<int64_t>(c), static_cast<unsigned char*>(dst) +
-                                                                   DTypeBytes(t, static_cast<int64_t>(i))).ok())
+      if (!QuantizeQ8_0(tmp.data(), static_cast<int64_t>(c),
+                        static_cast<unsigned char*>(dst) + DTypeBytes(t, static_cast<int64_t>(i)))
+               .ok())
         std::abort();
     }
     return;
@@ -74,8 +75,10 @@ void Fill(void* dst, DType t, size_t n, uint64_t seed) {
     s ^= s >> 7;
     s ^= s << 17;
     const float f = static_cast<float>(static_cast<int64_t>(s >> 40) - (1 << 23)) / static_cast<float>(1 << 23);
-    if (t == DType::kF32) static_cast<float*>(dst)[i] = f;
-    else if (t == DType::kF16) static_cast<uint16_t*>(dst)[i] = HalfOf(f);
+    if (t == DType::kF32)
+      static_cast<float*>(dst)[i] = f;
+    else if (t == DType::kF16)
+      static_cast<uint16_t*>(dst)[i] = HalfOf(f);
     else {
       uint32_t x;
       std::memcpy(&x, &f, 4);
@@ -107,7 +110,7 @@ struct KVSet {
   int copies = 1;
   std::vector<std::unique_ptr<HugeBuffer>> k, v;
   std::map<int, std::vector<BlockSummaries>> summaries;  // by block size
-  bool head_major = false;  // [kv head][t][d] instead of the engines' [t][kv head][d]
+  bool head_major = false;                               // [kv head][t][d] instead of the engines' [t][kv head][d]
   KVCacheView View(int i) const {
     if (head_major)
       return KVCacheView{k[static_cast<size_t>(i)]->get(), v[static_cast<size_t>(i)]->get(), dtype, kD, L * kD};
@@ -202,8 +205,8 @@ void RunAttention(benchmark::State& state, DecodeArgs a) {
   if (!stats.dense && a.fraction < 1.0)
     bytes += static_cast<double>(plan.num_blocks) * kHkv * kD * 4.0 * (a.scoring == Scoring::kBound ? 2 : 1);
   state.counters["GB/s"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["bw_frac"] = benchmark::Counter(bytes / (g_limits.bw[a.threads] * 1e9),
-                                                 benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["bw_frac"] =
+      benchmark::Counter(bytes / (g_limits.bw[a.threads] * 1e9), benchmark::Counter::kIsIterationInvariantRate);
   state.counters["kept"] = kept;
   if (a.num_queries > 1) {
     // Causal prefill FLOPs over the kept tokens: 2 matmuls of 2*D each per (row, key).
@@ -212,8 +215,8 @@ void RunAttention(benchmark::State& state, DecodeArgs a) {
     for (int64_t i2 = 0; i2 < a.num_queries; ++i2) pairs += static_cast<double>(first + i2 + 1);
     const double flops = 4.0 * kD * kHq * pairs * kept;
     state.counters["GFLOP/s"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
-    state.counters["fma_frac"] = benchmark::Counter(flops / (g_limits.fma[a.threads] * 1e9),
-                                                    benchmark::Counter::kIsIterationInvariantRate);
+    state.counters["fma_frac"] =
+        benchmark::Counter(flops / (g_limits.fma[a.threads] * 1e9), benchmark::Counter::kIsIterationInvariantRate);
   }
 }
 
@@ -228,7 +231,8 @@ void RunSelect(benchmark::State& state, DecodeArgs a) {
   AttentionPlan plan;
   (void)MakePlan(p, &plan);
   std::vector<unsigned char> ws(plan.workspace_bytes + 64);
-  std::vector<int32_t> idx(static_cast<size_t>(plan.num_units * plan.num_blocks)), cnt(static_cast<size_t>(plan.num_units));
+  std::vector<int32_t> idx(static_cast<size_t>(plan.num_units * plan.num_blocks)),
+      cnt(static_cast<size_t>(plan.num_units));
   const std::vector<float> q = RandomQ(kHq * kD, 99);
   for (int c = 0; c < kv.copies; ++c) (void)kv.Summaries(c, a.B);
   int i = 0;
@@ -257,10 +261,11 @@ void RunBlasBaseline(benchmark::State& state, int64_t L, int threads, int32_t nu
     for (int32_t h = 0; h < kHkv; ++h) {
       for (int32_t i = 0; i < num_queries; ++i)
         for (int32_t g = 0; g < G; ++g)
-          std::memcpy(&qg[(static_cast<size_t>(i) * G + g) * kD], &q[(static_cast<size_t>(i) * kHq + h * G + g) * kD], kD * 4);
+          std::memcpy(&qg[(static_cast<size_t>(i) * G + g) * kD], &q[(static_cast<size_t>(i) * kHq + h * G + g) * kD],
+                      kD * 4);
       // S (L x rows) = K_h (L x D, ld = Hkv*D) * Qg^T
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(L), rows, kD, scale, K + h * kD,
-                  kHkv * kD, qg.data(), kD, 0.0f, s.data(), rows);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(L), rows, kD, scale, K + h * kD, kHkv * kD,
+                  qg.data(), kD, 0.0f, s.data(), rows);
       // Column softmax with the causal mask of each query.
       for (int32_t r = 0; r < rows; ++r) {
         const int64_t pos = L - num_queries + r / G;
@@ -282,8 +287,8 @@ void RunBlasBaseline(benchmark::State& state, int64_t L, int threads, int32_t nu
   }
   const double bytes = static_cast<double>(L) * kHkv * kD * 4.0 * 2.0;
   state.counters["GB/s"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["bw_frac"] = benchmark::Counter(bytes / (g_limits.bw[threads] * 1e9),
-                                                 benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["bw_frac"] =
+      benchmark::Counter(bytes / (g_limits.bw[threads] * 1e9), benchmark::Counter::kIsIterationInvariantRate);
 }
 
 // An engine's decode step: 16 requests of mixed lengths and budgets, one after another.
@@ -292,9 +297,9 @@ void RunBatch(benchmark::State& state, int threads) {
     int64_t L;
     double f;
   };
-  const std::vector<Req> reqs = {{1024, 1.0}, {2048, 0.5}, {4096, 0.25}, {8192, 0.1}, {16384, 0.05}, {32768, 0.05},
-                                 {3000, 1.0}, {6000, 0.2}, {12000, 0.1}, {24000, 0.05}, {500, 1.0}, {9000, 0.15},
-                                 {20000, 0.08}, {28000, 0.04}, {7000, 0.3}, {15000, 0.1}};
+  const std::vector<Req> reqs = {
+      {1024, 1.0},  {2048, 0.5},   {4096, 0.25}, {8192, 0.1},  {16384, 0.05}, {32768, 0.05}, {3000, 1.0}, {6000, 0.2},
+      {12000, 0.1}, {24000, 0.05}, {500, 1.0},   {9000, 0.15}, {20000, 0.08}, {28000, 0.04}, {7000, 0.3}, {15000, 0.1}};
   KVSet& kv = GetKV(DType::kF16, 32768);
   for (int c = 0; c < kv.copies; ++c) (void)kv.Summaries(c, 64);
   std::vector<AttentionPlan> plans(reqs.size());
@@ -324,8 +329,8 @@ void RunBatch(benchmark::State& state, int threads) {
     benchmark::DoNotOptimize(out.data());
   }
   state.counters["GB/s"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["bw_frac"] = benchmark::Counter(bytes / (g_limits.bw[threads] * 1e9),
-                                                 benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["bw_frac"] =
+      benchmark::Counter(bytes / (g_limits.bw[threads] * 1e9), benchmark::Counter::kIsIterationInvariantRate);
 }
 
 #ifdef SPARSEBUDGET_BENCH_GGML
@@ -336,8 +341,9 @@ void RunGgml(benchmark::State& state, DType dtype, int64_t L, bool head_major, i
   const std::vector<float> q = RandomQ(kHq * kD, 99);
   std::vector<std::unique_ptr<sbbench::GgmlDecode>> graphs;
   for (int c = 0; c < kv.copies; ++c)
-    graphs.emplace_back(new sbbench::GgmlDecode(kv.k[static_cast<size_t>(c)]->get(), kv.v[static_cast<size_t>(c)]->get(),
-                                                dtype == DType::kQ8_0, L, kHq, kHkv, kD, head_major, q.data(), threads));
+    graphs.emplace_back(new sbbench::GgmlDecode(kv.k[static_cast<size_t>(c)]->get(),
+                                                kv.v[static_cast<size_t>(c)]->get(), dtype == DType::kQ8_0, L, kHq,
+                                                kHkv, kD, head_major, q.data(), threads));
   {
     AttentionParams p;
     p.shape = {kHq, kHkv, kD, 64, L, 1};
@@ -381,8 +387,8 @@ void RunGgml(benchmark::State& state, DType dtype, int64_t L, bool head_major, i
   }
   const double bytes = static_cast<double>(DTypeBytes(dtype, L * kHkv * kD)) * 2.0;
   state.counters["GB/s"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["bw_frac"] = benchmark::Counter(bytes / (g_limits.bw[threads] * 1e9),
-                                                 benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["bw_frac"] =
+      benchmark::Counter(bytes / (g_limits.bw[threads] * 1e9), benchmark::Counter::kIsIterationInvariantRate);
 }
 #endif
 // An engine's decode step through the engine API (op.hpp): 16 requests of 1K-64K tokens, fp16
@@ -425,7 +431,7 @@ void RunEngineStep(benchmark::State& state, double fraction, int threads) {
       for (auto& x : t) x = ids[next++];
       pool->tables.push_back(std::move(t));
       KVCacheView kv{pool->k->get(), pool->v->get(), DType::kF16, kHkv * kD, kD, pool->tables.back().data(),
-                     kPageTokens, page_elems};
+                     kPageTokens,    page_elems};
       auto s = BlockSummaries::Create({kHkv, kD, 64, L, false, true});
       (void)s->Append(kv, L);
       pool->sums.push_back(std::move(*s));
@@ -522,9 +528,12 @@ void RegisterAll(bool quick) {
     return std::string(b);
   };
   auto add = [&](const DecodeArgs& a) {
-    benchmark::RegisterBenchmark(name("decode", a).c_str(), RunAttention, a)->UseRealTime()->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark(name("decode", a).c_str(), RunAttention, a)
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
   };
-  const std::vector<int64_t> lens = quick ? std::vector<int64_t>{4096, 65536} : std::vector<int64_t>{4096, 16384, 65536, 131072};
+  const std::vector<int64_t> lens =
+      quick ? std::vector<int64_t>{4096, 65536} : std::vector<int64_t>{4096, 16384, 65536, 131072};
   const std::vector<double> budgets = {1.0, 0.25, 0.10, 0.05, 0.02};
   // Main grid: every K/V type, length, budget and thread count (mean scoring, B = 64).
   for (DType dt : {DType::kF16, DType::kBF16, DType::kF32})
@@ -579,7 +588,8 @@ void RegisterAll(bool quick) {
   for (int64_t L : lens)
     for (int threads : {1, 2}) {
       char b[160];
-      std::snprintf(b, sizeof b, "baseline_openblas/decode/kv:f32/L:%lld/threads:%d", static_cast<long long>(L), threads);
+      std::snprintf(b, sizeof b, "baseline_openblas/decode/kv:f32/L:%lld/threads:%d", static_cast<long long>(L),
+                    threads);
       benchmark::RegisterBenchmark(b, RunBlasBaseline, L, threads, 1)->UseRealTime()->Unit(benchmark::kMillisecond);
     }
   // Prefill: causal chunks at the end of the context.
@@ -593,7 +603,8 @@ void RegisterAll(bool quick) {
       benchmark::RegisterBenchmark(b, RunAttention, a)->UseRealTime()->Unit(benchmark::kMillisecond);
     }
     char b[160];
-    std::snprintf(b, sizeof b, "baseline_openblas/prefill/kv:f32/nq:%d/L:%lld/threads:2", nq, static_cast<long long>(L));
+    std::snprintf(b, sizeof b, "baseline_openblas/prefill/kv:f32/nq:%d/L:%lld/threads:2", nq,
+                  static_cast<long long>(L));
     benchmark::RegisterBenchmark(b, RunBlasBaseline, L, 2, nq)->UseRealTime()->Unit(benchmark::kMillisecond);
   }
   for (double f : {0.0, 0.05})
@@ -604,8 +615,10 @@ void RegisterAll(bool quick) {
       benchmark::RegisterBenchmark(b, RunEngineStep, f, threads)->UseRealTime()->Unit(benchmark::kMillisecond);
     }
   for (int threads : {1, 2})
-    benchmark::RegisterBenchmark(("batch/isa:" + isa + "/kv:f16/requests:16/threads:" + std::to_string(threads)).c_str(),
-                                 RunBatch, threads)->UseRealTime()->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark(
+        ("batch/isa:" + isa + "/kv:f16/requests:16/threads:" + std::to_string(threads)).c_str(), RunBatch, threads)
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
 }
 
 }  // namespace
@@ -614,8 +627,10 @@ int main(int argc, char** argv) {
   bool quick = false;
   std::vector<char*> args;
   for (int i = 0; i < argc; ++i) {
-    if (std::string(argv[i]) == "--quick") quick = true;
-    else args.push_back(argv[i]);
+    if (std::string(argv[i]) == "--quick")
+      quick = true;
+    else
+      args.push_back(argv[i]);
   }
   int n = static_cast<int>(args.size());
   benchmark::Initialize(&n, args.data());

@@ -66,7 +66,8 @@ GgmlDecode::GgmlDecode(const void* k, const void* v, bool q8_0, int64_t L, int n
   };
   ggml_tensor* kt = wrap(k);
   ggml_tensor* vt = wrap(v);
-  impl_->out = ggml_flash_attn_ext(ctx, qt, kt, vt, nullptr, 1.0f / std::sqrt(static_cast<float>(head_dim)), 0.0f, 0.0f);
+  impl_->out =
+      ggml_flash_attn_ext(ctx, qt, kt, vt, nullptr, 1.0f / std::sqrt(static_cast<float>(head_dim)), 0.0f, 0.0f);
   impl_->graph = ggml_new_graph(ctx);
   ggml_build_forward_expand(impl_->graph, impl_->out);
   ggml_threadpool* pool = Pool(threads);

@@ -13,13 +13,13 @@ namespace sbbench {
 // computes (threads: 1 or 2, fixed at construction; one pool per thread count is shared).
 class GgmlDecode {
  public:
-  GgmlDecode(const void* k, const void* v, bool q8_0, int64_t L, int num_q_heads, int num_kv_heads,
-             int head_dim, bool head_major, const float* q, int threads);
+  GgmlDecode(const void* k, const void* v, bool q8_0, int64_t L, int num_q_heads, int num_kv_heads, int head_dim,
+             bool head_major, const float* q, int threads);
   ~GgmlDecode();
   GgmlDecode(const GgmlDecode&) = delete;
   GgmlDecode& operator=(const GgmlDecode&) = delete;
-  bool Run();                     // false if ggml reported an error
-  const float* out() const;       // [q head][dim] after Run()
+  bool Run();                // false if ggml reported an error
+  const float* out() const;  // [q head][dim] after Run()
 
  private:
   struct Impl;

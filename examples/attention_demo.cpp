@@ -78,7 +78,10 @@ int main(int argc, char** argv) {
     p.scoring = scoring;
     p.budget = budget;
     AttentionPlan plan;
-    if (Status st = MakePlan(p, &plan); !st.ok()) { std::fprintf(stderr, "%s\n", st.ToString().c_str()); std::exit(1); }
+    if (Status st = MakePlan(p, &plan); !st.ok()) {
+      std::fprintf(stderr, "%s\n", st.ToString().c_str());
+      std::exit(1);
+    }
     std::vector<unsigned char> ws(plan.workspace_bytes);
     out->assign(q.size(), 0.0f);
     OutputView ov{out->data(), hq * D, D};
@@ -86,15 +89,20 @@ int main(int argc, char** argv) {
     for (int rep = 0; rep < 5; ++rep) {
       auto t = std::chrono::steady_clock::now();
       Status st = SparseAttention(plan, qv, kv, &*summaries, ov, ws.data(), &pool, stats);
-      if (!st.ok()) { std::fprintf(stderr, "%s\n", st.ToString().c_str()); std::exit(1); }
+      if (!st.ok()) {
+        std::fprintf(stderr, "%s\n", st.ToString().c_str());
+        std::exit(1);
+      }
       best = std::min(best, Seconds(t));
     }
     return best;
   };
 
-  std::printf("sparsebudget %s, ISA %s, decode: L=%lld, %d q heads / %d kv heads, head_dim %d, fp16 K/V, block %d, 2 threads\n",
-              Version(), IsaName(ActiveIsa()), static_cast<long long>(L), hq, hkv, D, B);
-  std::printf("block summaries built in %.2f ms (%.1f MiB)\n\n", t_sum * 1e3, static_cast<double>(summaries->bytes()) / (1 << 20));
+  std::printf(
+      "sparsebudget %s, ISA %s, decode: L=%lld, %d q heads / %d kv heads, head_dim %d, fp16 K/V, block %d, 2 threads\n",
+      Version(), IsaName(ActiveIsa()), static_cast<long long>(L), hq, hkv, D, B);
+  std::printf("block summaries built in %.2f ms (%.1f MiB)\n\n", t_sum * 1e3,
+              static_cast<double>(summaries->bytes()) / (1 << 20));
   std::vector<float> dense, out;
   SelectionStats stats;
   const double t_dense = run(Budget::Dense(), Scoring::kBound, &dense, &stats);

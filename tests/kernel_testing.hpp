@@ -3,9 +3,9 @@
 // selection and softmax).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <random>
@@ -54,7 +54,10 @@ inline uint16_t FloatToHalf(float f) {
   const uint32_t rem = m & 0x1fffu;
   uint32_t he = static_cast<uint32_t>(e);
   if (rem > 0x1000u || (rem == 0x1000u && (hm & 1))) {
-    if (++hm == 0x400u) { hm = 0; ++he; }
+    if (++hm == 0x400u) {
+      hm = 0;
+      ++he;
+    }
   }
   if (he >= 31) return static_cast<uint16_t>(sign | 0x7c00u);
   return static_cast<uint16_t>(sign | (he << 10) | hm);
@@ -82,24 +85,44 @@ struct KVData {
 
 struct LayoutChoice {
   bool head_major = false;
-  int32_t pad = 0;          // extra elements between rows (x32 values for q8_0)
-  int32_t misalign = 0;     // element offset of the first element (bytes for q8_0)
-  int64_t page_size = 0;    // > 0: paged, pages shuffled
+  int32_t pad = 0;        // extra elements between rows (x32 values for q8_0)
+  int32_t misalign = 0;   // element offset of the first element (bytes for q8_0)
+  int64_t page_size = 0;  // > 0: paged, pages shuffled
 };
 
 inline void Store(DType t, unsigned char* base, int64_t idx, float x) {
   switch (t) {
     case DType::kF32: std::memcpy(base + idx * 4, &x, 4); break;
-    case DType::kF16: { const uint16_t h = FloatToHalf(x); std::memcpy(base + idx * 2, &h, 2); break; }
-    case DType::kBF16: { const uint16_t b = FloatToBF16(x); std::memcpy(base + idx * 2, &b, 2); break; }
+    case DType::kF16: {
+      const uint16_t h = FloatToHalf(x);
+      std::memcpy(base + idx * 2, &h, 2);
+      break;
+    }
+    case DType::kBF16: {
+      const uint16_t b = FloatToBF16(x);
+      std::memcpy(base + idx * 2, &b, 2);
+      break;
+    }
     case DType::kQ8_0: std::abort();  // whole blocks only: MakeKV quantizes rows
   }
 }
 inline double Load(DType t, const unsigned char* base, int64_t idx) {
   switch (t) {
-    case DType::kF32: { float f; std::memcpy(&f, base + idx * 4, 4); return f; }
-    case DType::kF16: { uint16_t h; std::memcpy(&h, base + idx * 2, 2); return HalfToDouble(h); }
-    case DType::kBF16: { uint16_t b; std::memcpy(&b, base + idx * 2, 2); return BF16ToDouble(b); }
+    case DType::kF32: {
+      float f;
+      std::memcpy(&f, base + idx * 4, 4);
+      return f;
+    }
+    case DType::kF16: {
+      uint16_t h;
+      std::memcpy(&h, base + idx * 2, 2);
+      return HalfToDouble(h);
+    }
+    case DType::kBF16: {
+      uint16_t b;
+      std::memcpy(&b, base + idx * 2, 2);
+      return BF16ToDouble(b);
+    }
     case DType::kQ8_0: std::abort();  // MakeKV decodes q8_0 with Q8ToDouble
   }
   return 0;
@@ -115,8 +138,8 @@ inline double Q8ToDouble(const unsigned char* base, int64_t idx) {
 }
 
 // Fills K/V with N(0, sigma) values (K gets per-token scale variety so block scores differ).
-inline KVData MakeKV(std::mt19937_64& rng, DType dtype, int64_t L, int32_t heads, int32_t dim,
-                     const LayoutChoice& lay, double sigma = 1.0) {
+inline KVData MakeKV(std::mt19937_64& rng, DType dtype, int64_t L, int32_t heads, int32_t dim, const LayoutChoice& lay,
+                     double sigma = 1.0) {
   KVData kv;
   kv.dtype = dtype;
   kv.L = L;
@@ -155,7 +178,8 @@ inline KVData MakeKV(std::mt19937_64& rng, DType dtype, int64_t L, int32_t heads
     total = extent;
   }
   const size_t lead = q8 ? static_cast<size_t>(lay.misalign) : static_cast<size_t>(lay.misalign) * DTypeSize(dtype);
-  const size_t bytes = lead + static_cast<size_t>(q8 ? DTypeBytes(dtype, total) + 34 : (total + 1) * static_cast<int64_t>(DTypeSize(dtype)));
+  const size_t bytes = lead + static_cast<size_t>(q8 ? DTypeBytes(dtype, total) + 34
+                                                     : (total + 1) * static_cast<int64_t>(DTypeSize(dtype)));
   kv.kbuf.assign(bytes, 0);
   kv.vbuf.assign(bytes, 0);
   unsigned char* kb = kv.kbuf.data() + lead;
@@ -254,8 +278,8 @@ inline OutData MakeOut(int32_t nq, int32_t heads, int32_t dim, int32_t misalign)
 }
 
 // float64 attention of query (i, hq) over the tokens of `blocks` (all causal blocks if empty).
-inline void RefAttend(const KVData& kv, const QData& q, int32_t i, int32_t hq, int32_t group, int64_t L,
-                      int32_t B, double scale, const std::vector<int32_t>& blocks, std::vector<double>* out,
+inline void RefAttend(const KVData& kv, const QData& q, int32_t i, int32_t hq, int32_t group, int64_t L, int32_t B,
+                      double scale, const std::vector<int32_t>& blocks, std::vector<double>* out,
                       double* max_abs_v = nullptr) {
   const int32_t h = hq / group;
   const int64_t pos = L - q.nq + i;
@@ -278,7 +302,10 @@ inline void RefAttend(const KVData& kv, const QData& q, int32_t i, int32_t hq, i
     mx = std::max(mx, s[j]);
   }
   double z = 0;
-  for (auto& x : s) { x = std::exp(x - mx); z += x; }
+  for (auto& x : s) {
+    x = std::exp(x - mx);
+    z += x;
+  }
   out->assign(static_cast<size_t>(kv.dim), 0.0);
   double mv = 0;
   for (size_t j = 0; j < toks.size(); ++j)

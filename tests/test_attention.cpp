@@ -4,10 +4,10 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <numeric>
 #include <set>
-#include <cstring>
 #include <string>
 
 #include "kernel_testing.hpp"
@@ -50,10 +50,10 @@ struct Case {
     std::snprintf(buf, sizeof buf,
                   "seed=%llu B=%d D=%d G=%d Hkv=%d nq=%d L=%lld dtype=%s scoring=%s budget=%s(k=%lld f=%.3f p=%.3f) "
                   "head_major=%d pad=%d misalign=%d page=%lld",
-                  static_cast<unsigned long long>(seed), B, D, G, Hkv, nq, static_cast<long long>(L),
-                  DTypeName(dtype), ScoringName(scoring), BudgetModeName(budget.mode),
-                  static_cast<long long>(budget.blocks), budget.fraction, budget.top_p, lay.head_major, lay.pad,
-                  lay.misalign, static_cast<long long>(lay.page_size));
+                  static_cast<unsigned long long>(seed), B, D, G, Hkv, nq, static_cast<long long>(L), DTypeName(dtype),
+                  ScoringName(scoring), BudgetModeName(budget.mode), static_cast<long long>(budget.blocks),
+                  budget.fraction, budget.top_p, lay.head_major, lay.pad, lay.misalign,
+                  static_cast<long long>(lay.page_size));
     return buf;
   }
 };
@@ -211,7 +211,9 @@ void RandomShapesOnIsa(Isa isa, bool q8 = false) {
             const int64_t local_begin = std::max<int64_t>(sink_end, nb - std::max(1, c.budget.local_blocks));
             for (int64_t j = sink_end; j < local_begin; ++j) cand.push_back(static_cast<int32_t>(j));
             std::sort(cand.begin(), cand.end(), [&](int32_t a, int32_t b) {
-              return sc[static_cast<size_t>(a)] != sc[static_cast<size_t>(b)] ? sc[static_cast<size_t>(a)] > sc[static_cast<size_t>(b)] : a < b;
+              return sc[static_cast<size_t>(a)] != sc[static_cast<size_t>(b)]
+                         ? sc[static_cast<size_t>(a)] > sc[static_cast<size_t>(b)]
+                         : a < b;
             });
             const auto k = static_cast<size_t>(rb.scored_blocks);
             if (k > 0 && k < cand.size()) {
@@ -291,7 +293,8 @@ TEST(Selection, TieFreeMatchesReferenceBothScorings) {
           const auto sc = RefScores(r.kv, r.q, scoring, static_cast<int32_t>(u), c.G, c.L, c.B, nb - 1);
           std::vector<int32_t> cand;
           for (int32_t j = 1; j < nb - 1; ++j) cand.push_back(j);
-          std::sort(cand.begin(), cand.end(), [&](int32_t a, int32_t b) { return sc[static_cast<size_t>(a)] > sc[static_cast<size_t>(b)]; });
+          std::sort(cand.begin(), cand.end(),
+                    [&](int32_t a, int32_t b) { return sc[static_cast<size_t>(a)] > sc[static_cast<size_t>(b)]; });
           std::set<int32_t> want = {0, static_cast<int32_t>(nb - 1)};
           want.insert(cand.begin(), cand.begin() + 7);
           std::set<int32_t> got(r.idx.begin() + u * nb, r.idx.begin() + u * nb + r.counts[static_cast<size_t>(u)]);
@@ -356,7 +359,8 @@ TEST(Selection, TopPKeepsFewestBlocksReachingP) {
         std::set<int32_t> got(r.idx.begin() + u * nb, r.idx.begin() + u * nb + r.counts[static_cast<size_t>(u)]);
         std::set<int32_t> forced;
         for (int32_t j = 0; j < std::min<int64_t>(c.budget.sink_blocks, nb); ++j) forced.insert(j);
-        for (int64_t j = std::max<int64_t>(0, nb - std::max(1, c.budget.local_blocks)); j < nb; ++j) forced.insert(static_cast<int32_t>(j));
+        for (int64_t j = std::max<int64_t>(0, nb - std::max(1, c.budget.local_blocks)); j < nb; ++j)
+          forced.insert(static_cast<int32_t>(j));
         double mass = 0, least = INFINITY;
         for (int32_t j : got) {
           mass += w[static_cast<size_t>(j)] / z;
@@ -390,9 +394,12 @@ TEST(Summaries, IncrementalEqualsRebuiltAndReference) {
         ASSERT_TRUE(fresh->Append(kv.view, t).ok());
         for (int32_t h = 0; h < 2; ++h)
           for (int64_t b = 0; b < inc->num_blocks(); ++b) {
-            ASSERT_EQ(0, std::memcmp(inc->key_sum(h, b), fresh->key_sum(h, b), static_cast<size_t>(D) * 4)) << "t=" << t;
-            ASSERT_EQ(0, std::memcmp(inc->key_min(h, b), fresh->key_min(h, b), static_cast<size_t>(D) * 4)) << "t=" << t;
-            ASSERT_EQ(0, std::memcmp(inc->key_max(h, b), fresh->key_max(h, b), static_cast<size_t>(D) * 4)) << "t=" << t;
+            ASSERT_EQ(0, std::memcmp(inc->key_sum(h, b), fresh->key_sum(h, b), static_cast<size_t>(D) * 4))
+                << "t=" << t;
+            ASSERT_EQ(0, std::memcmp(inc->key_min(h, b), fresh->key_min(h, b), static_cast<size_t>(D) * 4))
+                << "t=" << t;
+            ASSERT_EQ(0, std::memcmp(inc->key_max(h, b), fresh->key_max(h, b), static_cast<size_t>(D) * 4))
+                << "t=" << t;
           }
       }
       for (int32_t h = 0; h < 2; ++h)
@@ -439,8 +446,7 @@ TEST(Determinism, BitIdenticalAcrossRerunsPartitionsLayoutsAndDenseEquivalents) 
       paged.lay.page_size = 128;
       CaseRun pr;
       Execute(paged, &pr);
-      EXPECT_EQ(0, std::memcmp(base.out.view.data, pr.out.view.data,
-                               static_cast<size_t>(c.nq) * c.G * c.Hkv * c.D * 4))
+      EXPECT_EQ(0, std::memcmp(base.out.view.data, pr.out.view.data, static_cast<size_t>(c.nq) * c.G * c.Hkv * c.D * 4))
           << "paged " << c.ToString();
       // Thread pool and explicit partitions.
       for (int nth : {2, 3, 8}) {
@@ -455,8 +461,8 @@ TEST(Determinism, BitIdenticalAcrossRerunsPartitionsLayoutsAndDenseEquivalents) 
           ASSERT_TRUE(sum->Append(base.kv.view, c.L).ok());
           std::vector<int32_t> idx(base.idx.size(), -1), cnt(base.counts.size(), -1);
           for (int ith = nth - 1; ith >= 0; --ith)
-            ASSERT_TRUE(SelectBlocksPartition(base.plan, base.q.view, *sum, {idx.data(), cnt.data(), base.plan.num_blocks},
-                                              ws.data(), ith, nth)
+            ASSERT_TRUE(SelectBlocksPartition(base.plan, base.q.view, *sum,
+                                              {idx.data(), cnt.data(), base.plan.num_blocks}, ws.data(), ith, nth)
                             .ok());
           EXPECT_EQ(cnt, base.counts) << "select ith/nth " << nth;
           for (size_t u = 0; u < cnt.size(); ++u)
@@ -469,8 +475,7 @@ TEST(Determinism, BitIdenticalAcrossRerunsPartitionsLayoutsAndDenseEquivalents) 
         if (c.budget.mode != BudgetMode::kDense) sel = {base.idx.data(), base.counts.data(), base.plan.num_blocks};
         for (int ith = nth - 1; ith >= 0; --ith)
           ASSERT_TRUE(AttendPartition(base.plan, base.q.view, base.kv.view, sel, o.view, ws.data(), ith, nth).ok());
-        for (int ith = 0; ith < nth; ++ith)
-          ASSERT_TRUE(AttendMerge(base.plan, sel, o.view, ws.data(), ith, nth).ok());
+        for (int ith = 0; ith < nth; ++ith) ASSERT_TRUE(AttendMerge(base.plan, sel, o.view, ws.data(), ith, nth).ok());
         EXPECT_TRUE(SameBits(base.out.buf, o.buf)) << "ith/nth " << nth << " " << c.ToString();
       }
       // Budget larger than everything equals the dense path.
@@ -548,22 +553,48 @@ TEST(Errors, EveryBadShapeHasAStatusNamingTheValue) {
     mutate(p);
     bads.push_back({what, p, needle});
   };
-  add("head_dim 0", [](AttentionParams& p) { p.shape.head_dim = 0; }, "head_dim");
-  add("block 48", [](AttentionParams& p) { p.shape.block_size = 48; }, "48");
-  add("block 8", [](AttentionParams& p) { p.shape.block_size = 8; }, "block_size");
-  add("kv 3 of 8", [](AttentionParams& p) { p.shape.num_kv_heads = 3; }, "num_kv_heads (3)");
-  add("q heads 0", [](AttentionParams& p) { p.shape.num_q_heads = 0; }, "num_q_heads");
-  add("L < nq", [](AttentionParams& p) { p.shape.num_queries = 5; p.shape.context_length = 4; }, "context_length (4)");
-  add("nq < 0", [](AttentionParams& p) { p.shape.num_queries = -1; }, "num_queries");
-  add("L < 0", [](AttentionParams& p) { p.shape.context_length = -5; p.shape.num_queries = 0; }, "-5");
-  add("huge L", [](AttentionParams& p) { p.shape.context_length = int64_t{1} << 50; }, "context_length");
-  add("dtype 9", [](AttentionParams& p) { p.kv_dtype = static_cast<DType>(9); }, "kv_dtype");
-  add("scoring 5", [](AttentionParams& p) { p.scoring = static_cast<Scoring>(5); }, "scoring");
-  add("scale nan", [](AttentionParams& p) { p.scale = NAN; }, "scale");
-  add("blocks -1", [](AttentionParams& p) { p.budget = Budget::Blocks(-1); }, "budget.blocks");
-  add("fraction 1.5", [](AttentionParams& p) { p.budget = Budget::Fraction(1.5); }, "budget.fraction");
-  add("top_p 0", [](AttentionParams& p) { p.budget = Budget::TopP(0.0); }, "budget.top_p");
-  add("max < min", [](AttentionParams& p) { p.budget = Budget::TopP(0.9, 5, 2); }, "max_blocks");
+  add(
+      "head_dim 0", [](AttentionParams& p) { p.shape.head_dim = 0; }, "head_dim");
+  add(
+      "block 48", [](AttentionParams& p) { p.shape.block_size = 48; }, "48");
+  add(
+      "block 8", [](AttentionParams& p) { p.shape.block_size = 8; }, "block_size");
+  add(
+      "kv 3 of 8", [](AttentionParams& p) { p.shape.num_kv_heads = 3; }, "num_kv_heads (3)");
+  add(
+      "q heads 0", [](AttentionParams& p) { p.shape.num_q_heads = 0; }, "num_q_heads");
+  add(
+      "L < nq",
+      [](AttentionParams& p) {
+        p.shape.num_queries = 5;
+        p.shape.context_length = 4;
+      },
+      "context_length (4)");
+  add(
+      "nq < 0", [](AttentionParams& p) { p.shape.num_queries = -1; }, "num_queries");
+  add(
+      "L < 0",
+      [](AttentionParams& p) {
+        p.shape.context_length = -5;
+        p.shape.num_queries = 0;
+      },
+      "-5");
+  add(
+      "huge L", [](AttentionParams& p) { p.shape.context_length = int64_t{1} << 50; }, "context_length");
+  add(
+      "dtype 9", [](AttentionParams& p) { p.kv_dtype = static_cast<DType>(9); }, "kv_dtype");
+  add(
+      "scoring 5", [](AttentionParams& p) { p.scoring = static_cast<Scoring>(5); }, "scoring");
+  add(
+      "scale nan", [](AttentionParams& p) { p.scale = NAN; }, "scale");
+  add(
+      "blocks -1", [](AttentionParams& p) { p.budget = Budget::Blocks(-1); }, "budget.blocks");
+  add(
+      "fraction 1.5", [](AttentionParams& p) { p.budget = Budget::Fraction(1.5); }, "budget.fraction");
+  add(
+      "top_p 0", [](AttentionParams& p) { p.budget = Budget::TopP(0.0); }, "budget.top_p");
+  add(
+      "max < min", [](AttentionParams& p) { p.budget = Budget::TopP(0.9, 5, 2); }, "max_blocks");
   for (const Bad& b : bads) {
     Status st = plan_err(b.p);
     EXPECT_FALSE(st.ok()) << b.what;
@@ -611,7 +642,9 @@ TEST(Errors, EveryBadShapeHasAStatusNamingTheValue) {
   EXPECT_NE(Attend(plan, qv, paged, {}, ov, ws.data()).message().find("page_table[3]"), std::string::npos);
   // Bad selection from a caller.
   std::vector<int32_t> idx(16, 0), cnt(2, 3);
-  idx[0] = 0; idx[1] = 5; idx[2] = 5;
+  idx[0] = 0;
+  idx[1] = 5;
+  idx[2] = 5;
   st = Attend(plan, qv, kv, {idx.data(), cnt.data(), 16}, ov, ws.data());
   EXPECT_EQ(st.code(), StatusCode::kOutOfRange) << st.ToString();
   EXPECT_EQ(AttendPartition(plan, qv, kv, {}, ov, ws.data(), 2, 2).code(), StatusCode::kInvalidArgument);

@@ -18,13 +18,13 @@
 
 #include "sparsebudget/sparsebudget.h"
 
-#define CHECK_SB(call)                                                               \
-  do {                                                                               \
-    sb_status st_ = (call);                                                          \
-    if (st_ != SB_OK) {                                                              \
+#define CHECK_SB(call)                                                                        \
+  do {                                                                                        \
+    sb_status st_ = (call);                                                                   \
+    if (st_ != SB_OK) {                                                                       \
       fprintf(stderr, "%s failed: %s (%s)\n", #call, sb_status_string(st_), sb_last_error()); \
-      exit(1);                                                                       \
-    }                                                                                \
+      exit(1);                                                                                \
+    }                                                                                         \
   } while (0)
 
 static void on_log(void* user, sb_log_level level, const char* message) {
@@ -36,8 +36,7 @@ int main(int argc, char** argv) {
   enum { HQ = 8, HKV = 2, D = 64, B = 64, LAYERS = 2 };
   const int64_t L = argc > 1 ? atoll(argv[1]) : 8192;
   /* A length law: estimate = c * L^a / block_size blocks, i.e. the budget grows like sqrt(L). */
-  static const char* predictor_json =
-      "{\"schema_version\": 1, \"type\": \"length_law\", \"c\": 12.8, \"a\": 0.5}";
+  static const char* predictor_json = "{\"schema_version\": 1, \"type\": \"length_law\", \"c\": 12.8, \"a\": 0.5}";
   sb_predictor* predictor = NULL;
   sb_request_features features;
   sb_prediction prediction;
@@ -166,11 +165,11 @@ int main(int argc, char** argv) {
       if (fabs((double)dense[i]) > max_ref) max_ref = fabs((double)dense[i]);
     }
     /* stats count both entries of the batch; the dense one keeps every causal block */
-    printf("layer %d (budget x%.0f): kept %lld of %lld blocks over the batch (sparse entry %.3f); "
-           "max|sparse - dense| = %.3g (max|dense| %.3g)\n",
-           layer, args.budget_scale, (long long)stats.kept_blocks, (long long)stats.causal_blocks,
-           (double)(stats.kept_blocks - stats.causal_blocks / 2) / (double)(stats.causal_blocks / 2), max_diff,
-           max_ref);
+    printf(
+        "layer %d (budget x%.0f): kept %lld of %lld blocks over the batch (sparse entry %.3f); "
+        "max|sparse - dense| = %.3g (max|dense| %.3g)\n",
+        layer, args.budget_scale, (long long)stats.kept_blocks, (long long)stats.causal_blocks,
+        (double)(stats.kept_blocks - stats.causal_blocks / 2) / (double)(stats.causal_blocks / 2), max_diff, max_ref);
   }
 
   free(ws_raw);

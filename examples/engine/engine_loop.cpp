@@ -42,9 +42,9 @@
 #include <vector>
 
 #include "sparsebudget/attention.hpp"
-#include "sparsebudget/op.hpp"
 #include "sparsebudget/calibration.hpp"
 #include "sparsebudget/isa.hpp"
+#include "sparsebudget/op.hpp"
 #include "sparsebudget/predictor.hpp"
 #include "sparsebudget/traces.hpp"
 #include "sparsebudget/version.hpp"
@@ -57,10 +57,10 @@ namespace {
 constexpr int32_t kQHeads = 32;
 constexpr int32_t kKVHeads = 8;
 constexpr int32_t kHeadDim = 128;
-constexpr int32_t kBlock = 64;     // kernel block size (tokens); the page size is a multiple
-constexpr int64_t kPage = 128;     // tokens per page
+constexpr int32_t kBlock = 64;  // kernel block size (tokens); the page size is a multiple
+constexpr int64_t kPage = 128;  // tokens per page
 constexpr int64_t kTokenStride = int64_t{kKVHeads} * kHeadDim;  // halves per token in a page
-constexpr int64_t kPageStride = kPage * kTokenStride;            // halves per page
+constexpr int64_t kPageStride = kPage * kTokenStride;           // halves per page
 constexpr sb::Scoring kScoring = sb::Scoring::kBound;
 
 #ifndef SPARSEBUDGET_SOURCE_DIR
@@ -136,11 +136,11 @@ struct AlignedBuffer {
   void Reserve(size_t n) {
     if (n <= bytes) return;
     Free();
-    p = ::operator new(n == 0 ? 1 : n, std::align_val_t{64});
+    p = ::operator new (n == 0 ? 1 : n, std::align_val_t{64});
     bytes = n;
   }
   void Free() {
-    if (p) ::operator delete(p, std::align_val_t{64});
+    if (p) ::operator delete (p, std::align_val_t{64});
     p = nullptr;
     bytes = 0;
   }
@@ -212,8 +212,8 @@ class PagePool {
 // per-(request, layer, kv head) topic direction u; queries point along u. Attention is therefore
 // concentrated on a few blocks, how many depending on the task class, as in retrieval-style tasks.
 constexpr size_t kNoise = size_t{1} << 20;
-constexpr float kKeyTopic = 10.0f;   // hot keys: noise + 10 u
-constexpr float kQueryTopic = 10.0f; // queries: noise + 10 u
+constexpr float kKeyTopic = 10.0f;    // hot keys: noise + 10 u
+constexpr float kQueryTopic = 10.0f;  // queries: noise + 10 u
 
 struct NoiseTable {
   std::vector<float> f;
@@ -238,9 +238,9 @@ struct Request {
   std::vector<int32_t> page_table;
   std::vector<sb::BlockSummaries> summaries;  // per layer
   std::vector<std::vector<float>> topic;      // per (layer * kKVHeads + h): unit vector [head_dim]
-  std::vector<std::vector<uint8_t>> hot;     // per (layer * kKVHeads + h): 1 for a hot block
+  std::vector<std::vector<uint8_t>> hot;      // per (layer * kKVHeads + h): 1 for a hot block
   sb::Prediction prediction;
-  bool dense_fallback = false;  // the budget keeps >= 90% of the blocks: the op runs it dense
+  bool dense_fallback = false;           // the budget keeps >= 90% of the blocks: the op runs it dense
   std::vector<float> q, out, dense_out;  // per layer: [q heads][head_dim]
   double max_rel_err = 0.0;
 };
@@ -275,8 +275,8 @@ void MakeQuery(const NoiseTable& noise, Request& r, uint64_t seed, int layer, in
   float* q = r.q.data() + static_cast<size_t>(layer) * kQHeads * kHeadDim;
   for (int qh = 0; qh < kQHeads; ++qh) {
     const float* u = r.topic[static_cast<size_t>(layer * kKVHeads + qh / (kQHeads / kKVHeads))].data();
-    const size_t o = noise.Offset(Hash(seed, 4, static_cast<uint64_t>(r.id), static_cast<uint64_t>(layer * kQHeads + qh),
-                                       static_cast<uint64_t>(step)));
+    const size_t o = noise.Offset(Hash(seed, 4, static_cast<uint64_t>(r.id),
+                                       static_cast<uint64_t>(layer * kQHeads + qh), static_cast<uint64_t>(step)));
     for (int d = 0; d < kHeadDim; ++d) q[qh * kHeadDim + d] = noise.f[o + static_cast<size_t>(d)] + kQueryTopic * u[d];
   }
 }
@@ -296,8 +296,6 @@ sb::KVCacheView PagedView(PagePool& pool, const Request& r, int layer) {
 sb::QueryView QView(const Request& r, int layer) {
   return {r.q.data() + static_cast<size_t>(layer) * kQHeads * kHeadDim, kQHeads * kHeadDim, kHeadDim};
 }
-
-
 
 // ---- the predictor -----------------------------------------------------------------------
 std::unique_ptr<sb::Predictor> MakePredictor(const Options& o, std::string* how) {
@@ -346,9 +344,9 @@ struct Engine {
   sb::AttentionOp op;
   std::vector<sb::StepRequest> steps, dense_steps;
   sb::StepPlan plan, dense_plan;
-  AlignedBuffer workspace, dense_workspace;  // sized at admission for the final lengths
+  AlignedBuffer workspace, dense_workspace;                       // sized at admission for the final lengths
   std::vector<std::vector<sb::LayerInput>> inputs, dense_inputs;  // [layer][request]
-  std::vector<sb::LayerStats> thread_stats;  // per engine thread, summed over layers and steps
+  std::vector<sb::LayerStats> thread_stats;                       // per engine thread, summed over layers and steps
   double sparse_wall = 0, dense_wall = 0, prefill_wall = 0, append_wall = 0, plan_wall = 0;
   std::mutex error_mutex;
   std::string error;  // first failure; threads keep running through the barriers
@@ -369,7 +367,8 @@ struct Engine {
       Fail("Plan(dense)", st);
     if (plan.workspace_bytes() > workspace.bytes || dense_plan.workspace_bytes() > dense_workspace.bytes)
       Fail("workspace", sb::Status(sb::StatusCode::kInternal, "sized for the final lengths, yet too small"));
-    for (size_t i = 0; i < reqs.size(); ++i) reqs[i].dense_fallback = sb::PlanRunsDense(plan.request_plan(static_cast<int32_t>(i)));
+    for (size_t i = 0; i < reqs.size(); ++i)
+      reqs[i].dense_fallback = sb::PlanRunsDense(plan.request_plan(static_cast<int32_t>(i)));
   }
 
   void Prefill(int ith) {
@@ -512,15 +511,24 @@ int ParseArgs(int argc, char** argv, Options* o) {
       }
       return argv[++i];
     };
-    if (a == "--requests") o->requests = std::atoi(next());
-    else if (a == "--min-len") o->min_len = std::atoll(next());
-    else if (a == "--max-len") o->max_len = std::atoll(next());
-    else if (a == "--layers") o->layers = std::atoi(next());
-    else if (a == "--steps") o->steps = std::atoi(next());
-    else if (a == "--threads") o->threads = std::atoi(next());
-    else if (a == "--seed") o->seed = std::strtoull(next(), nullptr, 10);
-    else if (a == "--predictor") o->predictor = next();
-    else if (a == "--traces") o->traces = next();
+    if (a == "--requests")
+      o->requests = std::atoi(next());
+    else if (a == "--min-len")
+      o->min_len = std::atoll(next());
+    else if (a == "--max-len")
+      o->max_len = std::atoll(next());
+    else if (a == "--layers")
+      o->layers = std::atoi(next());
+    else if (a == "--steps")
+      o->steps = std::atoi(next());
+    else if (a == "--threads")
+      o->threads = std::atoi(next());
+    else if (a == "--seed")
+      o->seed = std::strtoull(next(), nullptr, 10);
+    else if (a == "--predictor")
+      o->predictor = next();
+    else if (a == "--traces")
+      o->traces = next();
     else {
       std::fprintf(stderr,
                    "usage: engine_loop [--requests N] [--min-len L] [--max-len L] [--layers N] [--steps N]\n"
@@ -528,8 +536,7 @@ int ParseArgs(int argc, char** argv, Options* o) {
       return a == "--help" || a == "-h" ? 0 : 2;
     }
   }
-  if (o->requests < 1 || o->min_len < 1 || o->max_len < o->min_len || o->layers < 1 || o->steps < 1 ||
-      o->threads < 0) {
+  if (o->requests < 1 || o->min_len < 1 || o->max_len < o->min_len || o->layers < 1 || o->steps < 1 || o->threads < 0) {
     std::fprintf(stderr, "engine_loop: need requests, layers, steps >= 1 and 1 <= min-len <= max-len\n");
     return 2;
   }
@@ -565,8 +572,8 @@ bool CheckAgainstSparseAttention(Engine& e) {
     }
   }
   // Paged == contiguous for the longest request, layer 0.
-  const auto longest = std::max_element(e.reqs.begin(), e.reqs.end(),
-                                        [](const Request& a, const Request& b) { return a.len < b.len; });
+  const auto longest =
+      std::max_element(e.reqs.begin(), e.reqs.end(), [](const Request& a, const Request& b) { return a.len < b.len; });
   const Request& r = *longest;
   const sb::AttentionPlan& plan = e.plan.request_plan(static_cast<int32_t>(longest - e.reqs.begin()));
   std::vector<uint16_t> k(static_cast<size_t>(r.len * kTokenStride)), v(k.size());
@@ -592,9 +599,10 @@ bool CheckAgainstSparseAttention(Engine& e) {
   }
   const bool same = std::memcmp(r.out.data(), ref.data(), ref.size() * sizeof(float)) == 0;
   if (!same) std::printf("check: request %d: paged output differs from contiguous\n", r.id);
-  std::printf("check: batched AttentionOp phases (nth=%d) == single-threaded SparseAttention per request, bitwise: "
-              "%s (%" PRId64 " request-layers)\n",
-              e.nth, ok ? "yes" : "NO", compared);
+  std::printf(
+      "check: batched AttentionOp phases (nth=%d) == single-threaded SparseAttention per request, bitwise: "
+      "%s (%" PRId64 " request-layers)\n",
+      e.nth, ok ? "yes" : "NO", compared);
   std::printf("check: paged == contiguous K/V (request %d, %" PRId64 " tokens), bitwise: %s\n", r.id, r.len,
               same ? "yes" : "NO");
   return ok && same;
@@ -620,16 +628,20 @@ int main(int argc, char** argv) {
     r.id = i;
     r.task = kTasks[i % 4];
     const double t = o.requests == 1 ? 1.0 : static_cast<double>(i) / (o.requests - 1);
-    const double jitter = 1.0 + 0.1 * (static_cast<double>(Hash(o.seed, 5, static_cast<uint64_t>(i)) % 1000) / 1000.0 - 0.5);
-    r.prompt_len = std::clamp<int64_t>(
-        static_cast<int64_t>(static_cast<double>(o.min_len) * std::pow(static_cast<double>(o.max_len) / o.min_len, t) * jitter),
-        o.min_len, o.max_len);
+    const double jitter =
+        1.0 + 0.1 * (static_cast<double>(Hash(o.seed, 5, static_cast<uint64_t>(i)) % 1000) / 1000.0 - 0.5);
+    r.prompt_len =
+        std::clamp<int64_t>(static_cast<int64_t>(static_cast<double>(o.min_len) *
+                                                 std::pow(static_cast<double>(o.max_len) / o.min_len, t) * jitter),
+                            o.min_len, o.max_len);
     // Hot blocks of the prompt per (layer, kv head), by task: two needles (single_qa), four
     // (multi_qa), six (multi_hop), 8% of the blocks (aggregation).
     const int64_t blocks = (r.prompt_len + kBlock - 1) / kBlock;
-    const int64_t num_hot = std::min<int64_t>(
-        blocks, r.task == sb::kTaskSingleQa ? 2 : r.task == sb::kTaskMultiQa ? 4 : r.task == sb::kTaskMultiHop ? 6
-                                                                                    : std::max<int64_t>(2, blocks * 8 / 100));
+    const int64_t num_hot =
+        std::min<int64_t>(blocks, r.task == sb::kTaskSingleQa   ? 2
+                                  : r.task == sb::kTaskMultiQa  ? 4
+                                  : r.task == sb::kTaskMultiHop ? 6
+                                                                : std::max<int64_t>(2, blocks * 8 / 100));
     // The page table is sized for the request's final length at admission (vLLM's padded block
     // table); entries past the allocated pages point at page 0 until a page is handed out.
     r.page_table.assign(static_cast<size_t>((r.prompt_len + o.steps + kPage - 1) / kPage), 0);
@@ -652,17 +664,20 @@ int main(int argc, char** argv) {
         std::vector<uint8_t> hot(static_cast<size_t>(blocks), 0);
         for (int64_t n = 0, k = 0; n < num_hot; ++k) {  // num_hot distinct blocks
           const size_t b = Hash(o.seed, 2, static_cast<uint64_t>(i), static_cast<uint64_t>(l * kKVHeads + h),
-                                static_cast<uint64_t>(k)) % static_cast<uint64_t>(blocks);
+                                static_cast<uint64_t>(k)) %
+                           static_cast<uint64_t>(blocks);
           if (!hot[b]) hot[b] = 1, ++n;
         }
         r.hot.push_back(std::move(hot));
         std::vector<float> u(kHeadDim);
         double n2 = 0;
         for (int d = 0; d < kHeadDim; ++d) {
-          u[static_cast<size_t>(d)] = static_cast<float>(static_cast<double>(Hash(o.seed, 6, static_cast<uint64_t>(i),
-                                                                                  static_cast<uint64_t>(l * kKVHeads + h),
-                                                                                  static_cast<uint64_t>(d)) >> 11) /
-                                                             9007199254740992.0 - 0.5);
+          u[static_cast<size_t>(d)] = static_cast<float>(
+              static_cast<double>(Hash(o.seed, 6, static_cast<uint64_t>(i), static_cast<uint64_t>(l * kKVHeads + h),
+                                       static_cast<uint64_t>(d)) >>
+                                  11) /
+                  9007199254740992.0 -
+              0.5);
           n2 += static_cast<double>(u[static_cast<size_t>(d)]) * u[static_cast<size_t>(d)];
         }
         for (float& x : u) x = static_cast<float>(x / std::sqrt(n2));
@@ -677,7 +692,8 @@ int main(int argc, char** argv) {
   const int64_t spare = 8;
   e.pool = std::make_unique<PagePool>(o.layers, pages + spare, o.seed);
   for (Request& r : e.reqs)
-    for (int64_t p = 0; p < (r.prompt_len + kPage - 1) / kPage; ++p) r.page_table[static_cast<size_t>(p)] = e.pool->Allocate();
+    for (int64_t p = 0; p < (r.prompt_len + kPage - 1) / kPage; ++p)
+      r.page_table[static_cast<size_t>(p)] = e.pool->Allocate();
   e.noise = std::make_unique<NoiseTable>(o.seed);
   e.barrier = std::make_unique<Barrier>(e.nth);
   e.thread_stats.assign(static_cast<size_t>(e.nth), sb::LayerStats{});
@@ -726,9 +742,10 @@ int main(int argc, char** argv) {
   for (Request& r : e.reqs)
     for (int l = 0; l < o.layers; ++l) MakeQuery(*e.noise, r, o.seed, l, -1);
 
-  std::printf("sparsebudget %s, kernels %s, %d engine threads (std::thread + barrier driving AttentionOp's "
-              "Select/Attend/MergePhase)\n",
-              sb::Version(), sb::IsaName(e.op.isa()), e.nth);
+  std::printf(
+      "sparsebudget %s, kernels %s, %d engine threads (std::thread + barrier driving AttentionOp's "
+      "Select/Attend/MergePhase)\n",
+      sb::Version(), sb::IsaName(e.op.isa()), e.nth);
   std::printf("model: %d q heads, %d kv heads, head_dim %d, %d layers; block %d tokens; %s scoring\n", kQHeads,
               kKVHeads, kHeadDim, o.layers, kBlock, sb::ScoringName(kScoring));
   std::printf("paged KV cache: fp16, %" PRId64 " pages of %" PRId64 " tokens per layer, %.1f MiB in all\n",
@@ -745,8 +762,8 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  std::printf("prefill (K/V writes + summaries + prediction): %.2f s; %d decode steps x %d layers\n\n",
-              e.prefill_wall, o.steps, o.layers);
+  std::printf("prefill (K/V writes + summaries + prediction): %.2f s; %d decode steps x %d layers\n\n", e.prefill_wall,
+              o.steps, o.layers);
   std::printf("%3s %-12s %7s %8s %7s %9s\n", "req", "task", "length", "budget", "blocks", "rel err");
   double sum_frac = 0;
   for (const Request& r : e.reqs) {
@@ -758,16 +775,19 @@ int main(int argc, char** argv) {
   int64_t kept = 0, causal = 0, kernel_ns = 0;
   for (const sb::LayerStats& t : e.thread_stats)
     kept += t.selection.kept_blocks, causal += t.selection.causal_blocks, kernel_ns += t.kernel_ns;
-  std::printf("\n(budget: predicted fraction at admission; blocks: its total blocks per kv head; rel err: max over "
-              "layers and steps of ||sparse - dense|| / ||dense||)\n");
-  std::printf("totals: mean budget %.1f%%, kept %.1f%% of causal blocks (all layers, steps, kv heads); decode "
-              "attention wall time sparse %.3f s vs dense %.3f s (%.1fx); token appends %.3f s; step plans %.4f s\n",
-              100.0 * sum_frac / static_cast<double>(e.reqs.size()),
-              100.0 * static_cast<double>(kept) / static_cast<double>(std::max<int64_t>(causal, 1)), e.sparse_wall,
-              e.dense_wall, e.dense_wall / std::max(e.sparse_wall, 1e-12), e.append_wall, e.plan_wall);
-  std::printf("sparse layers: %.1f%% of the engine threads' time inside select/attend work items (the rest: "
-              "per-layer bookkeeping, merging, barrier waits)\n",
-              100.0 * static_cast<double>(kernel_ns) * 1e-9 / std::max(e.sparse_wall * e.nth, 1e-12));
+  std::printf(
+      "\n(budget: predicted fraction at admission; blocks: its total blocks per kv head; rel err: max over "
+      "layers and steps of ||sparse - dense|| / ||dense||)\n");
+  std::printf(
+      "totals: mean budget %.1f%%, kept %.1f%% of causal blocks (all layers, steps, kv heads); decode "
+      "attention wall time sparse %.3f s vs dense %.3f s (%.1fx); token appends %.3f s; step plans %.4f s\n",
+      100.0 * sum_frac / static_cast<double>(e.reqs.size()),
+      100.0 * static_cast<double>(kept) / static_cast<double>(std::max<int64_t>(causal, 1)), e.sparse_wall,
+      e.dense_wall, e.dense_wall / std::max(e.sparse_wall, 1e-12), e.append_wall, e.plan_wall);
+  std::printf(
+      "sparse layers: %.1f%% of the engine threads' time inside select/attend work items (the rest: "
+      "per-layer bookkeeping, merging, barrier waits)\n",
+      100.0 * static_cast<double>(kernel_ns) * 1e-9 / std::max(e.sparse_wall * e.nth, 1e-12));
 
   const bool ok = CheckAgainstSparseAttention(e);
   std::printf("%s\n", ok ? "OK" : "FAILED");

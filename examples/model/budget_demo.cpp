@@ -118,11 +118,16 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
-    if (a == "--model") model_dir = next();
-    else if (a == "--label-free") label_free_names.push_back(next());
-    else if (a == "--requests") requests_path = next();
-    else if (a == "--threads") threads = std::atoi(next().c_str());
-    else if (a == "--json") json_out = next();
+    if (a == "--model")
+      model_dir = next();
+    else if (a == "--label-free")
+      label_free_names.push_back(next());
+    else if (a == "--requests")
+      requests_path = next();
+    else if (a == "--threads")
+      threads = std::atoi(next().c_str());
+    else if (a == "--json")
+      json_out = next();
     else if (a == "--predictor") {
       const std::string v = next();
       const auto eq = v.find('=');
@@ -210,21 +215,24 @@ int main(int argc, char** argv) {
   }
 
   const double dense_t = rows[0].attn_seconds;
-  std::printf("\n%zu held-out requests, %d threads, ISA %s. Attention time: the sparse attention calls of the\n"
-              "decode steps (last prompt token + answer, all layers), selection included.\n\n",
-              reqs.size(), threads, IsaName(ActiveIsa()));
-  std::printf("| %-22s | %8s | %11s | %14s | %8s | %8s |\n", "predictor", "accuracy", "mean budget",
-              "attn ms / req", "speedup", "degraded");
-  std::printf("|%s|%s|%s|%s|%s|%s|\n", "------------------------", "----------", "-------------",
-              "----------------", "----------", "----------");
+  std::printf(
+      "\n%zu held-out requests, %d threads, ISA %s. Attention time: the sparse attention calls of the\n"
+      "decode steps (last prompt token + answer, all layers), selection included.\n\n",
+      reqs.size(), threads, IsaName(ActiveIsa()));
+  std::printf("| %-22s | %8s | %11s | %14s | %8s | %8s |\n", "predictor", "accuracy", "mean budget", "attn ms / req",
+              "speedup", "degraded");
+  std::printf("|%s|%s|%s|%s|%s|%s|\n", "------------------------", "----------", "-------------", "----------------",
+              "----------", "----------");
   nlohmann::json out = nlohmann::json::array();
   for (const Row& row : rows) {
     const double frac = row.causal > 0 ? row.kept / row.causal : 1.0;
     std::printf("| %-22s | %7.1f%% | %10.1f%% | %14.3f | %7.2fx | %7.1f%% |\n", row.name.c_str(),
-                100.0 * row.correct / row.n, 100.0 * frac, 1e3 * row.attn_seconds / row.n,
-                dense_t / row.attn_seconds, 100.0 * row.degraded / row.n);
-    nlohmann::json j = {{"name", row.name},          {"accuracy", static_cast<double>(row.correct) / row.n},
-                        {"mean_budget_fraction", frac}, {"attention_ms_per_request", 1e3 * row.attn_seconds / row.n},
+                100.0 * row.correct / row.n, 100.0 * frac, 1e3 * row.attn_seconds / row.n, dense_t / row.attn_seconds,
+                100.0 * row.degraded / row.n);
+    nlohmann::json j = {{"name", row.name},
+                        {"accuracy", static_cast<double>(row.correct) / row.n},
+                        {"mean_budget_fraction", frac},
+                        {"attention_ms_per_request", 1e3 * row.attn_seconds / row.n},
                         {"speedup_vs_dense", dense_t / row.attn_seconds},
                         {"degraded_share", static_cast<double>(row.degraded) / row.n},
                         {"label_free", row.label_free},

@@ -100,7 +100,10 @@ Expected<std::shared_ptr<const Model>> Model::Load(const std::string& dir) {
     if (dt != "F32" && dt != "F16" && dt != "BF16")
       return Err(StatusCode::kParseError, "tensor " + name + " has unsupported dtype " + dt);
     out->resize(expect);
-    ToFloat32(data.data() + off[0], dt == "F32" ? DType::kF32 : dt == "F16" ? DType::kF16 : DType::kBF16,
+    ToFloat32(data.data() + off[0],
+              dt == "F32"   ? DType::kF32
+              : dt == "F16" ? DType::kF16
+                            : DType::kBF16,
               static_cast<int64_t>(expect), out->data());
     return OkStatus();
   };
@@ -114,11 +117,16 @@ Expected<std::shared_ptr<const Model>> Model::Load(const std::string& dir) {
     for (int i = 0; i < c.n_layers; ++i) {
       const std::string p = "layers." + std::to_string(i) + ".";
       LayerWeights& L = model->layers[static_cast<size_t>(i)];
-      for (auto [name, n, dst] : std::vector<std::tuple<const char*, size_t, std::vector<float>*>>{
-               {"attn_norm.weight", d, &L.attn_norm}, {"mlp_norm.weight", d, &L.mlp_norm},
-               {"wq.weight", hq * d, &L.wq}, {"wk.weight", hk * d, &L.wk}, {"wv.weight", hk * d, &L.wv},
-               {"wo.weight", d * hq, &L.wo}, {"w_gate.weight", ff * d, &L.w_gate},
-               {"w_up.weight", ff * d, &L.w_up}, {"w_down.weight", d * ff, &L.w_down}}) {
+      for (auto [name, n, dst] :
+           std::vector<std::tuple<const char*, size_t, std::vector<float>*>>{{"attn_norm.weight", d, &L.attn_norm},
+                                                                             {"mlp_norm.weight", d, &L.mlp_norm},
+                                                                             {"wq.weight", hq * d, &L.wq},
+                                                                             {"wk.weight", hk * d, &L.wk},
+                                                                             {"wv.weight", hk * d, &L.wv},
+                                                                             {"wo.weight", d * hq, &L.wo},
+                                                                             {"w_gate.weight", ff * d, &L.w_gate},
+                                                                             {"w_up.weight", ff * d, &L.w_up},
+                                                                             {"w_down.weight", d * ff, &L.w_down}}) {
         if (Status s = tensor(p + name, n, dst); !s.ok()) return s;
       }
     }
@@ -145,8 +153,10 @@ Session::Session(std::shared_ptr<const Model> model, int64_t max_tokens, int32_t
   oc.kv_dtype = DType::kF32;
   oc.scoring = Scoring::kBound;
   auto op = AttentionOp::Create(oc);
-  if (op.ok()) op_ = *op;
-  else init_ = op.status();
+  if (op.ok())
+    op_ = *op;
+  else
+    init_ = op.status();
   plan_.Reserve(1);
 }
 
@@ -177,11 +187,11 @@ Expected<std::vector<float>> Session::Forward(const int32_t* tokens, int64_t n, 
   const Config& c = m_->config();
   if (n <= 0) return Err(StatusCode::kInvalidArgument, "no tokens");
   if (len_ + n > max_tokens_)
-    return Err(StatusCode::kOutOfRange, "session holds " + std::to_string(max_tokens_) + " tokens, asked for " +
-                                            std::to_string(len_ + n));
+    return Err(StatusCode::kOutOfRange,
+               "session holds " + std::to_string(max_tokens_) + " tokens, asked for " + std::to_string(len_ + n));
   const int d = c.d_model, hd = c.head_dim, hq = c.n_heads, hk = c.n_kv_heads;
-  std::vector<float> x(static_cast<size_t>(n * d)), h(x.size()), q(static_cast<size_t>(n * hq * hd)),
-      o(q.size()), g(static_cast<size_t>(n * c.d_ff)), u(g.size()), tmp(x.size());
+  std::vector<float> x(static_cast<size_t>(n * d)), h(x.size()), q(static_cast<size_t>(n * hq * hd)), o(q.size()),
+      g(static_cast<size_t>(n * c.d_ff)), u(g.size()), tmp(x.size());
   for (int64_t i = 0; i < n; ++i) {
     if (tokens[i] < 0 || tokens[i] >= c.vocab_size)
       return Err(StatusCode::kOutOfRange, "token " + std::to_string(tokens[i]) + " outside the vocabulary");

@@ -34,8 +34,8 @@ struct Config {
 };
 
 struct LayerWeights {
-  std::vector<float> attn_norm, mlp_norm;       // [d]
-  std::vector<float> wq, wk, wv, wo;            // [out][in] row-major (torch Linear)
+  std::vector<float> attn_norm, mlp_norm;  // [d]
+  std::vector<float> wq, wk, wv, wo;       // [out][in] row-major (torch Linear)
   std::vector<float> w_gate, w_up, w_down;
 };
 
@@ -55,8 +55,7 @@ class Model {
 // summaries, kept incrementally.
 class Session {
  public:
-  Session(std::shared_ptr<const Model> model, int64_t max_tokens, int32_t block_size,
-          sparsebudget::ThreadPool* pool);
+  Session(std::shared_ptr<const Model> model, int64_t max_tokens, int32_t block_size, sparsebudget::ThreadPool* pool);
 
   // Dense causal prefill of `tokens` at positions [length(), length() + n). Returns the logits
   // of the last token.
@@ -64,8 +63,7 @@ class Session {
   // One token at position length(), attention at `budget` (bound scoring) in every layer.
   // stats (optional) accumulates the selection over layers; attn_seconds the attention time.
   Expected<std::vector<float>> Decode(int32_t token, const sparsebudget::Budget& budget,
-                                      sparsebudget::SelectionStats* stats = nullptr,
-                                      double* attn_seconds = nullptr);
+                                      sparsebudget::SelectionStats* stats = nullptr, double* attn_seconds = nullptr);
 
   int64_t length() const { return len_; }
   // Drops tokens past `n` (n <= length()): the cache and the summaries are restored to the
@@ -90,8 +88,8 @@ class Session {
   std::vector<std::vector<float>> k_, v_;  // per layer
   std::vector<sparsebudget::BlockSummaries> sums_;
   std::vector<std::vector<float>> last_q_;
-  sparsebudget::AttentionOp op_;   // one per model configuration
-  sparsebudget::StepPlan plan_;    // one batch (this request) per Forward, reused by every layer
+  sparsebudget::AttentionOp op_;          // one per model configuration
+  sparsebudget::StepPlan plan_;           // one batch (this request) per Forward, reused by every layer
   std::vector<unsigned char> workspace_;  // plan_.workspace_bytes() + alignment slack
   sparsebudget::Status init_;
 };

@@ -34,8 +34,8 @@ int main(int argc, char** argv) {
     ++rows;
   }
   // .npy v1.0: magic, version, header length, a Python dict literal padded to 64 bytes.
-  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + std::to_string(rows) + ", " +
-                       std::to_string(V) + "), }";
+  std::string header =
+      "{'descr': '<f4', 'fortran_order': False, 'shape': (" + std::to_string(rows) + ", " + std::to_string(V) + "), }";
   header.append(64 - (10 + header.size() + 1) % 64, ' ');
   header += '\n';
   std::ofstream out(argv[3], std::ios::binary);

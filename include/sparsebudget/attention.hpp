@@ -136,9 +136,10 @@ struct OutputView {
 
 /// Head counts, sizes and positions of one call (see Shapes above); validated by MakePlan.
 struct AttentionShape {
-  int32_t num_q_heads = 0;     ///< query heads, >= 1
-  int32_t num_kv_heads = 0;    ///< K/V heads, >= 1, must divide num_q_heads
-  int32_t head_dim = 0;        ///< in [1, 4096] (a multiple of 32 for kQ8_0); fast paths for multiples of 16
+  int32_t num_q_heads = 0;   ///< query heads, >= 1
+  int32_t num_kv_heads = 0;  ///< K/V heads, >= 1, must divide num_q_heads
+  int32_t head_dim =
+      0;  ///< in [1, 4096] (a multiple of 32 for kQ8_0); fast paths for multiples of 16
   int32_t block_size = 64;     ///< power of two in [16, 256]
   int64_t context_length = 0;  ///< L >= num_queries; L = 0 with num_queries = 0 is a no-op
   int32_t num_queries = 1;     ///< >= 0; 0 is a no-op
@@ -149,16 +150,16 @@ struct AttentionParams {
   AttentionShape shape;               ///< heads, sizes and positions
   DType kv_dtype = DType::kF32;       ///< element type of K and V
   Scoring scoring = Scoring::kBound;  ///< block scoring used by selection
-  float scale = 0.0f;  ///< 0 = 1/sqrt(head_dim)
-  Budget budget;       ///< validated by MakePlan
+  float scale = 0.0f;                 ///< 0 = 1/sqrt(head_dim)
+  Budget budget;                      ///< validated by MakePlan
 };
 
 /// Everything an execute call needs, validated and precomputed; a plain value (no heap).
 struct AttentionPlan {
   AttentionParams params;  ///< the parameters, as given
   float scale = 0.0f;      ///< softmax scale in use: params.scale, or 1/sqrt(head_dim) if that is 0
-  int32_t group = 0;              ///< q heads per kv head
-  int64_t num_blocks = 0;         ///< causal blocks of the last query = ceil(L / B)
+  int32_t group = 0;       ///< q heads per kv head
+  int64_t num_blocks = 0;  ///< causal blocks of the last query = ceil(L / B)
   int64_t first_query_pos = 0;    ///< L - num_queries
   int64_t first_query_block = 0;  ///< query block of the first query
   int64_t num_query_blocks = 0;   ///< query blocks touched by the queries
@@ -198,11 +199,11 @@ struct ConstBlockSelection {
 
 /// Counters of one selection call (or of one partition slice).
 struct SelectionStats {
-  int64_t units = 0;          ///< (kv head, query block) units selected
-  int64_t units_clamped = 0;  ///< units whose request was clamped (or more than exists)
-  int64_t kept_blocks = 0;    ///< sum over units
-  int64_t causal_blocks = 0;  ///< sum over units of causal blocks (kept / causal = density)
-  bool dense = false;         ///< every unit kept every causal block
+  int64_t units = 0;            ///< (kv head, query block) units selected
+  int64_t units_clamped = 0;    ///< units whose request was clamped (or more than exists)
+  int64_t kept_blocks = 0;      ///< sum over units
+  int64_t causal_blocks = 0;    ///< sum over units of causal blocks (kept / causal = density)
+  bool dense = false;           ///< every unit kept every causal block
   bool dense_fallback = false;  ///< SparseAttention ran dense because the budget kept >= 90%
 };
 
@@ -219,8 +220,8 @@ class BlockSummaries {
     int32_t head_dim = 0;      ///< in [1, 4096]
     int32_t block_size = 64;   ///< power of two in [16, 256]
     int64_t max_tokens = 0;    ///< capacity in tokens, >= 0; memory is sized for it at Create
-    bool mean = true;   ///< keep sums for Scoring::kMean
-    bool bound = true;  ///< keep min/max for Scoring::kBound
+    bool mean = true;          ///< keep sums for Scoring::kMean
+    bool bound = true;         ///< keep min/max for Scoring::kBound
   };
   /// Validates `config` (mean, bound or both must be kept) and allocates zeroed storage of
   /// (mean + 2*bound) x num_kv_heads x ceil(max_tokens / block_size) x head_dim floats.
@@ -322,4 +323,4 @@ Status SparseAttention(const AttentionPlan& plan, const QueryView& q, const KVCa
                        ThreadPool* pool = nullptr, SelectionStats* stats = nullptr,
                        BlockSelection selection_out = {});
 
-}  ///< namespace sparsebudget
+}  // namespace sparsebudget

@@ -35,10 +35,10 @@ const char* BudgetModeName(BudgetMode mode) noexcept;
 /// op.hpp), not part of the budget.
 struct Budget {
   BudgetMode mode = BudgetMode::kDense;  ///< which of blocks / fraction / top_p applies
-  int64_t blocks = 0;        ///< kBlocks: scored blocks, >= 0
-  double fraction = 1.0;     ///< kFraction: in [0, 1]
-  double top_p = 0.9;        ///< kTopP: in (0, 1]
-  int64_t min_blocks = 0;    ///< clamp on total kept blocks, 0 = none
+  int64_t blocks = 0;                    ///< kBlocks: scored blocks, >= 0
+  double fraction = 1.0;                 ///< kFraction: in [0, 1]
+  double top_p = 0.9;                    ///< kTopP: in (0, 1]
+  int64_t min_blocks = 0;                ///< clamp on total kept blocks, 0 = none
   int64_t max_blocks = 0;    ///< clamp on total kept blocks, 0 = none; must be >= min_blocks
   int32_t sink_blocks = 1;   ///< >= 0
   int32_t local_blocks = 1;  ///< >= 0; the own block is always kept
@@ -69,7 +69,6 @@ struct Budget {
     b.max_blocks = max_total;
     return b;
   }
-
 };
 
 /// Checks every field; the message names the bad one. O(1), no allocation on success.
@@ -107,4 +106,4 @@ ForcedRanges ForcedBlockRanges(const Budget& budget, int64_t causal_blocks) noex
 /// lives here only. O(1).
 ResolvedBudget ClampTotal(const Budget& budget, int64_t want, int64_t causal_blocks) noexcept;
 
-}  ///< namespace sparsebudget
+}  // namespace sparsebudget

@@ -68,14 +68,14 @@ struct CalibrationOptions {
   ///@}
   double holdout = 0.3;  ///< share of traces held out for the finite-sample correction (0.05..0.95)
   double delta = 0.0;    ///< 0 = guarantee in expectation; in (0,1): high-probability version
-  uint64_t seed = 1;  ///< seeds the fit / held-out split (degraded mode, fitted type)
-  FitOptions fit;     ///< used when Calibrate fits `type`; unused with a base predictor
+  uint64_t seed = 1;     ///< seeds the fit / held-out split (degraded mode, fitted type)
+  FitOptions fit;        ///< used when Calibrate fits `type`; unused with a base predictor
   /// @name Cells (degraded mode, every fitted type and "auto"; docs/predictors.md "Cells")
   ///@{
   int min_cell = 20;           ///< a cell with fewer fit requests backs off to its parent, >= 1
   double abstain_above = 0.9;  ///< a cell whose fit misses exceed the target at every budget
                                ///< <= this fraction runs dense (abstains); 0 = never abstain
-  int cv_folds = 3;            ///< folds of the cross-validated choice of signal and buckets, [2, 10]
+  int cv_folds = 3;  ///< folds of the cross-validated choice of signal and buckets, [2, 10]
   ///@}
   /// @name Escalation (self-check under sparsity, escalation.hpp)
   ///@{
@@ -88,7 +88,7 @@ struct CalibrationOptions {
 /// What Calibrate chose, and how it does on the calibration traces.
 struct CalibrationResult {
   std::unique_ptr<Predictor> predictor;  ///< the calibrated predictor, owned by the result
-  std::string method;          ///< "lagrangian_table+crc", "scale+crc", "scale+mean", ...
+  std::string method;                    ///< "lagrangian_table+crc", "scale+crc", "scale+mean", ...
   /// table: lambda; others: scale (+inf when no scale met the target and the predictor is the
   /// dense fixed fraction 1)
   double chosen_value = 0.0;
@@ -98,7 +98,7 @@ struct CalibrationResult {
   double holdout_miss_share = 0.0;      ///< b < oracle share on the held-out part
   int64_t num_fit = 0;      ///< traces in the fit part (all in mean mode; 0 for a base, degraded)
   int64_t num_holdout = 0;  ///< traces held out (0 in mean mode; all for a base, degraded mode)
-  std::string summary;  ///< one line: "chosen ... mean_budget_fraction=... degraded=..."
+  std::string summary;      ///< one line: "chosen ... mean_budget_fraction=... degraded=..."
   /// cells: the chosen signal, e.g. "feature:probe_blocks_90 buckets=4"; with task tiers both
   /// choices, "label-free tier feature:answer_length buckets=4, task tiers feature:X buckets=2"
   std::string signal;
@@ -125,7 +125,7 @@ Expected<CalibrationResult> Calibrate(const std::string& type, const Predictor* 
 // ---- evaluation ----------------------------------------------------------------------------
 /// One point of a quality-vs-budget frontier, averaged over the traces.
 struct EvalPoint {
-  double scale = 1.0;  ///< the sweep parameter (scale, or the fixed fraction / blocks)
+  double scale = 1.0;           ///< the sweep parameter (scale, or the fixed fraction / blocks)
   double mean_fraction = 0.0;   ///< mean of total_blocks / causal_blocks
   double mean_quality = 0.0;    ///< mean QualityAt the budget
   double degraded_share = 0.0;  ///< share of requests Degraded at the budget
@@ -133,7 +133,7 @@ struct EvalPoint {
 
 /// How one predictor (or the traces' oracle labels) does on the traces, at its own limits.
 struct PredictorEval {
-  std::string name;                   ///< as given to Evaluate (+ " (label-free)"); "oracle" for the labels
+  std::string name;  ///< as given to Evaluate (+ " (label-free)"); "oracle" for the labels
   /// "as_given" (traces without task labels), "labelled", or "label_free" (the same predictor
   /// on the traces with their task labels removed; added when the traces carry labels)
   std::string variant = "as_given";
@@ -142,25 +142,25 @@ struct PredictorEval {
   /// mean of total_blocks / causal_blocks (escalate predictors: blocks read per decode step,
   /// recomputed steps included, averaged over the answer's steps; docs/predictors.md)
   double mean_budget_fraction = 0.0;
-  double mean_blocks = 0.0;           ///< mean total kept blocks
-  double mean_kv_tokens = 0.0;  ///< tokens of K/V read per (layer, kv head)
-  double mean_kv_bytes = 0.0;   ///< mean_kv_tokens * kv_bytes_per_token
-  double degraded_share = 0.0;  ///< share of requests Degraded at their budget
-  double mean_quality = 0.0;    ///< mean QualityAt their budget
+  double mean_blocks = 0.0;       ///< mean total kept blocks
+  double mean_kv_tokens = 0.0;    ///< tokens of K/V read per (layer, kv head)
+  double mean_kv_bytes = 0.0;     ///< mean_kv_tokens * kv_bytes_per_token
+  double degraded_share = 0.0;    ///< share of requests Degraded at their budget
+  double mean_quality = 0.0;      ///< mean QualityAt their budget
   double miss_share = 0.0;        ///< b < monotone oracle
   double regret_vs_oracle = 0.0;  ///< mean_budget_fraction / oracle mean fraction
-  double clamped_share = 0.0;   ///< share of predictions with Prediction::clamped (0 for oracle)
-  double fallback_share = 0.0;  ///< share of estimates that used a fallback (0 for oracle)
+  double clamped_share = 0.0;     ///< share of predictions with Prediction::clamped (0 for oracle)
+  double fallback_share = 0.0;    ///< share of estimates that used a fallback (0 for oracle)
   double auc = 0.0;               ///< area under the frontier, quality vs mean fraction on [0, 1]
   /// 1 - mean_budget_fraction / best_fixed_fraction_mean, where the best fixed fraction is the
   /// one of least mean budget whose degraded share is <= this one's (0 if none is)
   double saved_vs_fixed_fraction = 0.0;
-  double saved_vs_fixed_blocks = 0.0;    ///< the same against fixed token budgets
-  double best_fixed_fraction = 0.0;      ///< that fixed fraction (and its mean fraction below)
+  double saved_vs_fixed_blocks = 0.0;     ///< the same against fixed token budgets
+  double best_fixed_fraction = 0.0;       ///< that fixed fraction (and its mean fraction below)
   double best_fixed_fraction_mean = 0.0;  ///< that fixed fraction's mean budget fraction
   int64_t best_fixed_blocks = 0;          ///< the same for fixed total-block budgets (0 if none)
   double best_fixed_blocks_mean = 0.0;    ///< that budget's mean budget fraction
-  std::vector<EvalPoint> frontier;  ///< sweep of the scale (the oracle: its single point)
+  std::vector<EvalPoint> frontier;        ///< sweep of the scale (the oracle: its single point)
   /// (task, point at this predictor's own scale, reported as 1) per task, sorted by task name
   std::vector<std::pair<std::string, EvalPoint>> per_task;
 };
@@ -173,9 +173,9 @@ struct EvalOptions {
 
 /// Result of Evaluate.
 struct EvalReport {
-  int64_t num_requests = 0;         ///< traces evaluated
-  double dense_mean_quality = 0.0;  ///< mean dense_quality of the traces
-  PredictorEval oracle;             ///< the traces' oracle labels
+  int64_t num_requests = 0;            ///< traces evaluated
+  double dense_mean_quality = 0.0;     ///< mean dense_quality of the traces
+  PredictorEval oracle;                ///< the traces' oracle labels
   std::vector<PredictorEval> entries;  ///< one per predictor (fixed ones included)
   /// Fixed fractions 2^(k/32) / 256 for k = 0..255, then 1 (scale = the fraction)
   std::vector<EvalPoint> fixed_fraction_frontier;
@@ -185,9 +185,10 @@ struct EvalReport {
 /// Evaluates each (name, predictor) on the traces; when they carry task labels, each non-fixed
 /// predictor again with the labels removed (variant "label_free"). An "escalate" predictor is
 /// simulated from the curve points' top1_prob / min_top1_prob. O(predictors x sweep x traces).
-Expected<EvalReport> Evaluate(const std::vector<TraceRecord>& traces,
-                              const std::vector<std::pair<std::string, const Predictor*>>& predictors,
-                              const EvalOptions& options = {});
+Expected<EvalReport> Evaluate(
+    const std::vector<TraceRecord>& traces,
+    const std::vector<std::pair<std::string, const Predictor*>>& predictors,
+    const EvalOptions& options = {});
 /// A Markdown table (one row per entry, then the oracle) and a one-line summary.
 std::string EvalReportMarkdown(const EvalReport& report);
 /// The whole report as JSON (schema_version 1), frontiers and per-task points included.
@@ -196,15 +197,15 @@ std::string EvalReportJson(const EvalReport& report);
 // ---- oracle from attention -----------------------------------------------------------------
 /// One budget of OracleFromAttention's sweep.
 struct OracleCurvePoint {
-  int64_t blocks = 0;  ///< total kept blocks
-  double fraction = 0.0;  ///< blocks / causal_blocks
+  int64_t blocks = 0;      ///< total kept blocks
+  double fraction = 0.0;   ///< blocks / causal_blocks
   double rel_error = 0.0;  ///< ||out - dense|| / ||dense|| over all query rows and heads
 };
 /// Result of OracleFromAttention.
 struct AttentionOracle {
   int64_t blocks = 0;  ///< smallest total blocks with rel_error <= epsilon (causal blocks if none)
-  double fraction = 0.0;      ///< blocks / causal_blocks
-  int64_t causal_blocks = 0;  ///< causal blocks of the last query, ceil(L / block_size)
+  double fraction = 0.0;                ///< blocks / causal_blocks
+  int64_t causal_blocks = 0;            ///< causal blocks of the last query, ceil(L / block_size)
   std::vector<OracleCurvePoint> curve;  ///< every total from the forced count to causal blocks
 };
 /// Runs SparseAttention with Budget::Blocks(k) (the params' sink/local/scoring) for k = 0, 1, ...
@@ -217,13 +218,14 @@ Expected<AttentionOracle> OracleFromAttention(const AttentionParams& params, con
 /// order, format versions 1-3. Values are widened to float32. Errors name the file and the field.
 struct NpyArray {
   std::vector<int64_t> shape;  ///< dimensions, outermost first
-  std::vector<float> data;  ///< row-major
+  std::vector<float> data;     ///< row-major
 };
 /// Reads a whole .npy file. Errors: kIoError if it cannot be read, kParseError naming the field.
 Expected<NpyArray> ReadNpy(const std::string& path);
 /// Writes `data` as '<f4', format version 1.0, C order, replacing the file. Error if the product
 /// of `shape` differs from data.size() (kInvalidArgument) or writing fails (kIoError).
-Status WriteNpy(const std::string& path, const std::vector<int64_t>& shape, const std::vector<float>& data);
+Status WriteNpy(const std::string& path, const std::vector<int64_t>& shape,
+                const std::vector<float>& data);
 
 // ---- synthetic traces ----------------------------------------------------------------------
 /// Options of SynthesizeTraces.
@@ -234,10 +236,11 @@ struct SynthOptions {
   /// Each request picks one uniformly; empty = log-uniform in [512, 8192]
   std::vector<int64_t> lengths = {512, 1024, 2048, 4096, 8192};
   bool continuous_lengths = false;  ///< log-uniform between min and max of `lengths`
-  bool fine_grid = false;  ///< curve at every block count up to 512 (else the standard grid), + dense
-  double noise = 0.35;     ///< sd of the log-normal noise on the needed budget
-  double lucky = 0.1;      ///< below the need, a point keeps the dense answer w.p. lucky * b / need
-  int laws = 0;            ///< law set of SynthLaws (0: the documented one, 1: another world)
+  bool fine_grid =
+      false;            ///< curve at every block count up to 512 (else the standard grid), + dense
+  double noise = 0.35;  ///< sd of the log-normal noise on the needed budget
+  double lucky = 0.1;   ///< below the need, a point keeps the dense answer w.p. lucky * b / need
+  int laws = 0;         ///< law set of SynthLaws (0: the documented one, 1: another world)
   bool self_check = true;  ///< curve points carry top1_prob / min_top1_prob (docs/traces.md)
 };
 /// Deterministic for a seed. The model (docs/traces.md): per task t, needed tokens
@@ -256,4 +259,4 @@ struct SynthLaw {
 /// constants and exponents (generalization checks). Other sets: set 0.
 std::vector<SynthLaw> SynthLaws(int set = 0);
 
-}  ///< namespace sparsebudget
+}  // namespace sparsebudget

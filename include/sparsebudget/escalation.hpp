@@ -67,15 +67,16 @@ class EscalationPolicy {
   /// The next rung above `total_blocks` for a request of `causal_blocks` blocks, counted by
   /// budget.hpp's rule with `sink`/`local` forced blocks: the smallest rung whose total blocks
   /// exceed `total_blocks`, else causal_blocks (dense).
-  int64_t NextRung(int64_t total_blocks, int64_t causal_blocks, int32_t sink = 1, int32_t local = 1) const noexcept;
+  int64_t NextRung(int64_t total_blocks, int64_t causal_blocks, int32_t sink = 1,
+                   int32_t local = 1) const noexcept;
   /// One decode step produced a token with probability `top1_prob` under state->total_blocks:
   /// escalate when top1_prob < threshold and the state is not dense yet (NaN escalates too).
   /// Updates `state` (budget, escalations) and says what to redo: the step (kRecomputeStep, or
   /// the answer's first token) or the whole answer (kRestartAnswer after its first token;
   /// `answer_position` is the 0-based index of the token in the answer). A state whose
   /// causal_blocks grew with decoding keeps its total_blocks.
-  EscalationDecision Step(EscalationState* state, double top1_prob, int64_t answer_position = 0, int32_t sink = 1,
-                          int32_t local = 1) const noexcept;
+  EscalationDecision Step(EscalationState* state, double top1_prob, int64_t answer_position = 0,
+                          int32_t sink = 1, int32_t local = 1) const noexcept;
 
  private:
   double threshold_ = 0.0;

@@ -31,8 +31,8 @@ inline constexpr const char* kTaskUnknown = "unknown";          ///< not known (
 /// What a predictor sees about one request; an unknown value is std::nullopt. Ranges are checked
 /// by ValidateFeatures (Predictor::Predict calls it).
 struct RequestFeatures {
-  int64_t context_length = 0;  ///< tokens in the context, >= 1
-  int32_t block_size = 64;     ///< kernel block size in tokens, >= 1
+  int64_t context_length = 0;                    ///< tokens in the context, >= 1
+  int32_t block_size = 64;                       ///< kernel block size in tokens, >= 1
   std::optional<double> expected_output_length;  ///< tokens, >= 0
   std::string task = kTaskUnknown;               ///< task class name
   /// Optional probabilities over task classes (each in [0, 1]); empty = only `task` is known.
@@ -95,4 +95,4 @@ Expected<RequestFeatures> FeaturesFromJson(const std::string& json_text);
 /// when not empty.
 std::string FeaturesToJson(const RequestFeatures& f);
 
-}  ///< namespace sparsebudget
+}  // namespace sparsebudget

@@ -31,4 +31,4 @@ void SetMaxIsa(Isa cap) noexcept;
 /// True if kernels for `isa` can run on this CPU.
 bool IsaSupported(Isa isa) noexcept;
 
-}  ///< namespace sparsebudget
+}  // namespace sparsebudget

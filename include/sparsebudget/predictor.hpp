@@ -52,13 +52,13 @@ Status ValidateLimits(const BudgetLimits& limits);
 
 /// A predictor's output for one request.
 struct Prediction {
-  Budget budget;                ///< mode kFraction (the kernel's input)
-  double estimate_blocks = 0;   ///< the predictor's own estimate of total blocks, before limits
-  int64_t causal_blocks = 0;    ///< of this request
-  int64_t total_blocks = 0;     ///< ResolveBudget(budget, causal_blocks).total_blocks
-  double fraction = 0;          ///< total_blocks / causal_blocks
-  bool clamped = false;         ///< a limit or ResolveBudget changed the estimate
-  bool fallback = false;        ///< a needed feature was unknown; the predictor's fallback was used
+  Budget budget;               ///< mode kFraction (the kernel's input)
+  double estimate_blocks = 0;  ///< the predictor's own estimate of total blocks, before limits
+  int64_t causal_blocks = 0;   ///< of this request
+  int64_t total_blocks = 0;    ///< ResolveBudget(budget, causal_blocks).total_blocks
+  double fraction = 0;         ///< total_blocks / causal_blocks
+  bool clamped = false;        ///< a limit or ResolveBudget changed the estimate
+  bool fallback = false;       ///< a needed feature was unknown; the predictor's fallback was used
 };
 
 /// Base of every predictor. A subclass implements EstimateBlocks, type, ToJson and Clone; Predict
@@ -104,7 +104,8 @@ Prediction ApplyLimits(const BudgetLimits& limits, double estimate_blocks, int64
 
 // ---- registry and JSON ---------------------------------------------------------------------
 /// A factory receives the whole JSON document text of one predictor.
-using PredictorFactory = std::function<Expected<std::unique_ptr<Predictor>>(const std::string& json)>;
+using PredictorFactory =
+    std::function<Expected<std::unique_ptr<Predictor>>(const std::string& json)>;
 
 /// Registers a type name (built-ins are registered already). Error if the name is taken or empty.
 Status RegisterPredictor(const std::string& type, PredictorFactory factory);
@@ -190,11 +191,11 @@ Expected<std::unique_ptr<Predictor>> MakeTable(TableModel model);
 /// the label-free tier's cells in the length bucket, then of any tier's, then default_fraction
 /// (fallback).
 struct CellsCell {
-  std::string task = "*";       ///< tier: "*" (label-free) or a task class name
-  int32_t length_bucket = 0;    ///< in [0, length_edges.size()]
-  int32_t score_bucket = 0;     ///< -1 (score unknown) or in [0, edges of (task, length bucket)]
-  double fraction = 1.0;        ///< estimate = fraction * causal_blocks, in [0, 1]
-  bool abstained = false;       ///< calibration could not certify the target here: dense (1)
+  std::string task = "*";     ///< tier: "*" (label-free) or a task class name
+  int32_t length_bucket = 0;  ///< in [0, length_edges.size()]
+  int32_t score_bucket = 0;   ///< -1 (score unknown) or in [0, edges of (task, length bucket)]
+  double fraction = 1.0;      ///< estimate = fraction * causal_blocks, in [0, 1]
+  bool abstained = false;     ///< calibration could not certify the target here: dense (1)
 };
 /// Score-bucket edges of one (tier, length bucket), ascending.
 struct CellsEdges {
@@ -211,8 +212,8 @@ struct CellsModel {
   bool score_descending = false;  ///< the feature's negation is the score (demand falls with it)
   /// Task tiers' feature, when `task_score` is null; "" = the label-free tier's score source.
   std::string task_score_feature;
-  bool task_score_descending = false;  ///< as score_descending, for task_score_feature
-  std::vector<int64_t> length_edges;  ///< ascending; bucket = number of edges <= context_length
+  bool task_score_descending = false;   ///< as score_descending, for task_score_feature
+  std::vector<int64_t> length_edges;    ///< ascending; bucket = number of edges <= context_length
   std::vector<CellsEdges> score_edges;  ///< at most one per (tier, length bucket)
   std::vector<CellsCell> cells;         ///< at most one per (tier, length bucket, score bucket)
   double default_fraction = 1.0;        ///< when no cell of the length bucket exists, in [0, 1]
@@ -231,4 +232,4 @@ std::unique_ptr<Predictor> MakeMax(std::vector<std::unique_ptr<Predictor>> membe
 /// `member` must not be null.
 std::unique_ptr<Predictor> MakeClamp(std::unique_ptr<Predictor> member, const BudgetLimits& limits);
 
-}  ///< namespace sparsebudget
+}  // namespace sparsebudget

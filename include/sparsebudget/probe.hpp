@@ -38,7 +38,8 @@ struct ProbeStats {
 
 /// From the block scores of one head. `scale_over_rows` = scale / rows. Error on an empty list or
 /// a non-finite / non-positive scale_over_rows.
-Expected<ProbeStats> ProbeStatsFromScores(const std::vector<double>& scores, double scale_over_rows);
+Expected<ProbeStats> ProbeStatsFromScores(const std::vector<double>& scores,
+                                          double scale_over_rows);
 
 /// From the kernel's block summaries and the LAST query's rows, averaged over kv heads (each
 /// statistic is the mean of the per-head values, so blocks_X may be fractional). Mean scoring:
@@ -59,11 +60,12 @@ Expected<ProbeStats> ProbeStatsFromSummaries(const BlockSummaries& summaries, co
 /// Errors: num_layers < 1, a null entry, layers of different lengths, or any error of
 /// ProbeStatsFromSummaries (prefixed with the layer). O(layers x heads x blocks x head_dim);
 /// allocates O(blocks) per layer. Thread-safe.
-Expected<ProbeStats> ProbeStatsFromLayers(const BlockSummaries* const* summaries, const float* const* last_q,
-                                          int32_t num_layers, int64_t q_head_stride, int32_t num_q_heads,
+Expected<ProbeStats> ProbeStatsFromLayers(const BlockSummaries* const* summaries,
+                                          const float* const* last_q, int32_t num_layers,
+                                          int64_t q_head_stride, int32_t num_q_heads,
                                           float scale = 0.0f);
 
 /// Copies the statistics into the probe_* fields of `features`.
 void SetProbeFeatures(const ProbeStats& stats, RequestFeatures* features);
 
-}  ///< namespace sparsebudget
+}  // namespace sparsebudget

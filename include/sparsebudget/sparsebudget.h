@@ -64,13 +64,13 @@ extern "C" {
 /** Numeric values equal sparsebudget::StatusCode (status.hpp). */
 typedef enum sb_status {
   SB_OK = 0,
-  SB_ERROR_INVALID_ARGUMENT = 1,  /**< malformed parameter: NULL pointer, bad size, bad enum */
-  SB_ERROR_OUT_OF_RANGE = 2,  /**< well-formed value outside what the call accepts */
-  SB_ERROR_NOT_FOUND = 3,  /**< a named thing (file, predictor type) does not exist */
-  SB_ERROR_PARSE = 4,  /**< a file or text could not be parsed */
-  SB_ERROR_IO = 5,  /**< reading or writing a file failed */
-  SB_ERROR_UNSUPPORTED = 6,  /**< valid request this build or CPU cannot serve */
-  SB_ERROR_INTERNAL = 7  /**< a bug or an unexpected failure (e.g. out of memory) */
+  SB_ERROR_INVALID_ARGUMENT = 1, /**< malformed parameter: NULL pointer, bad size, bad enum */
+  SB_ERROR_OUT_OF_RANGE = 2,     /**< well-formed value outside what the call accepts */
+  SB_ERROR_NOT_FOUND = 3,        /**< a named thing (file, predictor type) does not exist */
+  SB_ERROR_PARSE = 4,            /**< a file or text could not be parsed */
+  SB_ERROR_IO = 5,               /**< reading or writing a file failed */
+  SB_ERROR_UNSUPPORTED = 6,      /**< valid request this build or CPU cannot serve */
+  SB_ERROR_INTERNAL = 7          /**< a bug or an unexpected failure (e.g. out of memory) */
 } sb_status;
 
 /** Stable lowercase name of a status ("ok", "invalid_argument", ...); "unknown" for other values.
@@ -95,7 +95,7 @@ SB_API const char* sb_version(void);
 
 /** Severity of a log message; the callback gets messages at or above its min_level. */
 typedef enum sb_log_level {
-  SB_LOG_DEBUG = 0,  /**< plan summaries */
+  SB_LOG_DEBUG = 0, /**< plan summaries */
   SB_LOG_INFO = 1,  /**< kernel (ISA) selection and caps */
   SB_LOG_WARN = 2,  /**< reserved: the library logs nothing at this level yet */
   SB_LOG_ERROR = 3  /**< every failing call, with its message */
@@ -108,7 +108,8 @@ typedef void (*sb_log_callback)(void* user_data, sb_log_level level, const char*
 
 /** Installs (or, with callback NULL, removes) the process-wide log callback; messages below
  * min_level are not formatted. Thread-safe; never fails except for a bad level. */
-SB_API sb_status sb_set_log_callback(sb_log_callback callback, void* user_data, sb_log_level min_level);
+SB_API sb_status sb_set_log_callback(sb_log_callback callback, void* user_data,
+                                     sb_log_level min_level);
 
 /* ---- ISA --------------------------------------------------------------------------------- */
 
@@ -134,7 +135,12 @@ SB_API sb_status sb_isa_set_max(sb_isa cap);
 /** Element type of K and V (values equal sparsebudget::DType); queries and outputs are fp32.
  * SB_DTYPE_Q8_0 is ggml's q8_0 (per 32 values of a row: an fp16 scale, then 32 int8), read in
  * place; head_dim and every stride must then be multiples of 32 (strides count values). */
-typedef enum sb_dtype { SB_DTYPE_F32 = 0, SB_DTYPE_F16 = 1, SB_DTYPE_BF16 = 2, SB_DTYPE_Q8_0 = 3 } sb_dtype;
+typedef enum sb_dtype {
+  SB_DTYPE_F32 = 0,
+  SB_DTYPE_F16 = 1,
+  SB_DTYPE_BF16 = 2,
+  SB_DTYPE_Q8_0 = 3
+} sb_dtype;
 /** Quantizes n fp32 values (n a positive multiple of 32) to q8_0 blocks at out (n / 32 * 34
  * bytes, any alignment), as sparsebudget::QuantizeQ8_0 (ggml's reference rule). Errors
  * (nothing written): SB_ERROR_INVALID_ARGUMENT for null pointers, a bad n or a non-finite value.
@@ -145,24 +151,24 @@ SB_API sb_status sb_quantize_q8_0(const float* in, int64_t n, void* out);
 typedef enum sb_scoring { SB_SCORING_MEAN = 0, SB_SCORING_BOUND = 1 } sb_scoring;
 /** How a budget sets the number of kept blocks (values equal sparsebudget::BudgetMode). */
 typedef enum sb_budget_mode {
-  SB_BUDGET_DENSE = 0,  /**< every causal block */
-  SB_BUDGET_BLOCKS = 1,  /**< `blocks` scored blocks besides the sink and local ones */
-  SB_BUDGET_FRACTION = 2,  /**< ceil(fraction * causal_blocks) blocks in total */
-  SB_BUDGET_TOP_P = 3  /**< fewest blocks whose estimated mass reaches top_p */
+  SB_BUDGET_DENSE = 0,    /**< every causal block */
+  SB_BUDGET_BLOCKS = 1,   /**< `blocks` scored blocks besides the sink and local ones */
+  SB_BUDGET_FRACTION = 2, /**< ceil(fraction * causal_blocks) blocks in total */
+  SB_BUDGET_TOP_P = 3     /**< fewest blocks whose estimated mass reaches top_p */
 } sb_budget_mode;
 
 /** A budget (sparsebudget::Budget; see budget.hpp for the counting rule; per-layer scales are a
  * layer-call argument, sb_layer_args.budget_scale). */
 typedef struct sb_budget {
-  size_t struct_size;  /**< sizeof(sb_budget) */
+  size_t struct_size;   /**< sizeof(sb_budget) */
   sb_budget_mode mode;  /**< which of blocks / fraction / top_p applies; default dense */
   int32_t sink_blocks;  /**< >= 0, default 1 */
-  int32_t local_blocks;  /**< >= 0, default 1 (the query's own block is always kept) */
-  int64_t blocks;  /**< SB_BUDGET_BLOCKS: scored blocks, >= 0 */
-  double fraction;  /**< SB_BUDGET_FRACTION: in [0, 1] */
-  double top_p;  /**< SB_BUDGET_TOP_P: in (0, 1] */
-  int64_t min_blocks;  /**< clamp on the total, 0 = none */
-  int64_t max_blocks;  /**< clamp on the total, 0 = none, >= min_blocks */
+  int32_t local_blocks; /**< >= 0, default 1 (the query's own block is always kept) */
+  int64_t blocks;       /**< SB_BUDGET_BLOCKS: scored blocks, >= 0 */
+  double fraction;      /**< SB_BUDGET_FRACTION: in [0, 1] */
+  double top_p;         /**< SB_BUDGET_TOP_P: in (0, 1] */
+  int64_t min_blocks;   /**< clamp on the total, 0 = none */
+  int64_t max_blocks;   /**< clamp on the total, 0 = none, >= min_blocks */
 } sb_budget;
 
 /** Sets struct_size and the defaults: dense, sink 1, local 1, fraction 1, top_p 0.9. */
@@ -172,11 +178,11 @@ SB_API sb_status sb_budget_validate(const sb_budget* budget);
 
 /** Output of sb_budget_resolve (sparsebudget::ResolvedBudget). */
 typedef struct sb_resolved_budget {
-  size_t struct_size;  /**< set by the caller to sizeof(sb_resolved_budget); kept by the library */
-  int64_t forced_blocks;  /**< sink + local (+ own) blocks */
+  size_t struct_size; /**< set by the caller to sizeof(sb_resolved_budget); kept by the library */
+  int64_t forced_blocks; /**< sink + local (+ own) blocks */
   int64_t total_blocks;  /**< forced + scored */
-  int64_t scored_blocks;  /**< chosen by score: total - forced */
-  int32_t clamped;  /**< 1 if a clamp applied or more was asked than exists */
+  int64_t scored_blocks; /**< chosen by score: total - forced */
+  int32_t clamped;       /**< 1 if a clamp applied or more was asked than exists */
 } sb_resolved_budget;
 
 /** Blocks kept out of causal_blocks (>= 1) by a dense / blocks / fraction budget (top-p: the
@@ -188,17 +194,17 @@ SB_API sb_status sb_budget_resolve(const sb_budget* budget, int64_t causal_block
 
 /** Shape, K/V type, scoring and budget of one attention call (sparsebudget::AttentionParams). */
 typedef struct sb_attention_params {
-  size_t struct_size;  /**< sizeof(sb_attention_params) */
-  int32_t num_q_heads;  /**< >= 1 */
-  int32_t num_kv_heads;  /**< divides num_q_heads */
-  int32_t head_dim;  /**< [1, 4096]; fast paths for multiples of 16 */
-  int32_t block_size;  /**< power of two in [16, 256], default 64 */
-  int64_t context_length;  /**< L >= num_queries */
-  int32_t num_queries;  /**< >= 0 (1 = decode); 0 makes every execute call a no-op */
-  sb_dtype kv_dtype;  /**< element type of K and V, default SB_DTYPE_F32 */
-  sb_scoring scoring;  /**< default SB_SCORING_BOUND */
-  float scale;  /**< 0 = 1/sqrt(head_dim) */
-  sb_budget budget;  /**< budget.struct_size must be set too (sb_attention_params_init does) */
+  size_t struct_size;     /**< sizeof(sb_attention_params) */
+  int32_t num_q_heads;    /**< >= 1 */
+  int32_t num_kv_heads;   /**< divides num_q_heads */
+  int32_t head_dim;       /**< [1, 4096]; fast paths for multiples of 16 */
+  int32_t block_size;     /**< power of two in [16, 256], default 64 */
+  int64_t context_length; /**< L >= num_queries */
+  int32_t num_queries;    /**< >= 0 (1 = decode); 0 makes every execute call a no-op */
+  sb_dtype kv_dtype;      /**< element type of K and V, default SB_DTYPE_F32 */
+  sb_scoring scoring;     /**< default SB_SCORING_BOUND */
+  float scale;            /**< 0 = 1/sqrt(head_dim) */
+  sb_budget budget;       /**< budget.struct_size must be set too (sb_attention_params_init does) */
 } sb_attention_params;
 
 /** Sets struct_size (and budget.struct_size) and defaults: block_size 64, num_queries 1, f32,
@@ -216,14 +222,14 @@ SB_API void sb_plan_destroy(sb_plan* plan);
 
 /** Output of sb_plan_get_info: what the plan precomputed. */
 typedef struct sb_plan_info {
-  size_t struct_size;  /**< set by the caller to sizeof(sb_plan_info); kept by the library */
-  size_t workspace_bytes;  /**< bytes of workspace every execute call of this plan needs */
-  int64_t num_blocks;  /**< causal blocks of the last query, ceil(L / block_size) */
+  size_t struct_size;        /**< set by the caller to sizeof(sb_plan_info); kept by the library */
+  size_t workspace_bytes;    /**< bytes of workspace every execute call of this plan needs */
+  int64_t num_blocks;        /**< causal blocks of the last query, ceil(L / block_size) */
   int64_t num_query_blocks;  /**< query blocks touched by the queries */
-  int64_t first_query_block;  /**< query block of the first query */
-  int64_t num_units;  /**< num_kv_heads * num_query_blocks: rows of a block selection */
-  int32_t group;  /**< num_q_heads / num_kv_heads */
-  float scale;  /**< the softmax scale used */
+  int64_t first_query_block; /**< query block of the first query */
+  int64_t num_units;         /**< num_kv_heads * num_query_blocks: rows of a block selection */
+  int32_t group;             /**< num_q_heads / num_kv_heads */
+  float scale;               /**< the softmax scale used */
 } sb_plan_info;
 
 /** Fills *info (up to info->struct_size bytes). O(1). */
@@ -243,31 +249,31 @@ SB_API sb_status sb_plan_workspace_bytes(const sb_plan* plan, size_t* bytes);
  * ceil(context_length / page_size) entries, and pages must not overlap. Paged and contiguous
  * layouts give bit-identical results. bf16 and f16 values are raw 16-bit patterns. */
 typedef struct sb_kv_view {
-  size_t struct_size;  /**< sizeof(sb_kv_view) */
-  const void* k;  /**< K, elements of `dtype` */
-  const void* v;  /**< V, same layout and strides as K (not read by sb_summaries_append) */
-  sb_dtype dtype;  /**< must equal the plan's kv_dtype */
-  int64_t token_stride;  /**< elements between consecutive tokens (within a page), >= 0 */
+  size_t struct_size;   /**< sizeof(sb_kv_view) */
+  const void* k;        /**< K, elements of `dtype` */
+  const void* v;        /**< V, same layout and strides as K (not read by sb_summaries_append) */
+  sb_dtype dtype;       /**< must equal the plan's kv_dtype */
+  int64_t token_stride; /**< elements between consecutive tokens (within a page), >= 0 */
   int64_t head_stride;  /**< elements between consecutive kv heads, >= 0 */
-  const int32_t* page_table;  /**< NULL = contiguous */
-  int64_t page_size;  /**< tokens per page */
-  int64_t page_stride;  /**< elements between pages */
+  const int32_t* page_table; /**< NULL = contiguous */
+  int64_t page_size;         /**< tokens per page */
+  int64_t page_stride;       /**< elements between pages */
 } sb_kv_view;
 
 /** fp32 queries: row (query i, q head h) at data + i*token_stride + h*head_stride (elements);
  * query i sits at position context_length - num_queries + i. */
 typedef struct sb_query_view {
-  size_t struct_size;  /**< sizeof(sb_query_view) */
-  const float* data;  /**< row (query 0, q head 0) */
-  int64_t token_stride;  /**< floats between consecutive queries, >= 0 */
+  size_t struct_size;   /**< sizeof(sb_query_view) */
+  const float* data;    /**< row (query 0, q head 0) */
+  int64_t token_stride; /**< floats between consecutive queries, >= 0 */
   int64_t head_stride;  /**< floats between consecutive q heads, >= 0 */
 } sb_query_view;
 
 /** fp32 outputs, laid out like the queries; written, never read. */
 typedef struct sb_output_view {
-  size_t struct_size;  /**< sizeof(sb_output_view) */
-  float* data;  /**< row (query 0, q head 0); rows must not overlap */
-  int64_t token_stride;  /**< floats between consecutive queries, >= 0 */
+  size_t struct_size;   /**< sizeof(sb_output_view) */
+  float* data;          /**< row (query 0, q head 0); rows must not overlap */
+  int64_t token_stride; /**< floats between consecutive queries, >= 0 */
   int64_t head_stride;  /**< floats between consecutive q heads, >= 0 */
 } sb_output_view;
 
@@ -276,39 +282,39 @@ typedef struct sb_output_view {
  * 1 <= counts[u] <= the unit's causal blocks. capacity >= num_blocks, and num_units * capacity
  * must not overflow (SB_ERROR_OUT_OF_RANGE). Written by sb_select_blocks, read by the attend calls. */
 typedef struct sb_block_selection {
-  size_t struct_size;  /**< sizeof(sb_block_selection) */
-  int32_t* indices;  /**< num_units * capacity */
-  int32_t* counts;  /**< num_units */
-  int64_t capacity;  /**< entries per unit in `indices`, >= num_blocks */
+  size_t struct_size; /**< sizeof(sb_block_selection) */
+  int32_t* indices;   /**< num_units * capacity */
+  int32_t* counts;    /**< num_units */
+  int64_t capacity;   /**< entries per unit in `indices`, >= num_blocks */
 } sb_block_selection;
 
 /** Counters of a selection (sparsebudget::SelectionStats without dense_fallback). */
 typedef struct sb_selection_stats {
-  size_t struct_size;  /**< set by the caller to sizeof(sb_selection_stats); kept by the library */
-  int64_t units;  /**< units selected (the plan's num_units) */
-  int64_t units_clamped;  /**< units whose budget was clamped or asked for more than exists */
-  int64_t kept_blocks;  /**< sum over units */
-  int64_t causal_blocks;  /**< sum over units: kept / causal = density */
-  int32_t dense;  /**< 1 if every unit kept every causal block */
+  size_t struct_size; /**< set by the caller to sizeof(sb_selection_stats); kept by the library */
+  int64_t units;      /**< units selected (the plan's num_units) */
+  int64_t units_clamped; /**< units whose budget was clamped or asked for more than exists */
+  int64_t kept_blocks;   /**< sum over units */
+  int64_t causal_blocks; /**< sum over units: kept / causal = density */
+  int32_t dense;         /**< 1 if every unit kept every causal block */
 } sb_selection_stats;
 
 /** Checks that the views cover the plan's shape (rows do not overlap, extents do not overflow,
  * page table entries are in range). O(pages). `out` may be NULL. The execute calls run it
  * themselves; this is for engines that want to check once up front. */
-SB_API sb_status sb_validate_views(const sb_plan* plan, const sb_query_view* q, const sb_kv_view* kv,
-                                   const sb_output_view* out);
+SB_API sb_status sb_validate_views(const sb_plan* plan, const sb_query_view* q,
+                                   const sb_kv_view* kv, const sb_output_view* out);
 
 /* ---- block summaries --------------------------------------------------------------------- */
 
 /** Shape and contents of block summaries (sparsebudget::BlockSummaries::Config). */
 typedef struct sb_summaries_config {
-  size_t struct_size;  /**< sizeof(sb_summaries_config) */
-  int32_t num_kv_heads;  /**< >= 1, must equal the plan's */
-  int32_t head_dim;  /**< in [1, 4096], must equal the plan's */
-  int32_t block_size;  /**< must equal the plan's */
-  int64_t max_tokens;  /**< capacity: memory is sized for this at create time */
-  int32_t keep_mean;  /**< nonzero: keep sums for SB_SCORING_MEAN (and probes) */
-  int32_t keep_bound;  /**< nonzero: keep min/max for SB_SCORING_BOUND */
+  size_t struct_size;   /**< sizeof(sb_summaries_config) */
+  int32_t num_kv_heads; /**< >= 1, must equal the plan's */
+  int32_t head_dim;     /**< in [1, 4096], must equal the plan's */
+  int32_t block_size;   /**< must equal the plan's */
+  int64_t max_tokens;   /**< capacity: memory is sized for this at create time */
+  int32_t keep_mean;    /**< nonzero: keep sums for SB_SCORING_MEAN (and probes) */
+  int32_t keep_bound;   /**< nonzero: keep min/max for SB_SCORING_BOUND */
 } sb_summaries_config;
 
 /** Sets struct_size and defaults: block_size 64, keep_mean 1, keep_bound 1, the rest 0. */
@@ -324,7 +330,8 @@ SB_API sb_status sb_summaries_create(const sb_summaries_config* config, sb_summa
 SB_API void sb_summaries_destroy(sb_summaries* summaries);
 /** Folds tokens [num_tokens, new_num_tokens) of kv->k into the summaries (reads only those).
  * O(new tokens x heads x head_dim). Only kv->k, dtype, strides and the page fields are used. */
-SB_API sb_status sb_summaries_append(sb_summaries* summaries, const sb_kv_view* kv, int64_t new_num_tokens);
+SB_API sb_status sb_summaries_append(sb_summaries* summaries, const sb_kv_view* kv,
+                                     int64_t new_num_tokens);
 /** Forgets all tokens (keeps the memory). */
 SB_API sb_status sb_summaries_reset(sb_summaries* summaries);
 /** *num_tokens = tokens folded in so far. */
@@ -354,7 +361,8 @@ SB_API void sb_thread_pool_destroy(sb_thread_pool* pool);
  * exact rule). The summaries must cover context_length tokens and keep the plan's scoring kind.
  * `stats` may be NULL. Workspace: sb_plan_workspace_bytes. Allocates nothing, spawns nothing.
  * O(units x blocks x rows x head_dim). */
-SB_API sb_status sb_select_blocks(const sb_plan* plan, const sb_query_view* q, const sb_summaries* summaries,
+SB_API sb_status sb_select_blocks(const sb_plan* plan, const sb_query_view* q,
+                                  const sb_summaries* summaries,
                                   const sb_block_selection* selection, void* workspace,
                                   sb_selection_stats* stats);
 
@@ -371,19 +379,22 @@ SB_API sb_status sb_attend(const sb_plan* plan, const sb_query_view* q, const sb
  * are bit-identical for every nth. Each partition call validates the views and the selection
  * (O(pages + kept blocks)), so an error is reported by every ith; after an error in either
  * phase the output is unspecified. */
-SB_API sb_status sb_attend_partition(const sb_plan* plan, const sb_query_view* q, const sb_kv_view* kv,
-                                     const sb_block_selection* selection, const sb_output_view* out,
-                                     void* workspace, int32_t ith, int32_t nth);
+SB_API sb_status sb_attend_partition(const sb_plan* plan, const sb_query_view* q,
+                                     const sb_kv_view* kv, const sb_block_selection* selection,
+                                     const sb_output_view* out, void* workspace, int32_t ith,
+                                     int32_t nth);
 /** Phase two of the partitioned attend (see sb_attend_partition): combines the split-K partial
  * results in `workspace` into `out`. q and kv are not needed. */
 SB_API sb_status sb_attend_merge(const sb_plan* plan, const sb_block_selection* selection,
-                                 const sb_output_view* out, void* workspace, int32_t ith, int32_t nth);
+                                 const sb_output_view* out, void* workspace, int32_t ith,
+                                 int32_t nth);
 
 /** Fused select + attend with the plan's budget. `summaries` may be NULL only for a dense budget.
  * `pool`, `stats` and `selection_out` (receives the chosen blocks) may be NULL. */
-SB_API sb_status sb_sparse_attention(const sb_plan* plan, const sb_query_view* q, const sb_kv_view* kv,
-                                     const sb_summaries* summaries, const sb_output_view* out,
-                                     void* workspace, sb_thread_pool* pool, sb_selection_stats* stats,
+SB_API sb_status sb_sparse_attention(const sb_plan* plan, const sb_query_view* q,
+                                     const sb_kv_view* kv, const sb_summaries* summaries,
+                                     const sb_output_view* out, void* workspace,
+                                     sb_thread_pool* pool, sb_selection_stats* stats,
                                      const sb_block_selection* selection_out);
 
 /* ---- request features, predictors, probes ------------------------------------------------ */
@@ -392,24 +403,24 @@ SB_API sb_status sb_sparse_attention(const sb_plan* plan, const sb_query_view* q
  * values are NaN (sb_request_features_init sets them so). Named arrays are borrowed for the
  * duration of a call. */
 typedef struct sb_request_features {
-  size_t struct_size;  /**< sizeof(sb_request_features) */
-  int64_t context_length;  /**< >= 1 */
-  int32_t block_size;  /**< default 64 */
-  const char* task;  /**< NULL = "unknown" */
-  double expected_output_length;  /**< NaN = unknown */
-  double entropy;  /**< of the next-token distribution, nats, >= 0; NaN = unknown */
-  double top1_prob;  /**< in [0, 1]; NaN = unknown */
-  double probe_blocks_50;  /**< blocks for 50% of the estimated mass (probe.hpp); NaN = unknown */
-  double probe_blocks_90;  /**< the same for 90%; NaN = unknown */
-  double probe_blocks_99;  /**< the same for 99%; NaN = unknown */
-  double probe_entropy;  /**< entropy of the block mass, nats; NaN = unknown */
-  double probe_top5_mass;  /**< mass of the heaviest 5% of blocks, in [0, 1]; NaN = unknown */
-  int32_t num_task_probs;  /**< task_prob_names/values: probabilities over task classes */
-  const char* const* task_prob_names;  /**< num_task_probs class names */
-  const double* task_prob_values;  /**< num_task_probs probabilities, each in [0, 1] */
-  int32_t num_extra;  /**< extra_names/values: other numeric features */
-  const char* const* extra_names;  /**< num_extra feature names */
-  const double* extra_values;  /**< num_extra finite values */
+  size_t struct_size;            /**< sizeof(sb_request_features) */
+  int64_t context_length;        /**< >= 1 */
+  int32_t block_size;            /**< default 64 */
+  const char* task;              /**< NULL = "unknown" */
+  double expected_output_length; /**< NaN = unknown */
+  double entropy;                /**< of the next-token distribution, nats, >= 0; NaN = unknown */
+  double top1_prob;              /**< in [0, 1]; NaN = unknown */
+  double probe_blocks_50; /**< blocks for 50% of the estimated mass (probe.hpp); NaN = unknown */
+  double probe_blocks_90; /**< the same for 90%; NaN = unknown */
+  double probe_blocks_99; /**< the same for 99%; NaN = unknown */
+  double probe_entropy;   /**< entropy of the block mass, nats; NaN = unknown */
+  double probe_top5_mass; /**< mass of the heaviest 5% of blocks, in [0, 1]; NaN = unknown */
+  int32_t num_task_probs; /**< task_prob_names/values: probabilities over task classes */
+  const char* const* task_prob_names; /**< num_task_probs class names */
+  const double* task_prob_values;     /**< num_task_probs probabilities, each in [0, 1] */
+  int32_t num_extra;                  /**< extra_names/values: other numeric features */
+  const char* const* extra_names;     /**< num_extra feature names */
+  const double* extra_values;         /**< num_extra finite values */
 } sb_request_features;
 
 /** Sets struct_size and defaults: block_size 64, task NULL, every optional value NaN, no named
@@ -418,14 +429,14 @@ SB_API void sb_request_features_init(sb_request_features* features);
 
 /** Output of sb_predictor_predict (sparsebudget::Prediction). */
 typedef struct sb_prediction {
-  size_t struct_size;  /**< sizeof(sb_prediction) */
-  sb_budget budget;  /**< the kernel's input (SB_BUDGET_FRACTION); struct_size set by the library */
-  double estimate_blocks;  /**< the predictor's estimate of total blocks, before limits */
+  size_t struct_size; /**< sizeof(sb_prediction) */
+  sb_budget budget; /**< the kernel's input (SB_BUDGET_FRACTION); struct_size set by the library */
+  double estimate_blocks; /**< the predictor's estimate of total blocks, before limits */
   int64_t causal_blocks;  /**< ceil(context_length / block_size) */
-  int64_t total_blocks;  /**< blocks the kernel keeps with `budget` */
-  double fraction;  /**< total_blocks / causal_blocks */
-  int32_t clamped;  /**< 1 if a limit changed the estimate */
-  int32_t fallback;  /**< 1 if a needed feature was unknown and the fallback was used */
+  int64_t total_blocks;   /**< blocks the kernel keeps with `budget` */
+  double fraction;        /**< total_blocks / causal_blocks */
+  int32_t clamped;        /**< 1 if a limit changed the estimate */
+  int32_t fallback;       /**< 1 if a needed feature was unknown and the fallback was used */
 } sb_prediction;
 
 /** A loaded predictor (immutable; predict is thread-safe). */
@@ -446,18 +457,19 @@ SB_API const char* sb_predictor_type(const sb_predictor* predictor);
 SB_API sb_status sb_predictor_to_json(const sb_predictor* predictor, char* buffer, size_t capacity,
                                       size_t* length);
 /** Validates the features and predicts the budget. Thread-safe, O(parameters). */
-SB_API sb_status sb_predictor_predict(const sb_predictor* predictor, const sb_request_features* features,
+SB_API sb_status sb_predictor_predict(const sb_predictor* predictor,
+                                      const sb_request_features* features,
                                       sb_prediction* prediction);
 
 /** Probe statistics (sparsebudget::ProbeStats; definitions in probe.hpp). */
 typedef struct sb_probe_stats {
-  size_t struct_size;  /**< set by the caller to sizeof(sb_probe_stats); kept by the library */
-  double blocks_50;  /**< blocks for 50% of the mass (from summaries: mean over heads) */
-  double blocks_90;  /**< the same for 90% */
-  double blocks_99;  /**< the same for 99% */
-  double entropy;  /**< of the block mass, nats */
-  double top5_mass;  /**< mass of the heaviest 5% of blocks */
-  int64_t num_blocks;  /**< blocks scored */
+  size_t struct_size; /**< set by the caller to sizeof(sb_probe_stats); kept by the library */
+  double blocks_50;   /**< blocks for 50% of the mass (from summaries: mean over heads) */
+  double blocks_90;   /**< the same for 90% */
+  double blocks_99;   /**< the same for 99% */
+  double entropy;     /**< of the block mass, nats */
+  double top5_mass;   /**< mass of the heaviest 5% of blocks */
+  int64_t num_blocks; /**< blocks scored */
 } sb_probe_stats;
 
 /** Probe statistics of the last query from mean summaries (see probe.hpp). q: num_q_heads rows of
@@ -467,8 +479,8 @@ SB_API sb_status sb_probe_from_summaries(const sb_summaries* summaries, const fl
                                          int64_t q_head_stride, int32_t num_q_heads, float scale,
                                          sb_probe_stats* stats);
 /** From num_scores block scores of one head, with scale_over_rows = scale / rows. */
-SB_API sb_status sb_probe_from_scores(const double* scores, int64_t num_scores, double scale_over_rows,
-                                      sb_probe_stats* stats);
+SB_API sb_status sb_probe_from_scores(const double* scores, int64_t num_scores,
+                                      double scale_over_rows, sb_probe_stats* stats);
 /** Copies the statistics into the probe_* fields of *features. */
 SB_API sb_status sb_probe_set_features(const sb_probe_stats* stats, sb_request_features* features);
 
@@ -479,8 +491,8 @@ typedef struct sb_escalation_policy sb_escalation_policy;
 
 /** How the policy reacts to an unsure token (EscalationMode). */
 typedef enum sb_escalation_mode {
-  SB_ESCALATE_RECOMPUTE_STEP = 0,  /**< recompute that step at the next rung, continue there */
-  SB_ESCALATE_RESTART_ANSWER = 1   /**< decode the answer again from the next rung */
+  SB_ESCALATE_RECOMPUTE_STEP = 0, /**< recompute that step at the next rung, continue there */
+  SB_ESCALATE_RESTART_ANSWER = 1  /**< decode the answer again from the next rung */
 } sb_escalation_mode;
 
 /** What to do after a decode step (sb_escalation_step). */
@@ -492,11 +504,13 @@ typedef enum sb_escalation_action {
 
 /** threshold in [0, 1] (0 never escalates); ladder: num_rungs (1..64) ascending fractions in
  * (0, 1], the last 1. Errors name the bad value. *policy NULL on failure. */
-SB_API sb_status sb_escalation_policy_create(double threshold, const double* ladder, int32_t num_rungs,
-                                             sb_escalation_mode mode, sb_escalation_policy** policy);
+SB_API sb_status sb_escalation_policy_create(double threshold, const double* ladder,
+                                             int32_t num_rungs, sb_escalation_mode mode,
+                                             sb_escalation_policy** policy);
 /** The policy of an "escalate" predictor (a calibrated file made with --escalation), copied;
  * SB_ERROR_NOT_FOUND for any other predictor. *policy NULL on failure. */
-SB_API sb_status sb_predictor_escalation_policy(const sb_predictor* predictor, sb_escalation_policy** policy);
+SB_API sb_status sb_predictor_escalation_policy(const sb_predictor* predictor,
+                                                sb_escalation_policy** policy);
 /** Frees a policy; NULL is a no-op. */
 SB_API void sb_escalation_policy_destroy(sb_escalation_policy* policy);
 /** The threshold (NaN for a NULL policy). */
@@ -504,38 +518,40 @@ SB_API double sb_escalation_policy_threshold(const sb_escalation_policy* policy)
 
 /** Per-request state, owned by the caller (one per request). */
 typedef struct sb_escalation_state {
-  size_t struct_size;     /**< sizeof(sb_escalation_state) */
-  int64_t total_blocks;   /**< the budget the request decodes at now, in total kept blocks */
-  int64_t causal_blocks;  /**< of the request's decode step */
-  int32_t escalations;    /**< steps recomputed so far */
+  size_t struct_size;    /**< sizeof(sb_escalation_state) */
+  int64_t total_blocks;  /**< the budget the request decodes at now, in total kept blocks */
+  int64_t causal_blocks; /**< of the request's decode step */
+  int32_t escalations;   /**< steps recomputed so far */
 } sb_escalation_state;
 
 /** Starts a request at a prediction's budget (total_blocks, causal_blocks). */
-SB_API sb_status sb_escalation_start(const sb_escalation_policy* policy, const sb_prediction* prediction,
-                                     sb_escalation_state* state);
+SB_API sb_status sb_escalation_start(const sb_escalation_policy* policy,
+                                     const sb_prediction* prediction, sb_escalation_state* state);
 /** After decoding the answer's token number answer_position (0-based) with probability
  * top1_prob under state->total_blocks: *action says what to redo at *total_blocks (the next
  * rung, counted with `sink`/`local` forced blocks; the state moves there), or
  * SB_ESCALATION_CONTINUE with *total_blocks unchanged. */
 SB_API sb_status sb_escalation_step(const sb_escalation_policy* policy, sb_escalation_state* state,
                                     double top1_prob, int64_t answer_position, int32_t sink_blocks,
-                                    int32_t local_blocks, sb_escalation_action* action, int64_t* total_blocks);
+                                    int32_t local_blocks, sb_escalation_action* action,
+                                    int64_t* total_blocks);
 
 /** Logit features (sparsebudget::LogitStats): entropy (nats) and top-1 probability of
  * softmax(logits). */
 typedef struct sb_logit_stats {
-  size_t struct_size;  /**< set by the caller to sizeof(sb_logit_stats); kept by the library */
-  double entropy;  /**< -sum p ln p, nats */
-  double top1_prob;  /**< max p */
+  size_t struct_size; /**< set by the caller to sizeof(sb_logit_stats); kept by the library */
+  double entropy;     /**< -sum p ln p, nats */
+  double top1_prob;   /**< max p */
 } sb_logit_stats;
 /** From n fp32 logits (float64 accumulation; errors on NaN/+inf or no finite logit). O(n), no
  * allocation. */
 SB_API sb_status sb_logit_stats_compute(const float* logits, int64_t n, sb_logit_stats* stats);
 /** The traces' probe features: sb_probe_from_summaries of each of num_layers layers, averaged over
  * layers (sparsebudget::ProbeStatsFromLayers). summaries[l], last_q[l]: layer l's. */
-SB_API sb_status sb_probe_from_layers(const sb_summaries* const* summaries, const float* const* last_q,
-                                      int32_t num_layers, int64_t q_head_stride, int32_t num_q_heads,
-                                      float scale, sb_probe_stats* stats);
+SB_API sb_status sb_probe_from_layers(const sb_summaries* const* summaries,
+                                      const float* const* last_q, int32_t num_layers,
+                                      int64_t q_head_stride, int32_t num_q_heads, float scale,
+                                      sb_probe_stats* stats);
 
 /* ---- the engine API: one op per model, one step plan per step, one call per layer ---------- */
 /* (sparsebudget/op.hpp; docs/guide/engine-integration.md shows the loop.)
@@ -547,14 +563,14 @@ SB_API sb_status sb_probe_from_layers(const sb_summaries* const* summaries, cons
 
 /** Static configuration of one model's attention (sparsebudget::AttentionOpConfig). */
 typedef struct sb_op_config {
-  size_t struct_size;  /**< sizeof(sb_op_config) */
+  size_t struct_size;   /**< sizeof(sb_op_config) */
   int32_t num_q_heads;  /**< >= 1 */
-  int32_t num_kv_heads;  /**< divides num_q_heads */
-  int32_t head_dim;  /**< [1, 4096] */
-  int32_t block_size;  /**< power of two in [16, 256], default 64 */
-  sb_dtype kv_dtype;  /**< default SB_DTYPE_F32 */
-  sb_scoring scoring;  /**< default SB_SCORING_BOUND */
-  float scale;  /**< 0 = 1/sqrt(head_dim) */
+  int32_t num_kv_heads; /**< divides num_q_heads */
+  int32_t head_dim;     /**< [1, 4096] */
+  int32_t block_size;   /**< power of two in [16, 256], default 64 */
+  sb_dtype kv_dtype;    /**< default SB_DTYPE_F32 */
+  sb_scoring scoring;   /**< default SB_SCORING_BOUND */
+  float scale;          /**< 0 = 1/sqrt(head_dim) */
 } sb_op_config;
 /** Sets struct_size and the defaults (block 64, f32, bound, scale 0; heads and head_dim 0). */
 SB_API void sb_op_config_init(sb_op_config* config);
@@ -572,14 +588,14 @@ SB_API sb_status sb_op_isa(const sb_op* op, sb_isa* isa);
 /** One request of a step. kv gives the LAYOUT (dtype, strides, page table; kv.k and kv.v are
  * ignored); the page table must stay valid until the step's last layer call. */
 typedef struct sb_step_request {
-  size_t struct_size;  /**< sizeof(sb_step_request) */
-  int64_t context_length;  /**< tokens in the cache, this step's queries included */
-  int32_t num_queries;  /**< the last num_queries positions; default 1; 0 = skip */
-  sb_budget budget;  /**< this request's budget (budget.struct_size set by the init) */
-  sb_kv_view kv;  /**< K/V layout (kv.struct_size set by the init) */
-  int64_t q_token_stride;  /**< floats between queries */
-  int64_t q_head_stride;  /**< floats between q heads */
-  int64_t out_token_stride;  /**< floats between output rows of consecutive queries */
+  size_t struct_size;       /**< sizeof(sb_step_request) */
+  int64_t context_length;   /**< tokens in the cache, this step's queries included */
+  int32_t num_queries;      /**< the last num_queries positions; default 1; 0 = skip */
+  sb_budget budget;         /**< this request's budget (budget.struct_size set by the init) */
+  sb_kv_view kv;            /**< K/V layout (kv.struct_size set by the init) */
+  int64_t q_token_stride;   /**< floats between queries */
+  int64_t q_head_stride;    /**< floats between q heads */
+  int64_t out_token_stride; /**< floats between output rows of consecutive queries */
   int64_t out_head_stride;  /**< floats between output heads */
 } sb_step_request;
 /** Sets struct_size (and budget's, kv's) and the defaults: one query, dense budget, f32. */
@@ -597,7 +613,8 @@ SB_API sb_status sb_step_plan_create(int32_t max_requests, sb_step_plan** plan);
 SB_API void sb_step_plan_destroy(sb_step_plan* plan);
 /** Validates every request (the message names the request and the bad value) and fills `plan`;
  * n in [0, SB_MAX_STEP_REQUESTS]. O(requests + pages). Allocates only when n exceeds every earlier batch (and max_requests). */
-SB_API sb_status sb_op_plan(const sb_op* op, const sb_step_request* requests, int32_t n, sb_step_plan* plan);
+SB_API sb_status sb_op_plan(const sb_op* op, const sb_step_request* requests, int32_t n,
+                            sb_step_plan* plan);
 /** The workspace every layer call of this step needs: *bytes (may be 0) and *alignment (64). */
 SB_API sb_status sb_step_plan_workspace(const sb_step_plan* plan, size_t* bytes, size_t* alignment);
 
@@ -606,57 +623,61 @@ SB_API sb_status sb_step_plan_workspace(const sb_step_plan* plan, size_t* bytes,
  * scores over the attended keys, for sb_merge_states. summaries may be NULL only for a request
  * that runs dense in this layer. */
 typedef struct sb_layer_input {
-  const float* q;  /**< queries (the request's q strides) */
-  float* out;  /**< outputs (the request's out strides) */
-  const void* k;  /**< this layer's K (the request's layout) */
-  const void* v;  /**< this layer's V */
-  const sb_summaries* summaries;  /**< this layer's summaries of the request */
-  float* lse;  /**< optional, NULL = none */
+  const float* q;                /**< queries (the request's q strides) */
+  float* out;                    /**< outputs (the request's out strides) */
+  const void* k;                 /**< this layer's K (the request's layout) */
+  const void* v;                 /**< this layer's V */
+  const sb_summaries* summaries; /**< this layer's summaries of the request */
+  float* lse;                    /**< optional, NULL = none */
 } sb_layer_input;
 
 /** What changes per layer. */
 typedef struct sb_layer_args {
-  size_t struct_size;  /**< sizeof(sb_layer_args) */
-  const sb_layer_input* inputs;  /**< one per request of the plan, in order */
-  double budget_scale;  /**< this layer's multiplier of blocks/fraction budgets; default 1 */
-  void* workspace;  /**< sb_step_plan_workspace bytes, 64-byte aligned */
-  int32_t measure_kernel_time;  /**< nonzero: fill sb_layer_stats.kernel_ns */
+  size_t struct_size;           /**< sizeof(sb_layer_args) */
+  const sb_layer_input* inputs; /**< one per request of the plan, in order */
+  double budget_scale;         /**< this layer's multiplier of blocks/fraction budgets; default 1 */
+  void* workspace;             /**< sb_step_plan_workspace bytes, 64-byte aligned */
+  int32_t measure_kernel_time; /**< nonzero: fill sb_layer_stats.kernel_ns */
 } sb_layer_args;
 /** Sets struct_size and budget_scale 1; the rest 0. */
 SB_API void sb_layer_args_init(sb_layer_args* args);
 
 /** Counters of one layer call (sparsebudget::LayerStats). */
 typedef struct sb_layer_stats {
-  size_t struct_size;  /**< set by the caller to sizeof(sb_layer_stats); kept by the library */
-  int64_t units;  /**< (kv head, query block) units over all requests */
+  size_t struct_size;     /**< set by the caller to sizeof(sb_layer_stats); kept by the library */
+  int64_t units;          /**< (kv head, query block) units over all requests */
   int64_t units_clamped;  /**< units whose budget was clamped */
-  int64_t kept_blocks;  /**< sum over units */
+  int64_t kept_blocks;    /**< sum over units */
   int64_t causal_blocks;  /**< sum over units */
-  int32_t dense_requests;  /**< requests run dense in this layer */
-  int64_t kernel_ns;  /**< time inside select/attend work items (with measure_kernel_time) */
+  int32_t dense_requests; /**< requests run dense in this layer */
+  int64_t kernel_ns;      /**< time inside select/attend work items (with measure_kernel_time) */
 } sb_layer_stats;
 
 /** Select + attend of every request for one layer (on `pool` if not NULL). `stats` may be NULL.
  * Checks only pointers, the scale and the summaries (O(requests)); allocates nothing. */
-SB_API sb_status sb_op_run_layer(const sb_op* op, const sb_step_plan* plan, const sb_layer_args* args,
-                                 sb_thread_pool* pool, sb_layer_stats* stats);
+SB_API sb_status sb_op_run_layer(const sb_op* op, const sb_step_plan* plan,
+                                 const sb_layer_args* args, sb_thread_pool* pool,
+                                 sb_layer_stats* stats);
 /** The same on the engine's own threads: sb_op_select_phase on ith = 0..nth-1, a barrier,
  * sb_op_attend_phase on all ith, a barrier, sb_op_merge_phase on all ith. Same args for all. */
-SB_API sb_status sb_op_select_phase(const sb_op* op, const sb_step_plan* plan, const sb_layer_args* args,
-                                    int32_t ith, int32_t nth, sb_layer_stats* stats);
-SB_API sb_status sb_op_attend_phase(const sb_op* op, const sb_step_plan* plan, const sb_layer_args* args,
-                                    int32_t ith, int32_t nth, sb_layer_stats* stats);
-SB_API sb_status sb_op_merge_phase(const sb_op* op, const sb_step_plan* plan, const sb_layer_args* args,
-                                   int32_t ith, int32_t nth);
+SB_API sb_status sb_op_select_phase(const sb_op* op, const sb_step_plan* plan,
+                                    const sb_layer_args* args, int32_t ith, int32_t nth,
+                                    sb_layer_stats* stats);
+SB_API sb_status sb_op_attend_phase(const sb_op* op, const sb_step_plan* plan,
+                                    const sb_layer_args* args, int32_t ith, int32_t nth,
+                                    sb_layer_stats* stats);
+SB_API sb_status sb_op_merge_phase(const sb_op* op, const sb_step_plan* plan,
+                                   const sb_layer_args* args, int32_t ith, int32_t nth);
 
 /** Folds a partial attention state (v_other, lse_other) into (v, lse) for `rows` rows of head_dim
  * floats (sparsebudget::MergeAttentionStates): attention over disjoint key sets merges into
  * attention over their union. */
-SB_API sb_status sb_merge_states(int64_t rows, int32_t head_dim, const float* v_other, int64_t v_other_stride,
-                                 const float* lse_other, float* v, int64_t v_stride, float* lse);
+SB_API sb_status sb_merge_states(int64_t rows, int32_t head_dim, const float* v_other,
+                                 int64_t v_other_stride, const float* lse_other, float* v,
+                                 int64_t v_stride, float* lse);
 
 #ifdef __cplusplus
-}  /**< extern "C" */
+} /**< extern "C" */
 #endif
 
-#endif  /**< SPARSEBUDGET_SPARSEBUDGET_H_ */
+#endif /**< SPARSEBUDGET_SPARSEBUDGET_H_ */

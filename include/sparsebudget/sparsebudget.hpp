@@ -11,6 +11,8 @@
 /// Infrastructure: status.hpp (errors), isa.hpp (kernel builds), thread_pool.hpp, version.hpp.
 #pragma once
 
+// In stage order, not sorted (clang-format would sort them).
+// clang-format off
 #include "sparsebudget/status.hpp"
 #include "sparsebudget/version.hpp"
 #include "sparsebudget/isa.hpp"
@@ -24,3 +26,4 @@
 #include "sparsebudget/budget.hpp"
 #include "sparsebudget/attention.hpp"
 #include "sparsebudget/op.hpp"
+// clang-format on

@@ -86,4 +86,4 @@ class [[nodiscard]] Expected {
   Status status_;
 };
 
-}  ///< namespace sparsebudget
+}  // namespace sparsebudget

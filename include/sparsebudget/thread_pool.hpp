@@ -76,4 +76,4 @@ class ThreadPool {
   std::atomic<bool> stop_{false};
 };
 
-}  ///< namespace sparsebudget
+}  // namespace sparsebudget

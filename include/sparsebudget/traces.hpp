@@ -48,12 +48,12 @@ struct OracleLabel {
 
 /// One request of a trace file (one JSONL line).
 struct TraceRecord {
-  std::string id;  ///< non-empty, unique within a file
-  RequestFeatures features;  ///< context_length, block_size and task copied from the record
+  std::string id;                 ///< non-empty, unique within a file
+  RequestFeatures features;       ///< context_length, block_size and task copied from the record
   std::vector<CurvePoint> curve;  ///< strictly ascending blocks
-  double dense_quality = 0.0;  ///< quality with every block kept, in [0, 1]
-  OracleLabel oracle;          ///< the record's oracle label
-  int64_t line = 0;  ///< 1-based line in the file it came from (0 if built in memory)
+  double dense_quality = 0.0;     ///< quality with every block kept, in [0, 1]
+  OracleLabel oracle;             ///< the record's oracle label
+  int64_t line = 0;               ///< 1-based line in the file it came from (0 if built in memory)
 
   /// @name Shortcuts into features
   ///@{
@@ -84,4 +84,4 @@ bool Degraded(const TraceRecord& record, int64_t total_blocks) noexcept;
 /// the monotone oracle. Every budget >= it is not degraded. O(curve points).
 int64_t MonotoneOracleBlocks(const TraceRecord& record) noexcept;
 
-}  ///< namespace sparsebudget
+}  // namespace sparsebudget

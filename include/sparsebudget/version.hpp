@@ -13,4 +13,4 @@ inline constexpr int kVersionPatch = 0;  ///< PATCH
 ///@}
 /// The linked library's version, "0.1.0" (static storage).
 const char* Version() noexcept;
-}  ///< namespace sparsebudget
+}  // namespace sparsebudget

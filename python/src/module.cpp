@@ -100,8 +100,9 @@ sb::DType KvDType(const py::array& k, const std::optional<std::string>& name) {
                              std::string(py::str(k.dtype())));
       return want;
     }
-    const bool ok = want == sb::DType::kF32 ? (kind == 'f' && size == 4)
-                                            : (size == 2 && (kind == 'u' || kind == 'i' || (kind == 'f' && want == sb::DType::kF16)));
+    const bool ok = want == sb::DType::kF32
+                        ? (kind == 'f' && size == 4)
+                        : (size == 2 && (kind == 'u' || kind == 'i' || (kind == 'f' && want == sb::DType::kF16)));
     if (!ok)
       throw py::type_error(std::string("k/v dtype ") + std::string(py::str(k.dtype())) + " does not hold " +
                            sb::DTypeName(want) + " values (bf16/f16: a 2-byte array, e.g. a uint16 view)");
@@ -241,8 +242,8 @@ KvArrays MakeKv(const py::array& k, const std::optional<py::array>& v, const std
   const int32_t* t = table.data();
   for (py::ssize_t i = 0; i < table.shape(0); ++i)
     if (t[i] < 0 || t[i] >= k.shape(0))
-      throw py::value_error("page_table[" + std::to_string(i) + "] = " + std::to_string(t[i]) +
-                            " is outside [0, " + std::to_string(k.shape(0)) + ") pages of k");
+      throw py::value_error("page_table[" + std::to_string(i) + "] = " + std::to_string(t[i]) + " is outside [0, " +
+                            std::to_string(k.shape(0)) + ") pages of k");
   r.view.page_table = t;
   r.view.page_size = k.shape(1);
   r.view.page_stride = st[0];
@@ -280,8 +281,8 @@ struct PySummaries {
   py::array_t<float> Region(const float* (sb::BlockSummaries::*get)(int32_t, int64_t) const noexcept) const {
     const auto& c = s.config();
     const int64_t nb = s.num_blocks();
-    py::array_t<float> out({static_cast<py::ssize_t>(c.num_kv_heads), static_cast<py::ssize_t>(nb),
-                            static_cast<py::ssize_t>(c.head_dim)});
+    py::array_t<float> out(
+        {static_cast<py::ssize_t>(c.num_kv_heads), static_cast<py::ssize_t>(nb), static_cast<py::ssize_t>(c.head_dim)});
     float* o = out.mutable_data();
     for (int32_t h = 0; h < c.num_kv_heads; ++h)
       for (int64_t b = 0; b < nb; ++b) {
@@ -347,10 +348,10 @@ sb::Status SharedPool(int num_threads, sb::ThreadPool** pool) {
 }
 
 py::object Attention(const py::array& q, const py::array& k, const py::array& v, int32_t block_size,
-                     const py::object& budget_obj, const std::string& scoring, float scale,
-                     const py::object& selection, PySummaries* summaries, const py::object& out_obj,
-                     const std::optional<std::string>& dtype, const py::object& page_table,
-                     std::optional<int64_t> context_length, int num_threads, bool return_stats) {
+                     const py::object& budget_obj, const std::string& scoring, float scale, const py::object& selection,
+                     PySummaries* summaries, const py::object& out_obj, const std::optional<std::string>& dtype,
+                     const py::object& page_table, std::optional<int64_t> context_length, int num_threads,
+                     bool return_stats) {
   sb::AttentionParams p;
   int64_t qts, qhs;
   RowsView(q, "q", &qts, &qhs);
@@ -617,8 +618,8 @@ std::unique_lock<std::mutex> LockPlan(PyStepPlan& p) {
   return lock;
 }
 
-void PlanOne(const sb::AttentionOpConfig& c, const PyStepRequest& in, sb::StepRequest* out,
-             PyStepPlan::Layouts* lay, py::object* table) {
+void PlanOne(const sb::AttentionOpConfig& c, const PyStepRequest& in, sb::StepRequest* out, PyStepPlan::Layouts* lay,
+             py::object* table) {
   const py::array q = AsArray(in.q, "q");
   int64_t qts, qhs;
   RowsView(q, "q", &qts, &qhs);
@@ -676,7 +677,9 @@ py::object PlanPy(const sb::AttentionOp& op, const py::sequence& requests, const
       if (!py::isinstance<PyStepRequest>(item))
         throw py::type_error("requests[" + std::to_string(r) + "] must be a sparsebudget.StepRequest, got " +
                              std::string(py::str(py::type::handle_of(item).attr("__name__"))));
-      ForRequest(r, [&] { PlanOne(op.config(), item.cast<const PyStepRequest&>(), &p.requests[r], &p.layouts[r], &tables[r]); });
+      ForRequest(r, [&] {
+        PlanOne(op.config(), item.cast<const PyStepRequest&>(), &p.requests[r], &p.layouts[r], &tables[r]);
+      });
       if (tables[r]) pages += py::len(tables[r]);  // null: contiguous
     }
     // Copies of the page tables: the plan points into them until the next plan(), so the caller
@@ -710,8 +713,7 @@ py::dict LayerStatsDict(const sb::LayerStats& s) {
 
 py::object RunLayerPy(const sb::AttentionOp& op, PyStepPlan& p, const py::sequence& q, const py::sequence& k,
                       const py::sequence& v, const py::sequence& summaries, const py::object& out_obj,
-                      double budget_scale, bool want_lse, const std::optional<int>& num_threads,
-                      bool return_stats) {
+                      double budget_scale, bool want_lse, const std::optional<int>& num_threads, bool return_stats) {
   const int threads = num_threads ? *num_threads : 1;
   CheckThreads(threads);
   auto lock = LockPlan(p);
@@ -722,9 +724,11 @@ py::object RunLayerPy(const sb::AttentionOp& op, PyStepPlan& p, const py::sequen
       throw py::type_error("out must be None or a sequence of arrays (or None), one per request");
     outs_in = py::reinterpret_borrow<py::sequence>(out_obj);
   }
-  const std::pair<const char*, size_t> lens[] = {
-      {"q", py::len(q)}, {"k", py::len(k)}, {"v", py::len(v)}, {"summaries", py::len(summaries)},
-      {"out", outs_in ? py::len(*outs_in) : n}};
+  const std::pair<const char*, size_t> lens[] = {{"q", py::len(q)},
+                                                 {"k", py::len(k)},
+                                                 {"v", py::len(v)},
+                                                 {"summaries", py::len(summaries)},
+                                                 {"out", outs_in ? py::len(*outs_in) : n}};
   for (const auto& [name, len] : lens)
     if (len != n)
       throw py::value_error(std::string(name) + " has " + std::to_string(len) + " entries, the plan " +
@@ -828,10 +832,12 @@ py::tuple MergeStatesPy(py::array v, py::array lse, const py::array& v_other, co
   if (!v.writeable() || !lse.writeable()) throw py::value_error("v and lse must be writeable (merged in place)");
   bool same = v_other.ndim() == v.ndim() && lse.ndim() == v.ndim() - 1 && lse_other.ndim() == v.ndim() - 1;
   for (py::ssize_t i = 0; same && i < v.ndim(); ++i) same = v_other.shape(i) == v.shape(i);
-  for (py::ssize_t i = 0; same && i + 1 < v.ndim(); ++i) same = lse.shape(i) == v.shape(i) && lse_other.shape(i) == v.shape(i);
+  for (py::ssize_t i = 0; same && i + 1 < v.ndim(); ++i)
+    same = lse.shape(i) == v.shape(i) && lse_other.shape(i) == v.shape(i);
   if (!same)
-    throw py::value_error("need v_other of v's shape " + ShapeStr(v) + " and lse, lse_other of its leading shape; got " +
-                          ShapeStr(v_other) + ", " + ShapeStr(lse) + ", " + ShapeStr(lse_other));
+    throw py::value_error("need v_other of v's shape " + ShapeStr(v) +
+                          " and lse, lse_other of its leading shape; got " + ShapeStr(v_other) + ", " + ShapeStr(lse) +
+                          ", " + ShapeStr(lse_other));
   if (!(lse.flags() & py::array::c_style) || !(lse_other.flags() & py::array::c_style))
     throw py::value_error("lse and lse_other must be C-contiguous");
   const int64_t vs = RowStride(v, "v"), vos = RowStride(v_other, "v_other");
@@ -881,7 +887,8 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "sparsebudget: per-request sparse-attention budgets and the block-sparse CPU kernel";
   m.attr("__version__") = sb::Version();
   m.attr("MAX_THREADS") = kMaxPythonThreads;
-  m.def("version", [] { return std::string(sb::Version()); }, "Library version, 'MAJOR.MINOR.PATCH'.");
+  m.def(
+      "version", [] { return std::string(sb::Version()); }, "Library version, 'MAJOR.MINOR.PATCH'.");
   m.def(
       "quantize_q8_0",
       [](const py::array& x) {
@@ -918,12 +925,16 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("blocks"), "uint8 q8_0 blocks [..., m * 34] -> fp32 [..., m * 32] (exact).");
 
-  m.def("isa_detected", [] { return std::string(sb::IsaName(sb::DetectedIsa())); },
-        "Best ISA this CPU supports: 'scalar', 'avx2' or 'avx512'.");
-  m.def("isa_active", [] { return std::string(sb::IsaName(sb::ActiveIsa())); }, "ISA the kernels use now.");
-  m.def("isa_supported", [](const std::string& n) { return sb::IsaSupported(IsaFromName(n)); }, py::arg("isa"));
-  m.def("set_max_isa", [](const std::string& n) { sb::SetMaxIsa(IsaFromName(n)); }, py::arg("isa"),
-        "Caps the ISA of later kernel calls (process-wide, like SPARSEBUDGET_MAX_ISA).");
+  m.def(
+      "isa_detected", [] { return std::string(sb::IsaName(sb::DetectedIsa())); },
+      "Best ISA this CPU supports: 'scalar', 'avx2' or 'avx512'.");
+  m.def(
+      "isa_active", [] { return std::string(sb::IsaName(sb::ActiveIsa())); }, "ISA the kernels use now.");
+  m.def(
+      "isa_supported", [](const std::string& n) { return sb::IsaSupported(IsaFromName(n)); }, py::arg("isa"));
+  m.def(
+      "set_max_isa", [](const std::string& n) { sb::SetMaxIsa(IsaFromName(n)); }, py::arg("isa"),
+      "Caps the ISA of later kernel calls (process-wide, like SPARSEBUDGET_MAX_ISA).");
 
   py::class_<sb::Budget>(m, "Budget", "A budget: which blocks the kernel keeps (see budget.hpp).")
       .def(py::init([](const std::string& mode, int64_t blocks, double fraction, double top_p, int64_t min_blocks,
@@ -947,8 +958,9 @@ PYBIND11_MODULE(_core, m) {
       .def_static("of_blocks", &sb::Budget::Blocks, py::arg("blocks"), "Scored blocks besides sink and local.")
       .def_static("of_fraction", &sb::Budget::Fraction, py::arg("fraction"))
       .def_static("of_top_p", &sb::Budget::TopP, py::arg("top_p"), py::arg("min_blocks") = 0, py::arg("max_blocks") = 0)
-      .def_property("mode", [](const sb::Budget& b) { return std::string(sb::BudgetModeName(b.mode)); },
-                    [](sb::Budget& b, const std::string& s) { b.mode = ModeFromName(s); })
+      .def_property(
+          "mode", [](const sb::Budget& b) { return std::string(sb::BudgetModeName(b.mode)); },
+          [](sb::Budget& b, const std::string& s) { b.mode = ModeFromName(s); })
       .def_readwrite("blocks", &sb::Budget::blocks)
       .def_readwrite("fraction", &sb::Budget::fraction)
       .def_readwrite("top_p", &sb::Budget::top_p)
@@ -957,26 +969,30 @@ PYBIND11_MODULE(_core, m) {
       .def_readwrite("sink_blocks", &sb::Budget::sink_blocks)
       .def_readwrite("local_blocks", &sb::Budget::local_blocks)
       .def("validate", [](const sb::Budget& b) { Check(sb::ValidateBudget(b)); })
-      .def("scaled", [](const sb::Budget& b, double scale) { return Take(sb::ScaleBudget(b, scale)); },
-           py::arg("scale"),
-           "This budget for one layer (ScaleBudget): blocks -> ceil(blocks * scale), fraction -> min(1, fraction * "
-           "scale), other modes unchanged. scale finite and > 0.")
-      .def("resolve", [](const sb::Budget& b, int64_t causal_blocks) {
-             Check(sb::ValidateBudget(b));
-             if (causal_blocks < 1) throw py::value_error("causal_blocks must be >= 1");
-             const sb::ResolvedBudget r = sb::ResolveBudget(b, causal_blocks);
-             py::dict d;
-             d["forced_blocks"] = r.forced_blocks;
-             d["total_blocks"] = r.total_blocks;
-             d["scored_blocks"] = r.scored_blocks;
-             d["clamped"] = r.clamped;
-             return d;
-           }, py::arg("causal_blocks"))
+      .def(
+          "scaled", [](const sb::Budget& b, double scale) { return Take(sb::ScaleBudget(b, scale)); }, py::arg("scale"),
+          "This budget for one layer (ScaleBudget): blocks -> ceil(blocks * scale), fraction -> min(1, fraction * "
+          "scale), other modes unchanged. scale finite and > 0.")
+      .def(
+          "resolve",
+          [](const sb::Budget& b, int64_t causal_blocks) {
+            Check(sb::ValidateBudget(b));
+            if (causal_blocks < 1) throw py::value_error("causal_blocks must be >= 1");
+            const sb::ResolvedBudget r = sb::ResolveBudget(b, causal_blocks);
+            py::dict d;
+            d["forced_blocks"] = r.forced_blocks;
+            d["total_blocks"] = r.total_blocks;
+            d["scored_blocks"] = r.scored_blocks;
+            d["clamped"] = r.clamped;
+            return d;
+          },
+          py::arg("causal_blocks"))
       .def("__repr__", [](const sb::Budget& b) {
         return "Budget(mode='" + std::string(sb::BudgetModeName(b.mode)) + "', blocks=" + std::to_string(b.blocks) +
                ", fraction=" + std::to_string(b.fraction) + ", top_p=" + std::to_string(b.top_p) +
                ", min_blocks=" + std::to_string(b.min_blocks) + ", max_blocks=" + std::to_string(b.max_blocks) +
-               ", sink_blocks=" + std::to_string(b.sink_blocks) + ", local_blocks=" + std::to_string(b.local_blocks) + ")";
+               ", sink_blocks=" + std::to_string(b.sink_blocks) + ", local_blocks=" + std::to_string(b.local_blocks) +
+               ")";
       });
 
   py::class_<PySummaries>(m, "BlockSummaries",
@@ -994,36 +1010,38 @@ PYBIND11_MODULE(_core, m) {
            }),
            py::arg("num_kv_heads"), py::arg("head_dim"), py::arg("block_size") = 64, py::arg("max_tokens"),
            py::arg("mean") = true, py::arg("bound") = true)
-      .def("append",
-           [](PySummaries& self, const py::array& k, std::optional<int64_t> num_tokens,
-              const std::optional<std::string>& dtype, const py::object& page_table) {
-             KvArrays kv = MakeKv(k, std::nullopt, dtype, page_table);
-             const auto& c = self.s.config();
-             if (kv.num_kv_heads != c.num_kv_heads || kv.head_dim != c.head_dim)
-               throw py::value_error("k has " + std::to_string(kv.num_kv_heads) + " kv heads x head_dim " +
-                                     std::to_string(kv.head_dim) + ", the summaries " +
-                                     std::to_string(c.num_kv_heads) + " x " + std::to_string(c.head_dim));
-             const int64_t n = num_tokens ? *num_tokens : kv.tokens;
-             if (n > kv.tokens)
-               throw py::value_error("num_tokens " + std::to_string(n) + " exceeds the " + std::to_string(kv.tokens) +
-                                     " tokens k holds");
-             sb::Status st;
-             {
-               py::gil_scoped_release release;
-               st = self.s.Append(kv.view, n);
-             }
-             Check(st);
-           },
-           py::arg("k"), py::arg("num_tokens") = py::none(), py::arg("dtype") = py::none(),
-           py::arg("page_table") = py::none(),
-           "Folds tokens [num_tokens_before, num_tokens) of k ([L, kv_heads, head_dim], or paged with page_table) "
-           "into the summaries. num_tokens defaults to all tokens k holds.")
+      .def(
+          "append",
+          [](PySummaries& self, const py::array& k, std::optional<int64_t> num_tokens,
+             const std::optional<std::string>& dtype, const py::object& page_table) {
+            KvArrays kv = MakeKv(k, std::nullopt, dtype, page_table);
+            const auto& c = self.s.config();
+            if (kv.num_kv_heads != c.num_kv_heads || kv.head_dim != c.head_dim)
+              throw py::value_error("k has " + std::to_string(kv.num_kv_heads) + " kv heads x head_dim " +
+                                    std::to_string(kv.head_dim) + ", the summaries " + std::to_string(c.num_kv_heads) +
+                                    " x " + std::to_string(c.head_dim));
+            const int64_t n = num_tokens ? *num_tokens : kv.tokens;
+            if (n > kv.tokens)
+              throw py::value_error("num_tokens " + std::to_string(n) + " exceeds the " + std::to_string(kv.tokens) +
+                                    " tokens k holds");
+            sb::Status st;
+            {
+              py::gil_scoped_release release;
+              st = self.s.Append(kv.view, n);
+            }
+            Check(st);
+          },
+          py::arg("k"), py::arg("num_tokens") = py::none(), py::arg("dtype") = py::none(),
+          py::arg("page_table") = py::none(),
+          "Folds tokens [num_tokens_before, num_tokens) of k ([L, kv_heads, head_dim], or paged with page_table) "
+          "into the summaries. num_tokens defaults to all tokens k holds.")
       .def("reset", [](PySummaries& self) { self.s.Reset(); })
       .def_property_readonly("num_tokens", [](const PySummaries& self) { return self.s.num_tokens(); })
       .def_property_readonly("num_blocks", [](const PySummaries& self) { return self.s.num_blocks(); })
       .def_property_readonly("nbytes", [](const PySummaries& self) { return self.s.bytes(); })
-      .def("key_sum", [](const PySummaries& self) { return self.Region(&sb::BlockSummaries::key_sum); },
-           "Copy of the per-block key sums, [kv_heads, blocks, head_dim].")
+      .def(
+          "key_sum", [](const PySummaries& self) { return self.Region(&sb::BlockSummaries::key_sum); },
+          "Copy of the per-block key sums, [kv_heads, blocks, head_dim].")
       .def("key_min", [](const PySummaries& self) { return self.Region(&sb::BlockSummaries::key_min); })
       .def("key_max", [](const PySummaries& self) { return self.Region(&sb::BlockSummaries::key_max); })
       .def("block_counts", [](const PySummaries& self) {
@@ -1067,8 +1085,8 @@ q.shape[0]; context_length defaults to the tokens k holds. out: an array giving 
 (default: C-contiguous of q's shape). The fields are attributes; AttentionOp.plan validates them.)doc")
       .def(py::init([](py::object q, py::object k, py::object budget, std::optional<int64_t> context_length,
                        py::object page_table, py::object out) {
-             return PyStepRequest{std::move(q), std::move(k), std::move(out), std::move(page_table), std::move(budget),
-                                  context_length};
+             return PyStepRequest{std::move(q),          std::move(k),      std::move(out),
+                                  std::move(page_table), std::move(budget), context_length};
            }),
            py::arg("q"), py::arg("k"), py::kw_only(), py::arg("budget") = py::none(),
            py::arg("context_length") = py::none(), py::arg("page_table") = py::none(), py::arg("out") = py::none())
@@ -1079,37 +1097,45 @@ q.shape[0]; context_length defaults to the tokens k holds. out: an array giving 
       .def_readwrite("budget", &PyStepRequest::budget)
       .def_readwrite("context_length", &PyStepRequest::context_length);
 
-  py::class_<PyStepPlan>(m, "StepPlan",
-                         "A step's validated batch, reused by every layer (op.hpp StepPlan) plus its workspace. Create "
-                         "one and refill it with AttentionOp.plan(requests, plan) every step; it copies the page tables. "
-                         "plan() and run_layer() on one StepPlan take turns (a lock).")
+  py::class_<PyStepPlan>(
+      m, "StepPlan",
+      "A step's validated batch, reused by every layer (op.hpp StepPlan) plus its workspace. Create "
+      "one and refill it with AttentionOp.plan(requests, plan) every step; it copies the page tables. "
+      "plan() and run_layer() on one StepPlan take turns (a lock).")
       .def(py::init<>())
-      .def("reserve",
-           [](PyStepPlan& p, int32_t max_requests) {
-             auto lock = LockPlan(p);
-             p.plan.Reserve(max_requests);
-           },
-           py::arg("max_requests"), "Room for max_requests (at most MAX_STEP_REQUESTS) in the C++ plan.")
+      .def(
+          "reserve",
+          [](PyStepPlan& p, int32_t max_requests) {
+            auto lock = LockPlan(p);
+            p.plan.Reserve(max_requests);
+          },
+          py::arg("max_requests"), "Room for max_requests (at most MAX_STEP_REQUESTS) in the C++ plan.")
       // Readers take the lock too: a plan() in another thread may be refilling (and growing) it.
-      .def_property_readonly("num_requests", [](PyStepPlan& p) {
-        auto lock = LockPlan(p);
-        return p.plan.num_requests();
-      })
-      .def_property_readonly("workspace_bytes", [](PyStepPlan& p) {
-        auto lock = LockPlan(p);
-        return p.plan.workspace_bytes();
-      })
-      .def("runs_dense", [](PyStepPlan& p, int32_t r) {
-             auto lock = LockPlan(p);
-             if (r < 0 || r >= p.plan.num_requests())
-               throw py::index_error("request " + std::to_string(r) + " is outside [0, " +
-                                     std::to_string(p.plan.num_requests()) + ")");
-             return sb::PlanRunsDense(p.plan.request_plan(r));
-           }, py::arg("request"),
-           "True if request r runs dense at budget_scale 1 (dense budget, or one keeping >= 90% of the blocks).");
+      .def_property_readonly("num_requests",
+                             [](PyStepPlan& p) {
+                               auto lock = LockPlan(p);
+                               return p.plan.num_requests();
+                             })
+      .def_property_readonly("workspace_bytes",
+                             [](PyStepPlan& p) {
+                               auto lock = LockPlan(p);
+                               return p.plan.workspace_bytes();
+                             })
+      .def(
+          "runs_dense",
+          [](PyStepPlan& p, int32_t r) {
+            auto lock = LockPlan(p);
+            if (r < 0 || r >= p.plan.num_requests())
+              throw py::index_error("request " + std::to_string(r) + " is outside [0, " +
+                                    std::to_string(p.plan.num_requests()) + ")");
+            return sb::PlanRunsDense(p.plan.request_plan(r));
+          },
+          py::arg("request"),
+          "True if request r runs dense at budget_scale 1 (dense budget, or one keeping >= 90% of the blocks).");
 
-  py::class_<sb::AttentionOp>(m, "AttentionOp",
-                              R"doc(The attention of one model configuration (op.hpp): created once, it captures the kernels of the
+  py::class_<sb::AttentionOp>(
+      m, "AttentionOp",
+      R"doc(The attention of one model configuration (op.hpp): created once, it captures the kernels of the
 ISA active now (op.isa), so every call on it runs that one ISA. Immutable; share it freely.)doc")
       .def(py::init([](int32_t num_q_heads, int32_t num_kv_heads, int32_t head_dim, int32_t block_size,
                        const std::string& kv_dtype, const std::string& scoring, float scale) {
@@ -1133,17 +1159,17 @@ ISA active now (op.isa), so every call on it runs that one ISA. Immutable; share
       .def_property_readonly("block_size", [](const sb::AttentionOp& op) { return op.config().block_size; })
       .def_property_readonly("kv_dtype",
                              [](const sb::AttentionOp& op) { return std::string(sb::DTypeName(op.config().kv_dtype)); })
-      .def_property_readonly("scoring",
-                             [](const sb::AttentionOp& op) { return std::string(sb::ScoringName(op.config().scoring)); })
+      .def_property_readonly(
+          "scoring", [](const sb::AttentionOp& op) { return std::string(sb::ScoringName(op.config().scoring)); })
       .def_property_readonly("scale", [](const sb::AttentionOp& op) { return op.config().scale; })
       .def("plan", &PlanPy, py::arg("requests"), py::arg("plan") = py::none(),
            R"doc(Validates a step's batch (a sequence of StepRequest) and fills `plan` (a StepPlan; a new one if
 None), which it returns. Every check of the C++ Plan runs (the message names the request and the
 value); a failed plan holds no batch. O(requests + pages); allocates only when the batch outgrows
 the plan's earlier ones. At most MAX_STEP_REQUESTS requests.)doc")
-      .def("run_layer", &RunLayerPy, py::arg("plan"), py::arg("q"), py::arg("k"), py::arg("v"),
-           py::arg("summaries"), py::kw_only(), py::arg("out") = py::none(), py::arg("budget_scale") = 1.0,
-           py::arg("lse") = false, py::arg("num_threads") = py::none(), py::arg("return_stats") = false,
+      .def("run_layer", &RunLayerPy, py::arg("plan"), py::arg("q"), py::arg("k"), py::arg("v"), py::arg("summaries"),
+           py::kw_only(), py::arg("out") = py::none(), py::arg("budget_scale") = 1.0, py::arg("lse") = false,
+           py::arg("num_threads") = py::none(), py::arg("return_stats") = false,
            R"doc(Select + attend of every request of the plan for one layer.
 
 q, k, v, summaries: sequences with one entry per request, in the plan's order: this layer's arrays,
@@ -1167,101 +1193,107 @@ C-contiguous. A row with lse = -inf takes the other state. Returns (v, lse).)doc
   py::class_<sb::Predictor, PredictorPtr>(m, "Predictor", "A budget predictor (thread-safe, immutable).")
       .def_property_readonly("type", &sb::Predictor::type)
       .def("to_json", &sb::Predictor::ToJson)
-      .def("predict",
-           [](const sb::Predictor& p, const py::object& features) {
-             const sb::RequestFeatures f = FeaturesFromObject(features);
-             return PredictionDict(Take(p.Predict(f)));
-           },
-           py::arg("features"),
-           "Features as a dict (keys of features.hpp's JSON form) or JSON text -> prediction dict.")
-      .def("save", [](const sb::Predictor& p, const std::string& path) { Check(sb::SavePredictor(p, path)); },
-           py::arg("path"))
+      .def(
+          "predict",
+          [](const sb::Predictor& p, const py::object& features) {
+            const sb::RequestFeatures f = FeaturesFromObject(features);
+            return PredictionDict(Take(p.Predict(f)));
+          },
+          py::arg("features"), "Features as a dict (keys of features.hpp's JSON form) or JSON text -> prediction dict.")
+      .def(
+          "save", [](const sb::Predictor& p, const std::string& path) { Check(sb::SavePredictor(p, path)); },
+          py::arg("path"))
       .def("__repr__", [](const sb::Predictor& p) { return "<sparsebudget.Predictor " + p.type() + ">"; });
-  m.def("load_predictor", [](const std::string& path) { return Share(Take(sb::LoadPredictor(path))); },
-        py::arg("path"));
-  m.def("predictor_from_json", [](const std::string& text) { return Share(Take(sb::PredictorFromJson(text))); },
-        py::arg("json_text"));
+  m.def(
+      "load_predictor", [](const std::string& path) { return Share(Take(sb::LoadPredictor(path))); }, py::arg("path"));
+  m.def(
+      "predictor_from_json", [](const std::string& text) { return Share(Take(sb::PredictorFromJson(text))); },
+      py::arg("json_text"));
   m.def("predictor_types", &sb::PredictorTypes);
 
-  m.def("probe_stats",
-        [](const py::array& q_last, PySummaries& summaries, float scale) {
-          RequireFloat32(q_last, "q_last");
-          if (q_last.ndim() != 2 || q_last.shape(1) != summaries.s.config().head_dim)
-            throw py::value_error("q_last must have shape [q_heads, head_dim], got " + ShapeStr(q_last));
-          const std::vector<int64_t> st = ElementStrides(q_last, "q_last");
-          const sb::ProbeStats s = Take(sb::ProbeStatsFromSummaries(summaries.s, static_cast<const float*>(q_last.data()),
-                                                                    st[0], Dim32(q_last, 0, "q_last"), scale));
-          py::dict d;
-          d["blocks_50"] = s.blocks_50;
-          d["blocks_90"] = s.blocks_90;
-          d["blocks_99"] = s.blocks_99;
-          d["entropy"] = s.entropy;
-          d["top5_mass"] = s.top5_mass;
-          d["num_blocks"] = s.num_blocks;
-          return d;
-        },
-        py::arg("q_last"), py::arg("summaries"), py::arg("scale") = 0.0f,
-        "Probe statistics of the last query ([q_heads, head_dim]) over mean summaries (probe.hpp).");
+  m.def(
+      "probe_stats",
+      [](const py::array& q_last, PySummaries& summaries, float scale) {
+        RequireFloat32(q_last, "q_last");
+        if (q_last.ndim() != 2 || q_last.shape(1) != summaries.s.config().head_dim)
+          throw py::value_error("q_last must have shape [q_heads, head_dim], got " + ShapeStr(q_last));
+        const std::vector<int64_t> st = ElementStrides(q_last, "q_last");
+        const sb::ProbeStats s = Take(sb::ProbeStatsFromSummaries(summaries.s, static_cast<const float*>(q_last.data()),
+                                                                  st[0], Dim32(q_last, 0, "q_last"), scale));
+        py::dict d;
+        d["blocks_50"] = s.blocks_50;
+        d["blocks_90"] = s.blocks_90;
+        d["blocks_99"] = s.blocks_99;
+        d["entropy"] = s.entropy;
+        d["top5_mass"] = s.top5_mass;
+        d["num_blocks"] = s.num_blocks;
+        return d;
+      },
+      py::arg("q_last"), py::arg("summaries"), py::arg("scale") = 0.0f,
+      "Probe statistics of the last query ([q_heads, head_dim]) over mean summaries (probe.hpp).");
 
-  m.def("logit_stats",
-        [](const py::array& logits) {
-          RequireFloat32(logits, "logits");
-          if (logits.ndim() != 1 || (logits.shape(0) > 1 && logits.strides(0) != 4))
-            throw py::value_error("logits must be a contiguous 1-D float32 array, got " + ShapeStr(logits));
-          const sb::LogitStats s =
-              Take(sb::LogitStatsFromLogits(static_cast<const float*>(logits.data()), logits.shape(0)));
-          py::dict d;
-          d["entropy"] = s.entropy;
-          d["top1_prob"] = s.top1_prob;
-          return d;
-        },
-        py::arg("logits"),
-        "Entropy (nats) and top-1 probability of softmax(logits) for one row (features.hpp: the library's one "
-        "definition, float64 accumulation).");
+  m.def(
+      "logit_stats",
+      [](const py::array& logits) {
+        RequireFloat32(logits, "logits");
+        if (logits.ndim() != 1 || (logits.shape(0) > 1 && logits.strides(0) != 4))
+          throw py::value_error("logits must be a contiguous 1-D float32 array, got " + ShapeStr(logits));
+        const sb::LogitStats s =
+            Take(sb::LogitStatsFromLogits(static_cast<const float*>(logits.data()), logits.shape(0)));
+        py::dict d;
+        d["entropy"] = s.entropy;
+        d["top1_prob"] = s.top1_prob;
+        return d;
+      },
+      py::arg("logits"),
+      "Entropy (nats) and top-1 probability of softmax(logits) for one row (features.hpp: the library's one "
+      "definition, float64 accumulation).");
 
-  m.def("fit_predictor",
-        [](const std::string& type, const std::string& traces_path, int probe_mass, double quantile) {
-          const std::vector<sb::TraceRecord> traces = Take(sb::ReadTraces(traces_path));
-          sb::FitOptions o;
-          o.probe_mass = probe_mass;
-          o.quantile = quantile;
-          return Share(Take(sb::FitPredictor(type, traces, o)));
-        },
-        py::arg("type"), py::arg("traces"), py::kw_only(), py::arg("probe_mass") = 90, py::arg("quantile") = 0.0,
-        "Fits a predictor of `type` on a JSONL traces file.");
-  m.def("calibrate",
-        [](const std::string& type, const std::string& traces_path, double target_degraded,
-           double target_mean_fraction, double holdout, double delta, uint64_t seed, bool escalation) {
-          const std::vector<sb::TraceRecord> traces = Take(sb::ReadTraces(traces_path));
-          sb::CalibrationOptions o;
-          o.escalation = escalation;
-          o.target_degraded = target_degraded;
-          o.target_mean_fraction = target_mean_fraction;
-          o.holdout = holdout;
-          o.delta = delta;
-          o.seed = seed;
-          sb::CalibrationResult r = Take(sb::Calibrate(type, nullptr, traces, o));
-          py::dict d;
-          d["predictor"] = Share(std::move(r.predictor));
-          d["method"] = r.method;
-          d["chosen_value"] = r.chosen_value;
-          d["fit_mean_fraction"] = r.fit_mean_fraction;
-          d["holdout_mean_fraction"] = r.holdout_mean_fraction;
-          d["holdout_degraded_share"] = r.holdout_degraded_share;
-          d["holdout_miss_share"] = r.holdout_miss_share;
-          d["num_fit"] = r.num_fit;
-          d["num_holdout"] = r.num_holdout;
-          d["summary"] = r.summary;
-          d["signal"] = r.signal;
-          d["selection"] = r.selection;
-          d["abstained_cells"] = r.abstained_cells;
-          d["escalation_threshold"] = r.escalation_threshold;
-          return d;
-        },
-        py::arg("type"), py::arg("traces"), py::kw_only(), py::arg("target_degraded") = -1.0,
-        py::arg("target_mean_fraction") = -1.0, py::arg("holdout") = 0.3, py::arg("delta") = 0.0,
-        py::arg("seed") = 1, py::arg("escalation") = false,
-        "Fits and calibrates a predictor to one target (calibration.hpp); type 'auto' chooses the signal.");
+  m.def(
+      "fit_predictor",
+      [](const std::string& type, const std::string& traces_path, int probe_mass, double quantile) {
+        const std::vector<sb::TraceRecord> traces = Take(sb::ReadTraces(traces_path));
+        sb::FitOptions o;
+        o.probe_mass = probe_mass;
+        o.quantile = quantile;
+        return Share(Take(sb::FitPredictor(type, traces, o)));
+      },
+      py::arg("type"), py::arg("traces"), py::kw_only(), py::arg("probe_mass") = 90, py::arg("quantile") = 0.0,
+      "Fits a predictor of `type` on a JSONL traces file.");
+  m.def(
+      "calibrate",
+      [](const std::string& type, const std::string& traces_path, double target_degraded, double target_mean_fraction,
+         double holdout, double delta, uint64_t seed, bool escalation) {
+        const std::vector<sb::TraceRecord> traces = Take(sb::ReadTraces(traces_path));
+        sb::CalibrationOptions o;
+        o.escalation = escalation;
+        o.target_degraded = target_degraded;
+        o.target_mean_fraction = target_mean_fraction;
+        o.holdout = holdout;
+        o.delta = delta;
+        o.seed = seed;
+        sb::CalibrationResult r = Take(sb::Calibrate(type, nullptr, traces, o));
+        py::dict d;
+        d["predictor"] = Share(std::move(r.predictor));
+        d["method"] = r.method;
+        d["chosen_value"] = r.chosen_value;
+        d["fit_mean_fraction"] = r.fit_mean_fraction;
+        d["holdout_mean_fraction"] = r.holdout_mean_fraction;
+        d["holdout_degraded_share"] = r.holdout_degraded_share;
+        d["holdout_miss_share"] = r.holdout_miss_share;
+        d["num_fit"] = r.num_fit;
+        d["num_holdout"] = r.num_holdout;
+        d["summary"] = r.summary;
+        d["signal"] = r.signal;
+        d["selection"] = r.selection;
+        d["abstained_cells"] = r.abstained_cells;
+        d["escalation_threshold"] = r.escalation_threshold;
+        return d;
+      },
+      py::arg("type"), py::arg("traces"), py::kw_only(), py::arg("target_degraded") = -1.0,
+      py::arg("target_mean_fraction") = -1.0, py::arg("holdout") = 0.3, py::arg("delta") = 0.0, py::arg("seed") = 1,
+      py::arg("escalation") = false,
+      "Fits and calibrates a predictor to one target (calibration.hpp); type 'auto' chooses the signal.");
 
   // ---- escalation (self-check under sparsity) ----
   py::class_<sb::EscalationPolicy>(m, "EscalationPolicy",
@@ -1269,41 +1301,46 @@ C-contiguous. A row with lse = -inf takes the other state. Returns (v, lse).)doc
       .def(py::init([](double threshold, std::vector<double> ladder, const std::string& mode) {
              if (mode != "recompute_step" && mode != "restart_answer")
                throw py::value_error("mode must be 'recompute_step' or 'restart_answer', got '" + mode + "'");
-             return Take(sb::EscalationPolicy::Create(threshold, std::move(ladder),
-                                                      mode == "restart_answer" ? sb::EscalationMode::kRestartAnswer
-                                                                               : sb::EscalationMode::kRecomputeStep));
+             return Take(sb::EscalationPolicy::Create(
+                 threshold, std::move(ladder),
+                 mode == "restart_answer" ? sb::EscalationMode::kRestartAnswer : sb::EscalationMode::kRecomputeStep));
            }),
            py::arg("threshold"), py::arg("ladder") = sb::EscalationPolicy::DefaultLadder(),
            py::arg("mode") = "recompute_step")
       .def_property_readonly("threshold", &sb::EscalationPolicy::threshold)
       .def_property_readonly("ladder", &sb::EscalationPolicy::ladder)
-      .def_property_readonly("mode", [](const sb::EscalationPolicy& p) {
-        return p.mode() == sb::EscalationMode::kRestartAnswer ? "restart_answer" : "recompute_step";
-      })
+      .def_property_readonly("mode",
+                             [](const sb::EscalationPolicy& p) {
+                               return p.mode() == sb::EscalationMode::kRestartAnswer ? "restart_answer"
+                                                                                     : "recompute_step";
+                             })
       .def("next_rung", &sb::EscalationPolicy::NextRung, py::arg("total_blocks"), py::arg("causal_blocks"),
            py::arg("sink") = 1, py::arg("local") = 1)
-      .def("step",
-           [](const sb::EscalationPolicy& p, int64_t total_blocks, int64_t causal_blocks, double top1_prob,
-              int64_t answer_position, int32_t sink, int32_t local) {
-             if (causal_blocks < 1 || total_blocks < 0 || answer_position < 0 || sink < 0 || local < 0)
-               throw py::value_error("step: need causal_blocks >= 1 and total_blocks, answer_position, sink, local >= 0");
-             sb::EscalationState st;
-             st.total_blocks = total_blocks;
-             st.causal_blocks = causal_blocks;
-             const sb::EscalationDecision d = p.Step(&st, top1_prob, answer_position, sink, local);
-             py::dict r;
-             r["action"] = !d.recompute ? "continue" : d.restart ? "restart" : "recompute";
-             r["total_blocks"] = d.total_blocks;
-             return r;
-           },
-           py::arg("total_blocks"), py::arg("causal_blocks"), py::arg("top1_prob"), py::kw_only(),
-           py::arg("answer_position") = 0, py::arg("sink") = 1, py::arg("local") = 1,
-           "One decode step: {'action': 'continue'|'recompute'|'restart', 'total_blocks': budget}.");
-  m.def("escalation_policy",
-        [](const sb::Predictor& p) -> py::object {
-          const sb::EscalationPolicy* e = sb::EscalationOf(p);
-          if (e == nullptr) return py::none();
-          return py::cast(*e);
-        },
-        py::arg("predictor"), "The policy of an 'escalate' predictor (calibrated with escalation), else None.");
+      .def(
+          "step",
+          [](const sb::EscalationPolicy& p, int64_t total_blocks, int64_t causal_blocks, double top1_prob,
+             int64_t answer_position, int32_t sink, int32_t local) {
+            if (causal_blocks < 1 || total_blocks < 0 || answer_position < 0 || sink < 0 || local < 0)
+              throw py::value_error(
+                  "step: need causal_blocks >= 1 and total_blocks, answer_position, sink, local >= 0");
+            sb::EscalationState st;
+            st.total_blocks = total_blocks;
+            st.causal_blocks = causal_blocks;
+            const sb::EscalationDecision d = p.Step(&st, top1_prob, answer_position, sink, local);
+            py::dict r;
+            r["action"] = !d.recompute ? "continue" : d.restart ? "restart" : "recompute";
+            r["total_blocks"] = d.total_blocks;
+            return r;
+          },
+          py::arg("total_blocks"), py::arg("causal_blocks"), py::arg("top1_prob"), py::kw_only(),
+          py::arg("answer_position") = 0, py::arg("sink") = 1, py::arg("local") = 1,
+          "One decode step: {'action': 'continue'|'recompute'|'restart', 'total_blocks': budget}.");
+  m.def(
+      "escalation_policy",
+      [](const sb::Predictor& p) -> py::object {
+        const sb::EscalationPolicy* e = sb::EscalationOf(p);
+        if (e == nullptr) return py::none();
+        return py::cast(*e);
+      },
+      py::arg("predictor"), "The policy of an 'escalate' predictor (calibrated with escalation), else None.");
 }

@@ -146,9 +146,9 @@ void RunDenseDecodeItem(const Ctx& c, int64_t chunk, int64_t nchunks, int64_t co
   float* parts[kMaxDenseRows];
   for (int32_t h = 0; h < H; ++h) {
     // Decode: unit index = kv head (one query block).
-    float* part = nchunks > 1 ? At<float>(c.ws, c.w.partials) +
-                                    static_cast<size_t>(h * p.max_chunks + chunk) * c.w.partial_stride
-                              : nullptr;
+    float* part =
+        nchunks > 1 ? At<float>(c.ws, c.w.partials) + static_cast<size_t>(h * p.max_chunks + chunk) * c.w.partial_stride
+                    : nullptr;
     parts[h] = part;
     for (int32_t g = 0; g < G; ++g) {
       const int32_t r = h * G + g;
@@ -285,8 +285,8 @@ void MergeRun(const Ctx& c, int ith, int nth) {
   }
 }
 
-Status CheckExec(const AttentionPlan& p, const QueryView& q, const ConstBlockSelection& sel,
-                 const OutputView& out, void* ws, int ith, int nth) {
+Status CheckExec(const AttentionPlan& p, const QueryView& q, const ConstBlockSelection& sel, const OutputView& out,
+                 void* ws, int ith, int nth) {
   if (nth < 1 || ith < 0 || ith >= nth)
     return Bad("partition ith " + std::to_string(ith) + " of nth " + std::to_string(nth) + " is out of range");
   if (q.data == nullptr) return Bad("q.data is null");
@@ -305,8 +305,7 @@ Status CheckWorkspace(const AttentionPlan& p, const void* ws) {
   return OkStatus();
 }
 
-Status CheckSelectionBuffers(const AttentionPlan& p, const int32_t* indices, const int32_t* counts,
-                             int64_t capacity) {
+Status CheckSelectionBuffers(const AttentionPlan& p, const int32_t* indices, const int32_t* counts, int64_t capacity) {
   if (indices == nullptr) return Bad("selection.indices is null");
   if (counts == nullptr) return Bad("selection.counts is null");
   if (reinterpret_cast<uintptr_t>(indices) % alignof(int32_t) != 0 ||
@@ -329,14 +328,14 @@ Status CheckSelection(const AttentionPlan& p, const ConstBlockSelection& sel) {
     const int64_t nb = UnitOf(p, u).query_block + 1;
     const int32_t n = sel.counts[u];
     if (n < 1 || n > nb)
-      return Status(StatusCode::kOutOfRange, "selection.counts[" + std::to_string(u) + "] = " +
-                                                 std::to_string(n) + " is outside [1, " + std::to_string(nb) + "]");
+      return Status(StatusCode::kOutOfRange, "selection.counts[" + std::to_string(u) + "] = " + std::to_string(n) +
+                                                 " is outside [1, " + std::to_string(nb) + "]");
     const int32_t* idx = sel.indices + u * sel.capacity;
     for (int32_t j = 0; j < n; ++j) {
       if (idx[j] < 0 || idx[j] >= nb || (j > 0 && idx[j] <= idx[j - 1]))
-        return Status(StatusCode::kOutOfRange,
-                      "selection.indices of unit " + std::to_string(u) + " at " + std::to_string(j) + " = " +
-                          std::to_string(idx[j]) + " is not ascending within [0, " + std::to_string(nb) + ")");
+        return Status(StatusCode::kOutOfRange, "selection.indices of unit " + std::to_string(u) + " at " +
+                                                   std::to_string(j) + " = " + std::to_string(idx[j]) +
+                                                   " is not ascending within [0, " + std::to_string(nb) + ")");
     }
   }
   return OkStatus();
@@ -405,8 +404,8 @@ Status AttendPartition(const AttentionPlan& plan, const QueryView& q, const KVCa
   return OkStatus();
 }
 
-Status AttendMerge(const AttentionPlan& plan, ConstBlockSelection selection, OutputView out,
-                   void* workspace, int ith, int nth) {
+Status AttendMerge(const AttentionPlan& plan, ConstBlockSelection selection, OutputView out, void* workspace, int ith,
+                   int nth) {
   if (plan.empty) return OkStatus();
   QueryView none;
   none.data = reinterpret_cast<const float*>(1);  // not read by the merge; passes the null check
@@ -428,14 +427,16 @@ Status detail::AttendOn(const kernels::KernelTable& kt, const AttentionPlan& pla
     detail::AttendRun(plan, kt, q, kv, selection, out, nullptr, workspace, 0, 1, nullptr);
     detail::MergeRunAll(plan, kt, selection, out, nullptr, workspace, 0, 1);
   } else {
-    pool->Run([&](int ith, int nth) { detail::AttendRun(plan, kt, q, kv, selection, out, nullptr, workspace, ith, nth, nullptr); });
+    pool->Run([&](int ith, int nth) {
+      detail::AttendRun(plan, kt, q, kv, selection, out, nullptr, workspace, ith, nth, nullptr);
+    });
     pool->Run([&](int ith, int nth) { detail::MergeRunAll(plan, kt, selection, out, nullptr, workspace, ith, nth); });
   }
   return OkStatus();
 }
 
-Status Attend(const AttentionPlan& plan, const QueryView& q, const KVCacheView& kv,
-              ConstBlockSelection selection, OutputView out, void* workspace, ThreadPool* pool) {
+Status Attend(const AttentionPlan& plan, const QueryView& q, const KVCacheView& kv, ConstBlockSelection selection,
+              OutputView out, void* workspace, ThreadPool* pool) {
   return detail::AttendOn(kernels::Kernels(), plan, q, kv, selection, out, workspace, pool);  // one ISA for the call
 }
 
@@ -455,8 +456,8 @@ Status SparseAttention(const AttentionPlan& plan, const QueryView& q, const KVCa
   // Everything is checked before selection reads q (Attend would check the views only after).
   if (Status st = ValidateViews(plan, q, kv, &out); !st.ok()) return st;
   if (selection_out.indices != nullptr)
-    if (Status st = detail::CheckSelectionBuffers(plan, selection_out.indices, selection_out.counts,
-                                                  selection_out.capacity);
+    if (Status st =
+            detail::CheckSelectionBuffers(plan, selection_out.indices, selection_out.counts, selection_out.capacity);
         !st.ok())
       return st;
   const kernels::KernelTable& kt = kernels::Kernels();  // one ISA for selection and attention
@@ -465,7 +466,8 @@ Status SparseAttention(const AttentionPlan& plan, const QueryView& q, const KVCa
     if (selection_out.indices != nullptr) {
       for (int64_t u = 0; u < plan.num_units; ++u) {
         const int64_t nb = detail::UnitOf(plan, u).query_block + 1;
-        for (int64_t j = 0; j < nb; ++j) selection_out.indices[u * selection_out.capacity + j] = static_cast<int32_t>(j);
+        for (int64_t j = 0; j < nb; ++j)
+          selection_out.indices[u * selection_out.capacity + j] = static_cast<int32_t>(j);
         selection_out.counts[u] = static_cast<int32_t>(nb);
       }
     }

@@ -33,8 +33,7 @@ bool ComputeLayout(const AttentionPlan& plan, WorkspaceLayout* layout);
 // K/V layout for reading tokens [t0, t1) (1 <= t1) of `heads` x `dim`: strides >= 0, rows do not
 // overlap, every offset a read forms fits in int64 bytes, the page table entries of the pages
 // covering [t0, t1) are >= 0 and their offsets fit. O(pages read).
-Status CheckKvLayout(const KVCacheView& kv, int64_t t0, int64_t t1, int32_t heads, int32_t dim,
-                     int32_t block_size);
+Status CheckKvLayout(const KVCacheView& kv, int64_t t0, int64_t t1, int32_t heads, int32_t dim, int32_t block_size);
 // A workspace for `plan`: non-null when the plan needs bytes, 4-byte aligned (it holds floats and
 // int32s; the header promises nothing beyond 4 bytes is needed).
 Status CheckWorkspace(const AttentionPlan& plan, const void* workspace);

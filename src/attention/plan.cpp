@@ -88,10 +88,8 @@ bool ComputeLayout(const AttentionPlan& p, WorkspaceLayout* w) {
             CheckedMul<uint64_t>(static_cast<uint64_t>(p.max_rows), dim + 2, &partial_stride) &&
             CheckedMul<uint64_t>(units, static_cast<uint64_t>(p.max_chunks), &units_chunks) &&
             CheckedMul(units_chunks, partial_stride, &partial_floats);
-  ok = ok && AddRegion(&total, &w->sel_indices, units_nb, 4) &&
-       AddRegion(&total, &w->sel_counts, units, 4) &&
-       AddRegion(&total, &w->scores, units_nb, 4) &&
-       AddRegion(&total, &w->order, units_nb, 4) &&
+  ok = ok && AddRegion(&total, &w->sel_indices, units_nb, 4) && AddRegion(&total, &w->sel_counts, units, 4) &&
+       AddRegion(&total, &w->scores, units_nb, 4) && AddRegion(&total, &w->order, units_nb, 4) &&
        AddRegion(&total, &w->qsum, units_dim, 4);
   w->partial_stride = static_cast<size_t>(partial_stride);
   if (p.max_chunks > 1) {
@@ -112,30 +110,27 @@ Status MakePlan(const AttentionParams& params, AttentionPlan* plan) {
   const AttentionShape& s = params.shape;
   if (s.num_q_heads < 1) return Bad("num_q_heads must be >= 1, got " + S(s.num_q_heads));
   if (s.num_kv_heads < 1) return Bad("num_kv_heads must be >= 1, got " + S(s.num_kv_heads));
-  if (s.num_q_heads > detail::kMaxHeads) return Bad("num_q_heads must be <= " + S(detail::kMaxHeads) + ", got " + S(s.num_q_heads));
+  if (s.num_q_heads > detail::kMaxHeads)
+    return Bad("num_q_heads must be <= " + S(detail::kMaxHeads) + ", got " + S(s.num_q_heads));
   if (s.num_q_heads % s.num_kv_heads != 0)
-    return Bad("num_kv_heads (" + S(s.num_kv_heads) + ") must divide num_q_heads (" +
-               S(s.num_q_heads) + ")");
-  if (s.head_dim < 1 || s.head_dim > 4096)
-    return Bad("head_dim must be in [1, 4096], got " + S(s.head_dim));
+    return Bad("num_kv_heads (" + S(s.num_kv_heads) + ") must divide num_q_heads (" + S(s.num_q_heads) + ")");
+  if (s.head_dim < 1 || s.head_dim > 4096) return Bad("head_dim must be in [1, 4096], got " + S(s.head_dim));
   if (s.block_size < 16 || s.block_size > kernels::kMaxBlock || (s.block_size & (s.block_size - 1)) != 0)
     return Bad("block_size must be a power of two in [16, 256], got " + S(s.block_size));
   if (s.num_queries < 0) return Bad("num_queries must be >= 0, got " + S(s.num_queries));
   if (s.context_length < 0) return Bad("context_length must be >= 0, got " + S(s.context_length));
   if (s.context_length < s.num_queries)
-    return Bad("context_length (" + S(s.context_length) + ") must be >= num_queries (" +
-               S(s.num_queries) + ")");
+    return Bad("context_length (" + S(s.context_length) + ") must be >= num_queries (" + S(s.num_queries) + ")");
   if (s.context_length / s.block_size >= (int64_t{1} << 31) - 1)
-    return Status(StatusCode::kOutOfRange, "context_length " + S(s.context_length) +
-                                               " has more blocks than 32-bit block indices hold");
+    return Status(StatusCode::kOutOfRange,
+                  "context_length " + S(s.context_length) + " has more blocks than 32-bit block indices hold");
   const auto dt = static_cast<int>(params.kv_dtype);
   if (dt < 0 || dt > 3) return Bad("kv_dtype is not a DType: " + S(dt));
   if (params.kv_dtype == DType::kQ8_0 && s.head_dim % kQ8_0BlockValues != 0)
     return Bad("head_dim must be a multiple of 32 for q8_0 K/V, got " + S(s.head_dim));
   const auto sc = static_cast<int>(params.scoring);
   if (sc < 0 || sc > 1) return Bad("scoring is not a Scoring: " + S(sc));
-  if (!std::isfinite(params.scale))
-    return Bad("scale must be finite, got " + std::to_string(params.scale));
+  if (!std::isfinite(params.scale)) return Bad("scale must be finite, got " + std::to_string(params.scale));
   if (Status st = ValidateBudget(params.budget); !st.ok()) return st;
 
   AttentionPlan p;
@@ -173,13 +168,11 @@ namespace {
 
 // A (tokens x heads x dim) view with the dim contiguous: rows must not overlap and the largest
 // offset must fit. Either order of nesting is accepted (token-major or head-major).
-Status CheckRows(const char* what, int64_t ntok, int64_t nhead, int64_t dim, int64_t ts, int64_t hs,
-                 DType dtype) {
+Status CheckRows(const char* what, int64_t ntok, int64_t nhead, int64_t dim, int64_t ts, int64_t hs, DType dtype) {
   using detail::Bad;
   using detail::S;
   if (ts < 0 || hs < 0)
-    return Bad(std::string(what) + " strides must be >= 0, got token_stride " + S(ts) +
-               " head_stride " + S(hs));
+    return Bad(std::string(what) + " strides must be >= 0, got token_stride " + S(ts) + " head_stride " + S(hs));
   const bool many_tok = ntok > 1, many_head = nhead > 1;
   bool ok;
   if (many_tok && many_head) {
@@ -196,23 +189,22 @@ Status CheckRows(const char* what, int64_t ntok, int64_t nhead, int64_t dim, int
     ok = true;
   }
   if (!ok)
-    return Bad(std::string(what) + " rows overlap: token_stride " + S(ts) + ", head_stride " +
-               S(hs) + " for " + S(ntok) + " tokens x " + S(nhead) + " heads x head_dim " + S(dim));
+    return Bad(std::string(what) + " rows overlap: token_stride " + S(ts) + ", head_stride " + S(hs) + " for " +
+               S(ntok) + " tokens x " + S(nhead) + " heads x head_dim " + S(dim));
   if (dtype == DType::kQ8_0 && (ts % kQ8_0BlockValues != 0 || hs % kQ8_0BlockValues != 0))
     return Bad(std::string(what) + " strides must be multiples of 32 values for q8_0, got token_stride " + S(ts) +
                " head_stride " + S(hs));
   int64_t a, c;
   if (!detail::CheckedExtent(ntok, ts, dim, &a) || !detail::CheckedExtent(nhead, hs, 0, &c) ||
       !detail::CheckedAdd(a, c, &c) || DTypeBytes(dtype, c) < 0)
-    return Status(StatusCode::kOutOfRange, std::string(what) + " byte extent overflows (token_stride " +
-                                               S(ts) + ", head_stride " + S(hs) + ")");
+    return Status(StatusCode::kOutOfRange,
+                  std::string(what) + " byte extent overflows (token_stride " + S(ts) + ", head_stride " + S(hs) + ")");
   return OkStatus();
 }
 
 }  // namespace
 
-Status ValidateViews(const AttentionPlan& plan, const QueryView& q, const KVCacheView& kv,
-                     const OutputView* out) {
+Status ValidateViews(const AttentionPlan& plan, const QueryView& q, const KVCacheView& kv, const OutputView* out) {
   using detail::Bad;
   if (plan.empty) return OkStatus();
   if (q.data == nullptr) return Bad("q.data is null");
@@ -239,8 +231,8 @@ Status detail::ValidateLayouts(const AttentionPlan& plan, const QueryView& q, co
       !st.ok())
     return st;
   if (out != nullptr) {
-    if (Status st = CheckRows("out", s.num_queries, s.num_q_heads, s.head_dim, out->token_stride,
-                              out->head_stride, DType::kF32);
+    if (Status st = CheckRows("out", s.num_queries, s.num_q_heads, s.head_dim, out->token_stride, out->head_stride,
+                              DType::kF32);
         !st.ok())
       return st;
   }
@@ -252,8 +244,7 @@ Status detail::ValidateLayouts(const AttentionPlan& plan, const QueryView& q, co
 
 namespace detail {
 
-Status CheckKvLayout(const KVCacheView& kv, int64_t t0, int64_t t1, int32_t heads, int32_t dim,
-                     int32_t block_size) {
+Status CheckKvLayout(const KVCacheView& kv, int64_t t0, int64_t t1, int32_t heads, int32_t dim, int32_t block_size) {
   const DType elem = kv.dtype;
   if (kv.page_table == nullptr) return CheckRows("kv", t1, heads, dim, kv.token_stride, kv.head_stride, elem);
   if (kv.page_size < block_size || kv.page_size % block_size != 0)

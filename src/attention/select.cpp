@@ -42,8 +42,7 @@ int64_t SelectUnit(const AttentionPlan& p, const kernels::KernelTable& kt, const
   const ForcedRanges ranges = ForcedBlockRanges(budget, nb);
   const int64_t sink_end = ranges.sink_end;
   const int64_t local_begin = ranges.local_begin;
-  if (budget.mode != BudgetMode::kTopP &&
-      (r.scored_blocks == 0 || r.scored_blocks >= local_begin - sink_end)) {
+  if (budget.mode != BudgetMode::kTopP && (r.scored_blocks == 0 || r.scored_blocks >= local_begin - sink_end)) {
     // Nothing to rank: forced blocks only, or everything.
     int64_t n = 0;
     for (int64_t j = 0; j < nb; ++j)
@@ -149,15 +148,13 @@ Status CheckSummaries(const AttentionPlan& plan, const BlockSummaries& summaries
   const BlockSummaries::Config& c = summaries.config();
   const AttentionShape& s = plan.params.shape;
   if (c.num_kv_heads != s.num_kv_heads || c.head_dim != s.head_dim || c.block_size != s.block_size)
-    return bad("summaries (kv heads " + std::to_string(c.num_kv_heads) + ", head_dim " +
-               std::to_string(c.head_dim) + ", block " + std::to_string(c.block_size) +
-               ") do not match the plan");
+    return bad("summaries (kv heads " + std::to_string(c.num_kv_heads) + ", head_dim " + std::to_string(c.head_dim) +
+               ", block " + std::to_string(c.block_size) + ") do not match the plan");
   if (summaries.num_tokens() < s.context_length)
-    return bad("summaries cover " + std::to_string(summaries.num_tokens()) +
-               " tokens, fewer than context_length " + std::to_string(s.context_length));
+    return bad("summaries cover " + std::to_string(summaries.num_tokens()) + " tokens, fewer than context_length " +
+               std::to_string(s.context_length));
   if (!summaries.has(plan.params.scoring))
-    return bad(std::string("summaries do not keep what scoring '") + ScoringName(plan.params.scoring) +
-               "' needs");
+    return bad(std::string("summaries do not keep what scoring '") + ScoringName(plan.params.scoring) + "' needs");
   return OkStatus();
 }
 
@@ -222,8 +219,8 @@ Status detail::SelectBlocksOn(const kernels::KernelTable& kt, const AttentionPla
   return OkStatus();
 }
 
-Status SelectBlocks(const AttentionPlan& plan, const QueryView& q, const BlockSummaries& summaries,
-                    BlockSelection out, void* workspace, SelectionStats* stats, ThreadPool* pool) {
+Status SelectBlocks(const AttentionPlan& plan, const QueryView& q, const BlockSummaries& summaries, BlockSelection out,
+                    void* workspace, SelectionStats* stats, ThreadPool* pool) {
   return detail::SelectBlocksOn(kernels::Kernels(), plan, q, summaries, out, workspace, stats, pool);  // one ISA
 }
 

@@ -24,36 +24,48 @@ Expected<BlockSummaries> BlockSummaries::Create(const Config& c) {
   if (!detail::CheckedMul(static_cast<uint64_t>(s.max_blocks_),
                           static_cast<uint64_t>(c.num_kv_heads) * static_cast<uint64_t>(c.head_dim), &per_kind) ||
       per_kind > (uint64_t{1} << 40))
-    return Status(StatusCode::kOutOfRange, "summaries for max_tokens " + std::to_string(c.max_tokens) +
-                                               " are too large");
+    return Status(StatusCode::kOutOfRange,
+                  "summaries for max_tokens " + std::to_string(c.max_tokens) + " are too large");
   const size_t n = static_cast<size_t>(per_kind);
   size_t total = 0;
-  if (c.mean) { s.sum_offset_ = total; total += n; }
-  if (c.bound) { s.min_offset_ = total; total += n; s.max_offset_ = total; total += n; }
+  if (c.mean) {
+    s.sum_offset_ = total;
+    total += n;
+  }
+  if (c.bound) {
+    s.min_offset_ = total;
+    total += n;
+    s.max_offset_ = total;
+    total += n;
+  }
   try {
     s.storage_.assign(total, 0.0f);  // the one allocation; its failure is a status, not a throw
   } catch (const std::bad_alloc&) {
-    return Status(StatusCode::kInternal, "summaries for max_tokens " + std::to_string(c.max_tokens) + ": cannot allocate " +
-                                             std::to_string(total * sizeof(float)) + " bytes");
+    return Status(StatusCode::kInternal, "summaries for max_tokens " + std::to_string(c.max_tokens) +
+                                             ": cannot allocate " + std::to_string(total * sizeof(float)) + " bytes");
   }
   return s;
 }
 
-int64_t BlockSummaries::num_blocks() const noexcept {
-  return detail::CeilDiv(num_tokens_, config_.block_size);
-}
+int64_t BlockSummaries::num_blocks() const noexcept { return detail::CeilDiv(num_tokens_, config_.block_size); }
 
 const float* BlockSummaries::key_sum(int32_t head, int64_t block) const noexcept {
   if (!config_.mean) return nullptr;
-  return storage_.data() + sum_offset_ + (static_cast<size_t>(head) * static_cast<size_t>(max_blocks_) + static_cast<size_t>(block)) * static_cast<size_t>(config_.head_dim);
+  return storage_.data() + sum_offset_ +
+         (static_cast<size_t>(head) * static_cast<size_t>(max_blocks_) + static_cast<size_t>(block)) *
+             static_cast<size_t>(config_.head_dim);
 }
 const float* BlockSummaries::key_min(int32_t head, int64_t block) const noexcept {
   if (!config_.bound) return nullptr;
-  return storage_.data() + min_offset_ + (static_cast<size_t>(head) * static_cast<size_t>(max_blocks_) + static_cast<size_t>(block)) * static_cast<size_t>(config_.head_dim);
+  return storage_.data() + min_offset_ +
+         (static_cast<size_t>(head) * static_cast<size_t>(max_blocks_) + static_cast<size_t>(block)) *
+             static_cast<size_t>(config_.head_dim);
 }
 const float* BlockSummaries::key_max(int32_t head, int64_t block) const noexcept {
   if (!config_.bound) return nullptr;
-  return storage_.data() + max_offset_ + (static_cast<size_t>(head) * static_cast<size_t>(max_blocks_) + static_cast<size_t>(block)) * static_cast<size_t>(config_.head_dim);
+  return storage_.data() + max_offset_ +
+         (static_cast<size_t>(head) * static_cast<size_t>(max_blocks_) + static_cast<size_t>(block)) *
+             static_cast<size_t>(config_.head_dim);
 }
 
 int64_t BlockSummaries::block_count(int64_t block) const noexcept {
@@ -89,8 +101,7 @@ Status BlockSummaries::Append(const KVCacheView& kv, int64_t new_num_tokens) {
       const kernels::BlockPtr bp = kernels::BlockAddress(kv, h, block, B);
       const char* key = bp.k + kernels::ValueBytes(kv.dtype, (t % B) * kv.token_stride);
       kt.summary_add(key, kv.dtype, config_.head_dim, const_cast<float*>(key_sum(h, block)),
-                     const_cast<float*>(key_min(h, block)), const_cast<float*>(key_max(h, block)),
-                     t % B == 0);
+                     const_cast<float*>(key_min(h, block)), const_cast<float*>(key_max(h, block)), t % B == 0);
     }
   }
   num_tokens_ = new_num_tokens;

@@ -139,13 +139,18 @@ Expected<CalibrationResult> CalibrateCells(const std::string& type, const std::v
                                            const CalibrationOptions& opt) {
   static const char* const kTypes[] = {"auto", "fixed", "length_law", "task_length_law", "linear", "probe", "table"};
   if (std::find_if(std::begin(kTypes), std::end(kTypes), [&](const char* t) { return type == t; }) == std::end(kTypes))
-    return Status(StatusCode::kNotFound, "calibrate: unknown or unfittable predictor type '" + type +
-                                             "' (fittable: auto, fixed, length_law, task_length_law, linear, probe, table)");
-  if (opt.min_cell < 1) return Status(StatusCode::kInvalidArgument, "calibrate: min_cell must be >= 1, got " + std::to_string(opt.min_cell));
+    return Status(StatusCode::kNotFound,
+                  "calibrate: unknown or unfittable predictor type '" + type +
+                      "' (fittable: auto, fixed, length_law, task_length_law, linear, probe, table)");
+  if (opt.min_cell < 1)
+    return Status(StatusCode::kInvalidArgument,
+                  "calibrate: min_cell must be >= 1, got " + std::to_string(opt.min_cell));
   if (!(opt.abstain_above >= 0 && opt.abstain_above <= 1))
-    return Status(StatusCode::kInvalidArgument, "calibrate: abstain_above must be in [0, 1], got " + std::to_string(opt.abstain_above));
+    return Status(StatusCode::kInvalidArgument,
+                  "calibrate: abstain_above must be in [0, 1], got " + std::to_string(opt.abstain_above));
   if (opt.cv_folds < 2 || opt.cv_folds > 10)
-    return Status(StatusCode::kInvalidArgument, "calibrate: cv_folds must be in [2, 10], got " + std::to_string(opt.cv_folds));
+    return Status(StatusCode::kInvalidArgument,
+                  "calibrate: cv_folds must be in [2, 10], got " + std::to_string(opt.cv_folds));
   Status st = ValidateLimits(opt.fit.limits);
   if (!st.ok()) return st;
   CellSettings set;
@@ -159,8 +164,8 @@ Expected<CalibrationResult> CalibrateCells(const std::string& type, const std::v
   Expected<CellSpec> spec = CellSpec{};
   if (type == "table") {
     if (opt.fit.bucket_count < 1 || opt.fit.bucket_count > 16)
-      return Status(StatusCode::kInvalidArgument, "calibrate: bucket_count must be in [1, 16], got " +
-                                                      std::to_string(opt.fit.bucket_count));
+      return Status(StatusCode::kInvalidArgument,
+                    "calibrate: bucket_count must be in [1, 16], got " + std::to_string(opt.fit.bucket_count));
     // The table's shape is given: the same feature buckets in every tier, task tiers with labels.
     const std::string src = opt.fit.bucket_feature.empty() ? "" : "feature:" + opt.fit.bucket_feature;
     const int b = opt.fit.bucket_feature.empty() ? 1 : opt.fit.bucket_count;
@@ -174,8 +179,9 @@ Expected<CalibrationResult> CalibrateCells(const std::string& type, const std::v
   std::unique_ptr<EscalationPolicy> policy;
   if (opt.escalation) {
     if (!HasSelfCheck(traces, fit_idx))
-      return Status(StatusCode::kInvalidArgument,
-                    "calibrate: --escalation needs curve points with 'top1_prob' (and 'min_top1_prob'); these traces have none");
+      return Status(
+          StatusCode::kInvalidArgument,
+          "calibrate: --escalation needs curve points with 'top1_prob' (and 'min_top1_prob'); these traces have none");
     auto ladder_ok = EscalationPolicy::Create(0.0, opt.escalation_ladder);
     if (!ladder_ok.ok()) return ladder_ok.status();
     // Threshold on an inner split of the fit part (the held-out part stays for the guarantee):
@@ -187,31 +193,32 @@ Expected<CalibrationResult> CalibrateCells(const std::string& type, const std::v
     double best = HUGE_VAL, best_thr = 0.0;
     EscalationMode best_mode = EscalationMode::kRecomputeStep;
     for (const EscalationMode mode : {EscalationMode::kRecomputeStep, EscalationMode::kRestartAnswer})
-    for (double thr : ThresholdCandidates(traces, fit_idx)) {
-      if (thr == 0.0 && mode == EscalationMode::kRestartAnswer) continue;  // the same as no policy
-      auto pol = EscalationPolicy::Create(thr, opt.escalation_ladder, mode);
-      if (!pol.ok()) return pol.status();
-      CellSettings s2 = set;
-      s2.escalation = thr > 0 ? &*pol : nullptr;  // threshold 0: no policy, the plain calibration
-      auto f = FitCells(fit_only, in_fit, in_val, *spec, s2);
-      if (!f.ok()) return f.status();
-      char buf[96];
-      (void)std::snprintf(buf, sizeof(buf), "  escalation %s threshold %.4f: inner mean step budget %.4f\n",
-                          mode == EscalationMode::kRestartAnswer ? "restart_answer" : "recompute_step", thr,
-                          f->hold_mean_fraction);
-      res.selection += buf;
-      if (f->hold_mean_fraction < best - 1e-9) {
-        best = f->hold_mean_fraction;
-        best_thr = thr;
-        best_mode = mode;
+      for (double thr : ThresholdCandidates(traces, fit_idx)) {
+        if (thr == 0.0 && mode == EscalationMode::kRestartAnswer) continue;  // the same as no policy
+        auto pol = EscalationPolicy::Create(thr, opt.escalation_ladder, mode);
+        if (!pol.ok()) return pol.status();
+        CellSettings s2 = set;
+        s2.escalation = thr > 0 ? &*pol : nullptr;  // threshold 0: no policy, the plain calibration
+        auto f = FitCells(fit_only, in_fit, in_val, *spec, s2);
+        if (!f.ok()) return f.status();
+        char buf[96];
+        (void)std::snprintf(buf, sizeof(buf), "  escalation %s threshold %.4f: inner mean step budget %.4f\n",
+                            mode == EscalationMode::kRestartAnswer ? "restart_answer" : "recompute_step", thr,
+                            f->hold_mean_fraction);
+        res.selection += buf;
+        if (f->hold_mean_fraction < best - 1e-9) {
+          best = f->hold_mean_fraction;
+          best_thr = thr;
+          best_mode = mode;
+        }
       }
-    }
     auto pol = EscalationPolicy::Create(best_thr, opt.escalation_ladder, best_mode);
     if (!pol.ok()) return pol.status();
     policy = std::make_unique<EscalationPolicy>(std::move(pol).value());
     set.escalation = best_thr > 0 ? policy.get() : nullptr;
     res.escalation_threshold = best_thr;
-    if (best_thr <= 0) res.selection += "  escalation did not pay on these traces: the start budgets are the plain calibration's\n";
+    if (best_thr <= 0)
+      res.selection += "  escalation did not pay on these traces: the start budgets are the plain calibration's\n";
   }
   auto fit = FitCells(traces, fit_idx, hold_idx, *spec, set);
   if (!fit.ok()) return fit.status();
@@ -246,8 +253,9 @@ Expected<CalibrationResult> CalibrateCells(const std::string& type, const std::v
                 (policy ? ", escalation threshold " + Fmt("%.4g", res.escalation_threshold) : std::string()) +
                 "): mean_budget_fraction=" + Fmt("%.4f", res.fit_mean_fraction) +
                 " holdout_degraded=" + Fmt("%.4f", res.holdout_degraded_share) +
-                " holdout_miss=" + Fmt("%.4f", res.holdout_miss_share) + " target_degraded=" + Fmt("%.4g", opt.target_degraded) +
-                " n_fit=" + std::to_string(res.num_fit) + " n_holdout=" + std::to_string(res.num_holdout) +
+                " holdout_miss=" + Fmt("%.4f", res.holdout_miss_share) +
+                " target_degraded=" + Fmt("%.4g", opt.target_degraded) + " n_fit=" + std::to_string(res.num_fit) +
+                " n_holdout=" + std::to_string(res.num_holdout) +
                 " abstained_cells=" + std::to_string(res.abstained_cells.size());
   return res;
 }
@@ -259,15 +267,17 @@ Expected<CalibrationResult> Calibrate(const std::string& type, const Predictor* 
   const bool by_degraded = opt.target_degraded >= 0;
   const bool by_mean = opt.target_mean_fraction >= 0;
   if (by_degraded == by_mean)
-    return Status(StatusCode::kInvalidArgument, "calibrate: give exactly one of target_degraded and target_mean_fraction");
+    return Status(StatusCode::kInvalidArgument,
+                  "calibrate: give exactly one of target_degraded and target_mean_fraction");
   if (by_degraded && !(opt.target_degraded > 0 && opt.target_degraded < 1))
-    return Status(StatusCode::kInvalidArgument, "calibrate: target_degraded must be in (0, 1), got " +
-                                                    std::to_string(opt.target_degraded));
+    return Status(StatusCode::kInvalidArgument,
+                  "calibrate: target_degraded must be in (0, 1), got " + std::to_string(opt.target_degraded));
   if (by_mean && !(opt.target_mean_fraction > 0 && opt.target_mean_fraction <= 1))
-    return Status(StatusCode::kInvalidArgument, "calibrate: target_mean_fraction must be in (0, 1], got " +
-                                                    std::to_string(opt.target_mean_fraction));
+    return Status(StatusCode::kInvalidArgument,
+                  "calibrate: target_mean_fraction must be in (0, 1], got " + std::to_string(opt.target_mean_fraction));
   if (!(opt.holdout >= 0.05 && opt.holdout <= 0.95))
-    return Status(StatusCode::kInvalidArgument, "calibrate: holdout must be in [0.05, 0.95], got " + std::to_string(opt.holdout));
+    return Status(StatusCode::kInvalidArgument,
+                  "calibrate: holdout must be in [0.05, 0.95], got " + std::to_string(opt.holdout));
   if (!(opt.delta >= 0 && opt.delta < 1))
     return Status(StatusCode::kInvalidArgument, "calibrate: delta must be in [0, 1), got " + std::to_string(opt.delta));
   if (traces.size() < 2) return Status(StatusCode::kInvalidArgument, "calibrate: need at least 2 traces");
@@ -286,7 +296,8 @@ Expected<CalibrationResult> Calibrate(const std::string& type, const Predictor* 
   }
   if (by_degraded && base == nullptr) return CalibrateCells(type, traces, fit_idx, hold_idx, opt);
   if (type == "auto") return Status(StatusCode::kInvalidArgument, "calibrate: 'auto' needs target_degraded");
-  if (opt.escalation) return Status(StatusCode::kInvalidArgument, "calibrate: escalation needs target_degraded and a fitted type");
+  if (opt.escalation)
+    return Status(StatusCode::kInvalidArgument, "calibrate: escalation needs target_degraded and a fitted type");
   std::vector<TraceRecord> fit_tr;
   for (size_t i : fit_idx) fit_tr.push_back(traces[i]);
   const bool table = base == nullptr && type == "table";
@@ -368,16 +379,16 @@ Expected<CalibrationResult> Calibrate(const std::string& type, const Predictor* 
   res.num_holdout = nh;
   const Stats all = StatsOf(*res.predictor, traces, all_idx);
   res.fit_mean_fraction = all.mean_fraction;
-  std::string line = "calibrated " + res.predictor->type() + " (" + res.method + "): " +
-                     (table ? "lambda=" : "scale=") + Fmt("%.6g", res.chosen_value) +
+  std::string line = "calibrated " + res.predictor->type() + " (" + res.method +
+                     "): " + (table ? "lambda=" : "scale=") + Fmt("%.6g", res.chosen_value) +
                      " mean_budget_fraction=" + Fmt("%.4f", all.mean_fraction);
   if (by_degraded) {
     const Stats h = StatsOf(*res.predictor, traces, hold_idx);
     res.holdout_mean_fraction = h.mean_fraction;
     res.holdout_degraded_share = h.degraded;
     res.holdout_miss_share = h.miss;
-    line += " holdout_degraded=" + Fmt("%.4f", h.degraded) + " holdout_miss=" + Fmt("%.4f", h.miss) + " target_degraded=" +
-            Fmt("%.4g", opt.target_degraded) + " n_fit=" + std::to_string(res.num_fit) +
+    line += " holdout_degraded=" + Fmt("%.4f", h.degraded) + " holdout_miss=" + Fmt("%.4f", h.miss) +
+            " target_degraded=" + Fmt("%.4g", opt.target_degraded) + " n_fit=" + std::to_string(res.num_fit) +
             " n_holdout=" + std::to_string(nh);
   } else {
     line += " target_mean_budget=" + Fmt("%.4g", opt.target_mean_fraction) + " n=" + std::to_string(res.num_fit);

@@ -123,7 +123,8 @@ void FillTables(const std::vector<TraceRecord>& traces, const std::vector<double
 // Lagrangian path: for each lambda, every chain (same tier and length bucket, ascending score
 // bucket) minimises sum(cost + lambda * miss) subject to non-decreasing choices along the chain
 // and choices >= the previous lambda's (nested family). Ends with every cell dense.
-std::vector<std::vector<int>> LagrangianPath(const std::vector<Group>& groups, size_t G, std::vector<double>* lambdas_out) {
+std::vector<std::vector<int>> LagrangianPath(const std::vector<Group>& groups, size_t G,
+                                             std::vector<double>* lambdas_out) {
   std::map<std::pair<std::string, int32_t>, std::vector<size_t>> chains;
   std::vector<std::vector<size_t>> singles;
   for (size_t c = 0; c < groups.size(); ++c) {
@@ -220,10 +221,13 @@ bool Passes(int64_t misses, int64_t n, const CellSettings& set) {
 
 Expected<CellsFit> FitCells(const std::vector<TraceRecord>& traces, const std::vector<size_t>& fit_idx,
                             const std::vector<size_t>& hold_idx, const CellSpec& spec, const CellSettings& set) {
-  if (fit_idx.empty() || hold_idx.empty()) return Status(StatusCode::kInvalidArgument, "cells: empty fit or held-out part");
+  if (fit_idx.empty() || hold_idx.empty())
+    return Status(StatusCode::kInvalidArgument, "cells: empty fit or held-out part");
   if (spec.buckets < 1 || spec.buckets > 16)
-    return Status(StatusCode::kInvalidArgument, "cells: buckets must be in [1, 16], got " + std::to_string(spec.buckets));
-  if (set.min_cell < 1) return Status(StatusCode::kInvalidArgument, "cells: min_cell must be >= 1, got " + std::to_string(set.min_cell));
+    return Status(StatusCode::kInvalidArgument,
+                  "cells: buckets must be in [1, 16], got " + std::to_string(spec.buckets));
+  if (set.min_cell < 1)
+    return Status(StatusCode::kInvalidArgument, "cells: min_cell must be >= 1, got " + std::to_string(set.min_cell));
   const bool by_task = spec.by_task && HasTaskLabels(traces, fit_idx);
   if (by_task && (spec.task_buckets < 1 || spec.task_buckets > 16))
     return Status(StatusCode::kInvalidArgument,
@@ -248,7 +252,8 @@ Expected<CellsFit> FitCells(const std::vector<TraceRecord>& traces, const std::v
     for (size_t i : fit_idx)
       if (Informative(traces[i]))
         if (auto v = traces[i].features.Get(name))
-          by_lb[lb_of(i)].push_back({*v, std::log(FitTargetBlocks(traces[i]) / static_cast<double>(traces[i].causal_blocks()))});
+          by_lb[lb_of(i)].push_back(
+              {*v, std::log(FitTargetBlocks(traces[i]) / static_cast<double>(traces[i].causal_blocks()))});
     double cov = 0;
     for (const auto& kv : by_lb) {
       double mx = 0, my = 0;
@@ -314,7 +319,9 @@ Expected<CellsFit> FitCells(const std::vector<TraceRecord>& traces, const std::v
     std::map<CellsKey, std::vector<size_t>> by_key;
     for (size_t i : members) {
       const int32_t lb = lb_of(i);
-      by_key[CellsKey{tier, lb, CellsScoreBucket(idx.Edges(tier, lb), CellsScore(model, task_tier, traces[i].features))}].push_back(i);
+      by_key[CellsKey{tier, lb,
+                      CellsScoreBucket(idx.Edges(tier, lb), CellsScore(model, task_tier, traces[i].features))}]
+          .push_back(i);
     }
     std::vector<Group> groups;
     for (auto& kv : by_key) {
@@ -443,7 +450,8 @@ Expected<CellsFit> FitCells(const std::vector<TraceRecord>& traces, const std::v
     pk.miss_share /= static_cast<double>(nh);
     return pk;
   };
-  auto free_pick = pick(free_path.size(), [&](size_t t) { return build(t, nullptr); }, true);
+  auto free_pick = pick(
+      free_path.size(), [&](size_t t) { return build(t, nullptr); }, true);
   if (!free_pick.ok()) return free_pick.status();
   CellsFit fit;
   fit.free_lambda = free_lambdas[free_pick->level];
@@ -452,7 +460,8 @@ Expected<CellsFit> FitCells(const std::vector<TraceRecord>& traces, const std::v
   std::unique_ptr<Predictor> result;
   const std::vector<int>* task_choice = nullptr;
   if (by_task && !task_groups.empty()) {
-    auto task_pick = pick(task_path.size(), [&](size_t t) { return build(free_pick->level, &task_path[t]); }, false);
+    auto task_pick = pick(
+        task_path.size(), [&](size_t t) { return build(free_pick->level, &task_path[t]); }, false);
     if (!task_pick.ok()) return task_pick.status();
     task_choice = &task_path[task_pick->level];
     fit.task_lambda = task_lambdas[task_pick->level];
@@ -465,9 +474,11 @@ Expected<CellsFit> FitCells(const std::vector<TraceRecord>& traces, const std::v
   auto describe = [&](const Group& g) {
     std::string s = "tier=" + g.cell.task + " length_bucket=" + std::to_string(g.cell.length_bucket);
     const int32_t lb = g.cell.length_bucket;
-    s += " (L in [" + (lb == 0 ? std::string("1") : std::to_string(model.length_edges[static_cast<size_t>(lb - 1)])) + ", " +
-         (lb == static_cast<int32_t>(model.length_edges.size()) ? std::string("inf")
-                                                                : std::to_string(model.length_edges[static_cast<size_t>(lb)])) +
+    s += " (L in [" + (lb == 0 ? std::string("1") : std::to_string(model.length_edges[static_cast<size_t>(lb - 1)])) +
+         ", " +
+         (lb == static_cast<int32_t>(model.length_edges.size())
+              ? std::string("inf")
+              : std::to_string(model.length_edges[static_cast<size_t>(lb)])) +
          "))";
     s += " score_bucket=" + std::to_string(g.cell.score_bucket) + " n=" + std::to_string(g.members.size());
     return s;
@@ -521,7 +532,8 @@ Expected<CellSpec> ChooseCellSpec(const std::vector<TraceRecord>& traces, const 
     for (int k = 0; k < folds && ok; ++k) {
       std::vector<size_t> fit_idx, hold = fold[static_cast<size_t>(k)];
       for (int j = 0; j < folds; ++j)
-        if (j != k) fit_idx.insert(fit_idx.end(), fold[static_cast<size_t>(j)].begin(), fold[static_cast<size_t>(j)].end());
+        if (j != k)
+          fit_idx.insert(fit_idx.end(), fold[static_cast<size_t>(j)].begin(), fold[static_cast<size_t>(j)].end());
       std::sort(fit_idx.begin(), fit_idx.end());
       auto f = FitCells(traces, fit_idx, hold, candidates[c], cached);
       if (!f.ok()) {

@@ -15,9 +15,9 @@ namespace sparsebudget::detail {
 // Which signal orders requests inside a length bucket, and how finely: one for the label-free
 // tier, one for the task tiers (labelled calibrations choose each with its own cross-validation).
 struct CellSpec {
-  std::string source;   // label-free tier: "" = length only; "feature:NAME"; "predictor:TYPE" (fitted here)
-  int buckets = 1;      // quantile buckets of the score per (tier, length bucket), in [1, 16]
-  bool by_task = false;  // also task tiers (labelled), backing off to the label-free tier
+  std::string source;       // label-free tier: "" = length only; "feature:NAME"; "predictor:TYPE" (fitted here)
+  int buckets = 1;          // quantile buckets of the score per (tier, length bucket), in [1, 16]
+  bool by_task = false;     // also task tiers (labelled), backing off to the label-free tier
   std::string task_source;  // task tiers' signal, as `source` (used when by_task)
   int task_buckets = 1;     // task tiers' buckets, in [1, 16] (used when by_task)
   std::string Describe() const;
@@ -27,11 +27,11 @@ struct GridOutcomes;
 
 // What the caller fixes for every candidate.
 struct CellSettings {
-  double alpha = 0.05;          // miss target
-  double delta = 0.0;           // 0: conformal risk control; else binomial tests
-  double abstain_above = 0.9;   // a cell missing > alpha at every budget <= this runs dense
-  int min_cell = 20;            // fewer fit requests: the cell backs off to its parent
-  FitOptions fit;               // limits (and options of fitted score predictors)
+  double alpha = 0.05;                           // miss target
+  double delta = 0.0;                            // 0: conformal risk control; else binomial tests
+  double abstain_above = 0.9;                    // a cell missing > alpha at every budget <= this runs dense
+  int min_cell = 20;                             // fewer fit requests: the cell backs off to its parent
+  FitOptions fit;                                // limits (and options of fitted score predictors)
   const EscalationPolicy* escalation = nullptr;  // simulate this policy (threshold, ladder)
   // Optional: each trace's simulated (cost, loss) at every grid fraction, shared by the
   // candidates and folds of ChooseCellSpec (an outcome depends on the trace, the grid and the

@@ -19,7 +19,9 @@ struct Acc {
   double frac = 0, blocks = 0, tokens = 0, degraded = 0, quality = 0, miss = 0, clamped = 0, fallback = 0;
   double n = 0;
   // A request served at b blocks throughout.
-  void Add(const TraceRecord& r, int64_t b, bool cl, bool fb) { Add(r, Simulate(r, b, nullptr, BudgetLimits{}), cl, fb); }
+  void Add(const TraceRecord& r, int64_t b, bool cl, bool fb) {
+    Add(r, Simulate(r, b, nullptr, BudgetLimits{}), cl, fb);
+  }
   // A simulated request: blocks and tokens read are per decode step, recomputed steps included.
   void Add(const TraceRecord& r, const SimOutcome& o, bool cl, bool fb) {
     const double nb = static_cast<double>(r.causal_blocks());
@@ -45,7 +47,8 @@ struct Acc {
 };
 
 double Auc(std::vector<EvalPoint> pts, double dense_quality) {
-  std::sort(pts.begin(), pts.end(), [](const EvalPoint& a, const EvalPoint& b) { return a.mean_fraction < b.mean_fraction; });
+  std::sort(pts.begin(), pts.end(),
+            [](const EvalPoint& a, const EvalPoint& b) { return a.mean_fraction < b.mean_fraction; });
   // Quality 0 below the smallest measured budget, dense quality above the largest.
   double area = 0, px = 0, py = 0;
   bool first = true;
@@ -90,7 +93,9 @@ std::string Pct(double v) {
 }
 
 json PointJson(const EvalPoint& p) {
-  return {{"scale", p.scale}, {"mean_budget_fraction", p.mean_fraction}, {"mean_quality", p.mean_quality},
+  return {{"scale", p.scale},
+          {"mean_budget_fraction", p.mean_fraction},
+          {"mean_quality", p.mean_quality},
           {"degraded_share", p.degraded_share}};
 }
 
@@ -102,7 +107,8 @@ Expected<EvalReport> Evaluate(const std::vector<TraceRecord>& traces,
   if (traces.empty()) return Status(StatusCode::kInvalidArgument, "evaluate: no traces");
   if (opt.sweep_points < 1 || opt.sweep_points > 1000)
     return Status(StatusCode::kInvalidArgument, "evaluate: sweep_points must be in [1, 1000]");
-  if (!(opt.kv_bytes_per_token > 0)) return Status(StatusCode::kInvalidArgument, "evaluate: kv_bytes_per_token must be > 0");
+  if (!(opt.kv_bytes_per_token > 0))
+    return Status(StatusCode::kInvalidArgument, "evaluate: kv_bytes_per_token must be > 0");
   EvalReport rep;
   rep.num_requests = static_cast<int64_t>(traces.size());
   int64_t max_nb = 1;
@@ -215,7 +221,8 @@ Expected<EvalReport> Evaluate(const std::vector<TraceRecord>& traces,
     return OkStatus();
   };
   for (const auto& np : predictors) {
-    if (np.second == nullptr) return Status(StatusCode::kInvalidArgument, "evaluate: predictor '" + np.first + "' is null");
+    if (np.second == nullptr)
+      return Status(StatusCode::kInvalidArgument, "evaluate: predictor '" + np.first + "' is null");
     Status st = eval_one(np.first, *np.second, traces, stripped.empty() ? "as_given" : "labelled");
     if (!st.ok()) return st;
   }
@@ -225,9 +232,9 @@ Expected<EvalReport> Evaluate(const std::vector<TraceRecord>& traces,
       Status st = eval_one(np.first + " (label-free)", *np.second, stripped, "label_free");
       if (!st.ok()) return st;
     }
-  rep.oracle.frontier = {rep.oracle.per_task.empty() ? EvalPoint{} : EvalPoint{1.0, rep.oracle.mean_budget_fraction,
-                                                                                rep.oracle.mean_quality,
-                                                                                rep.oracle.degraded_share}};
+  rep.oracle.frontier = {rep.oracle.per_task.empty() ? EvalPoint{}
+                                                     : EvalPoint{1.0, rep.oracle.mean_budget_fraction,
+                                                                 rep.oracle.mean_quality, rep.oracle.degraded_share}};
   rep.oracle.auc = Auc(rep.oracle.frontier, rep.dense_mean_quality);
   if (const EvalPoint* bf = BestFixed(rep.fixed_fraction_frontier, rep.oracle.degraded_share)) {
     rep.oracle.best_fixed_fraction = bf->scale;
@@ -244,7 +251,8 @@ Expected<EvalReport> Evaluate(const std::vector<TraceRecord>& traces,
 
 std::string EvalReportMarkdown(const EvalReport& rep) {
   std::string s;
-  s += "| predictor | mean budget | mean blocks | K/V MB read | degraded | mean quality | regret vs oracle | AUC | saved vs best fixed fraction | saved vs best fixed blocks |\n";
+  s += "| predictor | mean budget | mean blocks | K/V MB read | degraded | mean quality | regret vs oracle | AUC | "
+       "saved vs best fixed fraction | saved vs best fixed blocks |\n";
   s += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
   auto row = [&](const PredictorEval& e) {
     s += "| " + e.name + " | " + F4(e.mean_budget_fraction) + " | " + F3(e.mean_blocks) + " | " +

@@ -112,8 +112,8 @@ Expected<std::unique_ptr<Predictor>> TablePath::At(size_t point, const BudgetLim
 Expected<TablePath> BuildTablePath(const std::vector<const TraceRecord*>& traces, const FitOptions& opt) {
   if (traces.empty()) return Status(StatusCode::kInvalidArgument, "table fit: no traces");
   if (opt.bucket_count < 1 || opt.bucket_count > 16)
-    return Status(StatusCode::kInvalidArgument, "table fit: bucket_count must be in [1, 16], got " +
-                                                    std::to_string(opt.bucket_count));
+    return Status(StatusCode::kInvalidArgument,
+                  "table fit: bucket_count must be in [1, 16], got " + std::to_string(opt.bucket_count));
   TablePath path;
   path.shape.length_edges = LengthEdges(traces);
   path.shape.bucket_feature = opt.bucket_feature;
@@ -122,12 +122,13 @@ Expected<TablePath> BuildTablePath(const std::vector<const TraceRecord*>& traces
     for (const auto* r : traces)
       if (auto v = r->features.Get(opt.bucket_feature)) vals.push_back(*v);
     if (vals.empty())
-      return Status(StatusCode::kInvalidArgument, "table fit: bucket feature '" + opt.bucket_feature +
-                                                      "' is unknown in every trace");
+      return Status(StatusCode::kInvalidArgument,
+                    "table fit: bucket feature '" + opt.bucket_feature + "' is unknown in every trace");
     std::sort(vals.begin(), vals.end());
     for (int b = 1; b < opt.bucket_count; ++b) {
       const double e = vals[static_cast<size_t>(static_cast<double>(vals.size() - 1) * b / opt.bucket_count)];
-      if (path.shape.feature_edges.empty() || e > path.shape.feature_edges.back()) path.shape.feature_edges.push_back(e);
+      if (path.shape.feature_edges.empty() || e > path.shape.feature_edges.back())
+        path.shape.feature_edges.push_back(e);
     }
   }
   // Candidate fractions: 0 (forced blocks only) and 2^(k/8) / 256 up to 1.
@@ -138,7 +139,8 @@ Expected<TablePath> BuildTablePath(const std::vector<const TraceRecord*>& traces
   // Group requests into cells.
   std::map<std::tuple<std::string, int32_t, int32_t>, std::vector<const TraceRecord*>> groups;
   for (const auto* r : traces)
-    groups[{r->task(), LengthBucket(path.shape, r->context_length()), FeatureBucket(path.shape, r->features)}].push_back(r);
+    groups[{r->task(), LengthBucket(path.shape, r->context_length()), FeatureBucket(path.shape, r->features)}]
+        .push_back(r);
   std::vector<std::vector<double>> cost, miss;
   for (const auto& g : groups) {
     TableCell c;
@@ -409,12 +411,14 @@ Expected<std::unique_ptr<Predictor>> FitPredictor(const std::string& type, const
     return std::move(p).value();
   } else if (type == "probe") {
     if (opt.probe_mass != 50 && opt.probe_mass != 90 && opt.probe_mass != 99)
-      return Status(StatusCode::kInvalidArgument, "probe fit: mass must be 50, 90 or 99, got " + std::to_string(opt.probe_mass));
+      return Status(StatusCode::kInvalidArgument,
+                    "probe fit: mass must be 50, 90 or 99, got " + std::to_string(opt.probe_mass));
     const std::string feat = "probe_blocks_" + std::to_string(opt.probe_mass);
     std::vector<double> ratio;
     for (const auto* r : inf)
       if (auto v = r->features.Get(feat); v && *v > 0) ratio.push_back(std::max(FitTargetBlocks(*r) - 1.0, 0.0) / *v);
-    if (ratio.empty()) return Status(StatusCode::kInvalidArgument, "probe fit: feature '" + feat + "' is unknown in every trace");
+    if (ratio.empty())
+      return Status(StatusCode::kInvalidArgument, "probe fit: feature '" + feat + "' is unknown in every trace");
     out = MakeProbe(opt.probe_mass, std::max(Quantile(ratio, 0.5), 1e-3), 1.0, 1.0);
   } else if (type == "table") {
     auto path = BuildTablePath(all, opt);

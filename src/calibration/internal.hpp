@@ -68,10 +68,10 @@ double BinomCdf(int64_t k, int64_t n, double p);
 // minimises  sum_i fraction_i + lambda * sum_i miss_i  over its requests; choices are made
 // monotone along the path (cumulative max), and the path ends with every cell dense.
 struct TablePath {
-  TableModel shape;  // edges and bucket feature; cells empty
-  std::vector<TableCell> cells;  // task, buckets; fraction unused
-  std::vector<double> grid;      // candidate fractions, ascending, last = 1
-  std::vector<double> lambdas;   // per path point (+inf for the dense end)
+  TableModel shape;                      // edges and bucket feature; cells empty
+  std::vector<TableCell> cells;          // task, buckets; fraction unused
+  std::vector<double> grid;              // candidate fractions, ascending, last = 1
+  std::vector<double> lambdas;           // per path point (+inf for the dense end)
   std::vector<std::vector<int>> choice;  // [point][cell] -> grid index
   size_t size() const { return choice.size(); }
   Expected<std::unique_ptr<Predictor>> At(size_t point, const BudgetLimits& limits) const;
@@ -97,11 +97,12 @@ struct SimOutcome {
   double step_fraction = 0.0;
   int64_t effective_blocks = 0;
   double quality = 0.0;
-  bool miss = false;      // effective_blocks < monotone oracle
-  bool degraded = false;  // quality < dense quality
-  int32_t recomputed = 0; // steps recomputed
+  bool miss = false;       // effective_blocks < monotone oracle
+  bool degraded = false;   // quality < dense quality
+  int32_t recomputed = 0;  // steps recomputed
 };
-SimOutcome Simulate(const TraceRecord& r, int64_t start_blocks, const EscalationPolicy* policy, const BudgetLimits& limits);
+SimOutcome Simulate(const TraceRecord& r, int64_t start_blocks, const EscalationPolicy* policy,
+                    const BudgetLimits& limits);
 
 // Index of the cell of a request in the table's shape: (length bucket, feature bucket).
 int32_t LengthBucket(const TableModel& shape, int64_t length);

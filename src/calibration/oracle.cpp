@@ -24,7 +24,8 @@ struct Workspace {
 Expected<AttentionOracle> OracleFromAttention(const AttentionParams& params_in, const QueryView& q,
                                               const KVCacheView& kv, double epsilon) {
   if (!(epsilon >= 0) || !std::isfinite(epsilon))
-    return Status(StatusCode::kInvalidArgument, "oracle: epsilon must be finite and >= 0, got " + std::to_string(epsilon));
+    return Status(StatusCode::kInvalidArgument,
+                  "oracle: epsilon must be finite and >= 0, got " + std::to_string(epsilon));
   const AttentionShape& sh = params_in.shape;
   if (sh.num_queries < 1 || sh.context_length < 1)
     return Status(StatusCode::kInvalidArgument, "oracle: needs num_queries >= 1 and context_length >= 1");

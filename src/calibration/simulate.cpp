@@ -10,7 +10,8 @@ namespace {
 
 // The curve point that serves budget b (largest blocks <= b), or null below the first point.
 const CurvePoint* PointAt(const TraceRecord& r, int64_t b) {
-  auto it = std::upper_bound(r.curve.begin(), r.curve.end(), b, [](int64_t x, const CurvePoint& p) { return x < p.blocks; });
+  auto it =
+      std::upper_bound(r.curve.begin(), r.curve.end(), b, [](int64_t x, const CurvePoint& p) { return x < p.blocks; });
   return it == r.curve.begin() ? nullptr : &*std::prev(it);
 }
 

@@ -31,8 +31,9 @@ std::vector<TraceRecord> SynthesizeTraces(const SynthOptions& o) {
     const SynthLaw& law = laws[rng.Below(laws.size())];
     int64_t L;
     if (o.continuous_lengths || o.lengths.empty()) {
-      L = static_cast<int64_t>(std::llround(std::exp(std::log(static_cast<double>(lmin)) +
-                                                      rng.Uniform() * std::log(static_cast<double>(lmax) / static_cast<double>(lmin)))));
+      L = static_cast<int64_t>(
+          std::llround(std::exp(std::log(static_cast<double>(lmin)) +
+                                rng.Uniform() * std::log(static_cast<double>(lmax) / static_cast<double>(lmin)))));
     } else {
       L = o.lengths[rng.Below(o.lengths.size())];
     }
@@ -52,7 +53,8 @@ std::vector<TraceRecord> SynthesizeTraces(const SynthOptions& o) {
     auto round6 = [](double x) { return std::round(x * 1e6) / 1e6; };
     r.features.entropy = round6(std::exp(0.2 + 0.6 * u + 0.2 * rng.Normal()));
     r.features.top1_prob = round6(1.0 / (1.0 + std::exp(0.9 * u - 0.5 + 0.3 * rng.Normal())));
-    const double p90 = std::clamp(need_blocks * 0.8 * std::exp(0.25 * v - 0.35 * o.noise * 0.6 * u), 1.0, static_cast<double>(nb));
+    const double p90 =
+        std::clamp(need_blocks * 0.8 * std::exp(0.25 * v - 0.35 * o.noise * 0.6 * u), 1.0, static_cast<double>(nb));
     r.features.probe_blocks_90 = round6(p90);
     r.features.probe_blocks_50 = round6(std::max(1.0, 0.35 * p90));
     r.features.probe_blocks_99 = round6(std::min(static_cast<double>(nb), 2.2 * p90));

@@ -154,13 +154,13 @@ sb_status sb_plan_create(const sb_attention_params* params, sb_plan** plan) {
     if (Status st = MakePlan(p, &h->plan); !st.ok()) return Fail(fn, st);
     if (capi::LogEnabled(SB_LOG_DEBUG)) {
       const AttentionPlan& a = h->plan;
-      capi::Log(SB_LOG_DEBUG, "plan: q_heads=" + capi::S(p.shape.num_q_heads) + " kv_heads=" +
-                                  capi::S(p.shape.num_kv_heads) + " head_dim=" + capi::S(p.shape.head_dim) +
-                                  " block=" + capi::S(p.shape.block_size) + " L=" + capi::S(p.shape.context_length) +
-                                  " queries=" + capi::S(p.shape.num_queries) + " dtype=" + DTypeName(p.kv_dtype) +
-                                  " budget=" + BudgetModeName(p.budget.mode) + " units=" + capi::S(a.num_units) +
-                                  " workspace=" + capi::S(static_cast<int64_t>(a.workspace_bytes)) +
-                                  " isa=" + IsaName(ActiveIsa()));
+      capi::Log(SB_LOG_DEBUG,
+                "plan: q_heads=" + capi::S(p.shape.num_q_heads) + " kv_heads=" + capi::S(p.shape.num_kv_heads) +
+                    " head_dim=" + capi::S(p.shape.head_dim) + " block=" + capi::S(p.shape.block_size) +
+                    " L=" + capi::S(p.shape.context_length) + " queries=" + capi::S(p.shape.num_queries) +
+                    " dtype=" + DTypeName(p.kv_dtype) + " budget=" + BudgetModeName(p.budget.mode) +
+                    " units=" + capi::S(a.num_units) +
+                    " workspace=" + capi::S(static_cast<int64_t>(a.workspace_bytes)) + " isa=" + IsaName(ActiveIsa()));
     }
     *plan = h.release();
     return Ok();
@@ -302,8 +302,9 @@ sb_status sb_summaries_block(const sb_summaries* summaries, int32_t head, int64_
       return Fail(fn, SB_ERROR_OUT_OF_RANGE,
                   "head " + capi::S(head) + " is outside [0, " + capi::S(s.config().num_kv_heads) + ")");
     if (block < 0 || block >= s.num_blocks())
-      return Fail(fn, SB_ERROR_OUT_OF_RANGE,
-                  "block " + capi::S(block) + " is outside [0, " + capi::S(s.num_blocks()) + ") (blocks holding tokens)");
+      return Fail(
+          fn, SB_ERROR_OUT_OF_RANGE,
+          "block " + capi::S(block) + " is outside [0, " + capi::S(s.num_blocks()) + ") (blocks holding tokens)");
     if (key_sum != nullptr) *key_sum = s.key_sum(head, block);
     if (key_min != nullptr) *key_min = s.key_min(head, block);
     if (key_max != nullptr) *key_max = s.key_max(head, block);
@@ -414,8 +415,8 @@ sb_status sb_sparse_attention(const sb_plan* plan, const sb_query_view* q, const
     if (sb_status st = capi::ToOutput(fn, out, &ov); st != SB_OK) return st;
     if (sb_status st = capi::ToSelection(fn, "selection_out", selection_out, true, &sel); st != SB_OK) return st;
     SelectionStats s;
-    if (Status st = SparseAttention(plan->plan, qv, kvv, summaries != nullptr ? &summaries->summaries : nullptr,
-                                    ov, workspace, pool != nullptr ? pool->pool.get() : nullptr, &s, sel);
+    if (Status st = SparseAttention(plan->plan, qv, kvv, summaries != nullptr ? &summaries->summaries : nullptr, ov,
+                                    workspace, pool != nullptr ? pool->pool.get() : nullptr, &s, sel);
         !st.ok())
       return Fail(fn, st);
     capi::ToStats(s, stats);

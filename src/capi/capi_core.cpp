@@ -180,8 +180,7 @@ sb_status sb_isa_set_max(sb_isa cap) {
   const char* fn = __func__;
   return Guard(fn, [&]() -> sb_status {
     const int v = sparsebudget::capi::EnumBits(cap);
-    if (v < 0 || v > 2)
-      return Fail(fn, SB_ERROR_INVALID_ARGUMENT, "cap is not an sb_isa: " + std::to_string(v));
+    if (v < 0 || v > 2) return Fail(fn, SB_ERROR_INVALID_ARGUMENT, "cap is not an sb_isa: " + std::to_string(v));
     SetMaxIsa(static_cast<Isa>(v));
     if (capi::LogEnabled(SB_LOG_INFO))
       capi::Log(SB_LOG_INFO, std::string("isa cap set to ") + IsaName(static_cast<Isa>(v)) + "; kernels now " +
@@ -215,8 +214,7 @@ sb_status sb_budget_resolve(const sb_budget* budget, int64_t causal_blocks, sb_r
   return Guard(fn, [&]() -> sb_status {
     Budget b;
     if (sb_status st = capi::ToBudget(fn, "budget", budget, &b); st != SB_OK) return st;
-    if (sb_status st = capi::CheckOut(fn, "resolved", resolved, sizeof(sb_resolved_budget)); st != SB_OK)
-      return st;
+    if (sb_status st = capi::CheckOut(fn, "resolved", resolved, sizeof(sb_resolved_budget)); st != SB_OK) return st;
     if (Status st = ValidateBudget(b); !st.ok()) return Fail(fn, st);
     if (causal_blocks < 1)
       return Fail(fn, SB_ERROR_INVALID_ARGUMENT, "causal_blocks must be >= 1, got " + std::to_string(causal_blocks));

@@ -26,16 +26,17 @@ sb_status sb_escalation_policy_create(double threshold, const double* ladder, in
     if (policy == nullptr) return Null(fn, "policy");
     *policy = nullptr;
     if (num_rungs < 1 || static_cast<size_t>(num_rungs) > kMaxEscalationRungs)
-      return Fail(fn, SB_ERROR_INVALID_ARGUMENT, "num_rungs must be in [1, " + std::to_string(kMaxEscalationRungs) +
-                                                     "], got " + std::to_string(num_rungs));
+      return Fail(
+          fn, SB_ERROR_INVALID_ARGUMENT,
+          "num_rungs must be in [1, " + std::to_string(kMaxEscalationRungs) + "], got " + std::to_string(num_rungs));
     if (ladder == nullptr) return Null(fn, "ladder");
     const int m = capi::EnumBits(mode);
     if (m != SB_ESCALATE_RECOMPUTE_STEP && m != SB_ESCALATE_RESTART_ANSWER)
-      return Fail(fn, SB_ERROR_INVALID_ARGUMENT, "mode must be SB_ESCALATE_RECOMPUTE_STEP or SB_ESCALATE_RESTART_ANSWER, got " +
-                                                     std::to_string(m));
-    auto p = EscalationPolicy::Create(threshold, std::vector<double>(ladder, ladder + num_rungs),
-                                      m == SB_ESCALATE_RESTART_ANSWER ? EscalationMode::kRestartAnswer
-                                                                      : EscalationMode::kRecomputeStep);
+      return Fail(fn, SB_ERROR_INVALID_ARGUMENT,
+                  "mode must be SB_ESCALATE_RECOMPUTE_STEP or SB_ESCALATE_RESTART_ANSWER, got " + std::to_string(m));
+    auto p = EscalationPolicy::Create(
+        threshold, std::vector<double>(ladder, ladder + num_rungs),
+        m == SB_ESCALATE_RESTART_ANSWER ? EscalationMode::kRestartAnswer : EscalationMode::kRecomputeStep);
     if (!p.ok()) return Fail(fn, p.status());
     *policy = new sb_escalation_policy{std::move(p).value()};
     return Ok();
@@ -49,7 +50,8 @@ sb_status sb_predictor_escalation_policy(const sb_predictor* predictor, sb_escal
     *policy = nullptr;
     if (predictor == nullptr) return Null(fn, "predictor");
     const EscalationPolicy* p = EscalationOf(*capi::PredictorOf(predictor));
-    if (p == nullptr) return Fail(fn, SB_ERROR_NOT_FOUND, "the predictor is not of type 'escalate' (calibrate with --escalation)");
+    if (p == nullptr)
+      return Fail(fn, SB_ERROR_NOT_FOUND, "the predictor is not of type 'escalate' (calibrate with --escalation)");
     *policy = new sb_escalation_policy{*p};
     return Ok();
   });
@@ -70,8 +72,9 @@ sb_status sb_escalation_start(const sb_escalation_policy* policy, const sb_predi
     if (sb_status st = capi::ReadIn(fn, "prediction", prediction, sizeof(sb_prediction), &in); st != SB_OK) return st;
     if (sb_status st = capi::CheckOut(fn, "state", state, sizeof(sb_escalation_state)); st != SB_OK) return st;
     if (in.causal_blocks < 1 || in.total_blocks < 0 || in.total_blocks > in.causal_blocks)
-      return Fail(fn, SB_ERROR_INVALID_ARGUMENT, "prediction: need 0 <= total_blocks <= causal_blocks and causal_blocks >= 1, got " +
-                                                     std::to_string(in.total_blocks) + " of " + std::to_string(in.causal_blocks));
+      return Fail(fn, SB_ERROR_INVALID_ARGUMENT,
+                  "prediction: need 0 <= total_blocks <= causal_blocks and causal_blocks >= 1, got " +
+                      std::to_string(in.total_blocks) + " of " + std::to_string(in.causal_blocks));
     Prediction p;
     p.total_blocks = in.total_blocks;
     p.causal_blocks = in.causal_blocks;
@@ -93,17 +96,20 @@ sb_status sb_escalation_step(const sb_escalation_policy* policy, sb_escalation_s
     if (policy == nullptr) return Null(fn, "policy");
     if (action == nullptr) return Null(fn, "action");
     if (answer_position < 0)
-      return Fail(fn, SB_ERROR_INVALID_ARGUMENT, "answer_position must be >= 0, got " + std::to_string(answer_position));
+      return Fail(fn, SB_ERROR_INVALID_ARGUMENT,
+                  "answer_position must be >= 0, got " + std::to_string(answer_position));
     if (total_blocks == nullptr) return Null(fn, "total_blocks");
     sb_escalation_state in{};
     if (sb_status st = capi::ReadIn(fn, "state", state, sizeof(sb_escalation_state), &in); st != SB_OK) return st;
     if (in.causal_blocks < 1 || in.total_blocks < 0 || in.escalations < 0)
-      return Fail(fn, SB_ERROR_INVALID_ARGUMENT, "state: need causal_blocks >= 1, total_blocks >= 0, escalations >= 0, got " +
-                                                     std::to_string(in.causal_blocks) + ", " + std::to_string(in.total_blocks) +
-                                                     ", " + std::to_string(in.escalations));
+      return Fail(fn, SB_ERROR_INVALID_ARGUMENT,
+                  "state: need causal_blocks >= 1, total_blocks >= 0, escalations >= 0, got " +
+                      std::to_string(in.causal_blocks) + ", " + std::to_string(in.total_blocks) + ", " +
+                      std::to_string(in.escalations));
     if (sink_blocks < 0 || local_blocks < 0)
-      return Fail(fn, SB_ERROR_INVALID_ARGUMENT, "sink_blocks and local_blocks must be >= 0, got " +
-                                                     std::to_string(sink_blocks) + ", " + std::to_string(local_blocks));
+      return Fail(fn, SB_ERROR_INVALID_ARGUMENT,
+                  "sink_blocks and local_blocks must be >= 0, got " + std::to_string(sink_blocks) + ", " +
+                      std::to_string(local_blocks));
     EscalationState s;
     s.total_blocks = in.total_blocks;
     s.causal_blocks = in.causal_blocks;

@@ -9,12 +9,12 @@
 #include <new>
 #include <string>
 
-#include "sparsebudget/sparsebudget.h"
 #include "sparsebudget/attention.hpp"
 #include "sparsebudget/budget.hpp"
 #include "sparsebudget/predictor.hpp"
-#include "sparsebudget/thread_pool.hpp"
+#include "sparsebudget/sparsebudget.h"
 #include "sparsebudget/status.hpp"
+#include "sparsebudget/thread_pool.hpp"
 
 // The opaque handles of sparsebudget.h (C struct tags live in the global namespace).
 struct sb_plan {
@@ -77,9 +77,8 @@ sb_status ReadIn(const char* fn, const char* what, const T* in, size_t first_ver
   const size_t size = in->struct_size;
   if (size < first_version_size)
     return Fail(fn, SB_ERROR_INVALID_ARGUMENT,
-                std::string(what) + "->struct_size " + std::to_string(size) +
-                    " is smaller than the first version's " + std::to_string(first_version_size) +
-                    " (set it to sizeof the struct)");
+                std::string(what) + "->struct_size " + std::to_string(size) + " is smaller than the first version's " +
+                    std::to_string(first_version_size) + " (set it to sizeof the struct)");
   if (size > SB_MAX_STRUCT_SIZE)
     return Fail(fn, SB_ERROR_INVALID_ARGUMENT,
                 std::string(what) + "->struct_size " + std::to_string(size) + " is above SB_MAX_STRUCT_SIZE " +
@@ -89,9 +88,8 @@ sb_status ReadIn(const char* fn, const char* what, const T* in, size_t first_ver
     for (size_t i = 0; i < size - sizeof(T); ++i)
       if (extra[i] != 0)
         return Fail(fn, SB_ERROR_UNSUPPORTED,
-                    std::string(what) + "->struct_size " + std::to_string(size) +
-                        " is larger than this library's " + std::to_string(sizeof(T)) +
-                        " and the extra fields are set");
+                    std::string(what) + "->struct_size " + std::to_string(size) + " is larger than this library's " +
+                        std::to_string(sizeof(T)) + " and the extra fields are set");
   }
   std::memcpy(static_cast<void*>(copy), static_cast<const void*>(in), sizeof(T));
   return SB_OK;

@@ -166,8 +166,9 @@ sb_status sb_step_plan_create(int32_t max_requests, sb_step_plan** plan) {
     if (plan == nullptr) return Null(fn, "plan");
     *plan = nullptr;
     if (max_requests < 0 || max_requests > SB_MAX_STEP_REQUESTS)
-      return Fail(fn, SB_ERROR_INVALID_ARGUMENT, "max_requests must be in [0, " + std::to_string(SB_MAX_STEP_REQUESTS) +
-                                                     "], got " + std::to_string(max_requests));
+      return Fail(fn, SB_ERROR_INVALID_ARGUMENT,
+                  "max_requests must be in [0, " + std::to_string(SB_MAX_STEP_REQUESTS) + "], got " +
+                      std::to_string(max_requests));
     auto p = std::make_unique<sb_step_plan>();
     p->plan.Reserve(max_requests);
     p->requests.reserve(static_cast<size_t>(max_requests));

@@ -227,8 +227,7 @@ sb_status sb_probe_set_features(const sb_probe_stats* stats, sb_request_features
   return Guard(fn, [&]() -> sb_status {
     if (stats == nullptr) return Null(fn, "stats");
     if (sb_status st = capi::CheckOut(fn, "stats", stats, sizeof(sb_probe_stats)); st != SB_OK) return st;
-    if (sb_status st = capi::CheckOut(fn, "features", features, sizeof(sb_request_features)); st != SB_OK)
-      return st;
+    if (sb_status st = capi::CheckOut(fn, "features", features, sizeof(sb_request_features)); st != SB_OK) return st;
     features->probe_blocks_50 = stats->blocks_50;
     features->probe_blocks_90 = stats->blocks_90;
     features->probe_blocks_99 = stats->blocks_99;

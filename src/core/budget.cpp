@@ -33,8 +33,7 @@ Status ValidateBudget(const Budget& b) {
       if (!(b.top_p > 0.0 && b.top_p <= 1.0))
         return bad("budget.top_p must be in (0, 1], got " + std::to_string(b.top_p));
       break;
-    default:
-      return bad("budget.mode is not a BudgetMode: " + std::to_string(static_cast<int>(b.mode)));
+    default: return bad("budget.mode is not a BudgetMode: " + std::to_string(static_cast<int>(b.mode)));
   }
   if (b.min_blocks < 0) return bad("budget.min_blocks must be >= 0, got " + std::to_string(b.min_blocks));
   if (b.max_blocks < 0) return bad("budget.max_blocks must be >= 0, got " + std::to_string(b.max_blocks));
@@ -66,8 +65,14 @@ ResolvedBudget ClampTotal(const Budget& b, int64_t want, int64_t causal_blocks) 
   if (causal_blocks <= 0) return r;
   r.forced_blocks = ForcedBlocks(b, causal_blocks);
   int64_t total = want;
-  if (b.min_blocks > 0 && total < b.min_blocks) { total = b.min_blocks; r.clamped = true; }
-  if (b.max_blocks > 0 && total > b.max_blocks) { total = b.max_blocks; r.clamped = true; }
+  if (b.min_blocks > 0 && total < b.min_blocks) {
+    total = b.min_blocks;
+    r.clamped = true;
+  }
+  if (b.max_blocks > 0 && total > b.max_blocks) {
+    total = b.max_blocks;
+    r.clamped = true;
+  }
   if (total > causal_blocks) {
     // Asking for more than exists is dense; a dense request itself is not a clamp.
     if (b.mode != BudgetMode::kDense) r.clamped = true;

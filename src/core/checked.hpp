@@ -36,8 +36,6 @@ template <typename T>
 inline constexpr int64_t CeilDiv(int64_t a, int64_t b) noexcept { return a / b + (a % b != 0 ? 1 : 0); }
 
 // a + b, saturated at INT64_MAX (a, b >= 0): counts that mean "more than exists".
-inline constexpr int64_t SaturatingAdd(int64_t a, int64_t b) noexcept {
-  return a > INT64_MAX - b ? INT64_MAX : a + b;
-}
+inline constexpr int64_t SaturatingAdd(int64_t a, int64_t b) noexcept { return a > INT64_MAX - b ? INT64_MAX : a + b; }
 
 }  // namespace sparsebudget::detail

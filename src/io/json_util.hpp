@@ -32,7 +32,8 @@ inline Status CannotOpen(const std::string& path) {
 // error) or cannot be opened. Every file reader of the library opens through this.
 inline Status OpenForReading(const std::string& path, std::ifstream* in) {
   std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) return Status(StatusCode::kIoError, path + ": is a directory, not a file");
+  if (std::filesystem::is_directory(path, ec))
+    return Status(StatusCode::kIoError, path + ": is a directory, not a file");
   in->open(path, std::ios::binary);
   if (!*in) return CannotOpen(path);
   return OkStatus();
@@ -91,7 +92,8 @@ class StrictJsonSax {
     --depth_;
     return dom_.end_array();
   }
-  bool parse_error(std::size_t /*position*/, const std::string& /*last_token*/, const nlohmann::detail::exception& /*ex*/) {
+  bool parse_error(std::size_t /*position*/, const std::string& /*last_token*/,
+                   const nlohmann::detail::exception& /*ex*/) {
     error_ = "not valid JSON";
     return false;
   }

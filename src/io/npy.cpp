@@ -128,8 +128,8 @@ Status WriteNpy(const std::string& path, const std::vector<int64_t>& shape, cons
   }
   if (shape.size() == 1) dims += ",";  // "(5,)"
   if (count != data.size())
-    return Status(StatusCode::kInvalidArgument, path + ": shape holds " + std::to_string(count) + " values, data " +
-                                                    std::to_string(data.size()));
+    return Status(StatusCode::kInvalidArgument,
+                  path + ": shape holds " + std::to_string(count) + " values, data " + std::to_string(data.size()));
   std::string h = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + dims + "), }";
   while ((10 + h.size() + 1) % 64 != 0) h += ' ';
   h += '\n';

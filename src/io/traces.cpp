@@ -35,7 +35,8 @@ Expected<TraceRecord> ParseTraceRecord(const std::string& text, int64_t line_num
   r.Int32("block_size", &f.block_size, true);
   if (r.ok() && rec.id.empty()) r.FailKey("id", "must not be empty");
   if (r.ok() && f.task.empty()) r.FailKey("task", "must not be empty");
-  if (r.ok() && f.context_length < 1) r.FailKey("context_length", "must be >= 1, got " + std::to_string(f.context_length));
+  if (r.ok() && f.context_length < 1)
+    r.FailKey("context_length", "must be >= 1, got " + std::to_string(f.context_length));
   if (r.ok() && f.block_size < 1) r.FailKey("block_size", "must be >= 1, got " + std::to_string(f.block_size));
   if (const json* feats = r.Get("features", true)) {
     if (!feats->is_object()) {
@@ -79,7 +80,8 @@ Expected<TraceRecord> ParseTraceRecord(const std::string& text, int64_t line_num
         if (st.ok()) {
           const std::string k = "curve[" + std::to_string(i) + "]";
           if (p.blocks < 1 || p.blocks > nb)
-            r.FailKey(k + ".blocks", "must be in [1, causal_blocks " + std::to_string(nb) + "], got " + std::to_string(p.blocks));
+            r.FailKey(k + ".blocks",
+                      "must be in [1, causal_blocks " + std::to_string(nb) + "], got " + std::to_string(p.blocks));
           else if (!rec.curve.empty() && p.blocks <= rec.curve.back().blocks)
             r.FailKey(k + ".blocks", "must be strictly ascending, got " + std::to_string(p.blocks) + " after " +
                                          std::to_string(rec.curve.back().blocks));
@@ -94,7 +96,9 @@ Expected<TraceRecord> ParseTraceRecord(const std::string& text, int64_t line_num
           else if (p.min_top1_prob && !(*p.min_top1_prob >= 0 && *p.min_top1_prob <= 1))
             r.FailKey(k + ".min_top1_prob", "must be in [0, 1] or null, got " + std::to_string(*p.min_top1_prob));
           else if (p.top1_prob && p.min_top1_prob && *p.min_top1_prob > *p.top1_prob + 1e-6)
-            r.FailKey(k + ".min_top1_prob", "must be <= top1_prob " + std::to_string(*p.top1_prob) + " (a minimum over the answer's tokens, the first included), got " + std::to_string(*p.min_top1_prob));
+            r.FailKey(k + ".min_top1_prob", "must be <= top1_prob " + std::to_string(*p.top1_prob) +
+                                                " (a minimum over the answer's tokens, the first included), got " +
+                                                std::to_string(*p.min_top1_prob));
         } else {
           r.Fail(st.code(), st.message());
         }
@@ -113,9 +117,10 @@ Expected<TraceRecord> ParseTraceRecord(const std::string& text, int64_t line_num
     if (!st.ok()) {
       r.Fail(st.code(), st.message());
     } else if (rec.oracle.blocks < 1 || rec.oracle.blocks > nb) {
-      r.FailKey("oracle.blocks", "must be in [1, causal_blocks " + std::to_string(nb) + "], got " +
-                                     std::to_string(rec.oracle.blocks));
-    } else if (std::fabs(rec.oracle.fraction - static_cast<double>(rec.oracle.blocks) / static_cast<double>(nb)) > 1e-4) {
+      r.FailKey("oracle.blocks",
+                "must be in [1, causal_blocks " + std::to_string(nb) + "], got " + std::to_string(rec.oracle.blocks));
+    } else if (std::fabs(rec.oracle.fraction - static_cast<double>(rec.oracle.blocks) / static_cast<double>(nb)) >
+               1e-4) {
       r.FailKey("oracle.fraction", "must equal blocks / causal_blocks, got " + std::to_string(rec.oracle.fraction));
     }
   }
@@ -146,7 +151,8 @@ Expected<std::vector<TraceRecord>> ReadTraces(const std::string& path) {
     auto rec = ParseTraceRecord(line, n);
     if (!rec.ok()) return Status(rec.status().code(), path + ": " + rec.status().message());
     if (!ids.insert(rec->id).second)
-      return Status(StatusCode::kParseError, path + ": line " + std::to_string(n) + ": key 'id' duplicates '" + rec->id + "'");
+      return Status(StatusCode::kParseError,
+                    path + ": line " + std::to_string(n) + ": key 'id' duplicates '" + rec->id + "'");
     out.push_back(std::move(rec).value());
   }
   if (in.bad()) return Status(StatusCode::kIoError, path + ": read failed");

@@ -56,8 +56,8 @@ static inline BlockPtr BlockAddress(const KVCacheView& kv, int32_t head, int64_t
 
 struct AttendArgs {
   const KVCacheView* kv;
-  int32_t head;            // kv head
-  const int32_t* blocks;   // block indices to walk; null = blocks block_begin, block_begin+1, ...
+  int32_t head;           // kv head
+  const int32_t* blocks;  // block indices to walk; null = blocks block_begin, block_begin+1, ...
   int64_t block_begin;
   int64_t num_blocks;
   int64_t prefetch_after = -1;  // block to prefetch while the last listed one runs (-1: none)
@@ -76,15 +76,13 @@ struct KernelTable {
   // attend_blocks for each head, but reads the block in token order across heads.
   void (*attend_heads)(RowSet* sets, int32_t num_heads, const AttendArgs& args);
   // scores[j] += dot(q, rows[j*ld ..]) for j < n (mean-key scoring with a summed query).
-  void (*dot_rows)(const float* q, const float* rows, int64_t ld, int64_t n, int32_t dim,
-                   float* scores);
+  void (*dot_rows)(const float* q, const float* rows, int64_t ld, int64_t n, int32_t dim, float* scores);
   // scores[j] += sum_d max(q_d*mn_jd, q_d*mx_jd) for j < n (Quest bound), for one query row.
-  void (*bound_rows)(const float* q, const float* mn, const float* mx, int64_t ld, int64_t n,
-                     int32_t dim, float* scores);
+  void (*bound_rows)(const float* q, const float* mn, const float* mx, int64_t ld, int64_t n, int32_t dim,
+                     float* scores);
   // Folds one key (dtype elements) into sum/min/max (any of which may be null); `first` starts
   // a block.
-  void (*summary_add)(const void* key, DType dtype, int32_t dim, float* sum, float* mn, float* mx,
-                      bool first);
+  void (*summary_add)(const void* key, DType dtype, int32_t dim, float* sum, float* mn, float* mx, bool first);
   // out[i] = float(in[i]) for n elements of dtype.
   void (*to_f32)(const void* in, DType dtype, int64_t n, float* out);
 };
@@ -92,8 +90,14 @@ struct KernelTable {
 const KernelTable& Kernels() noexcept;            // the active table (ActiveIsa())
 const KernelTable& KernelsFor(Isa isa) noexcept;  // a specific table; isa must be supported
 
-namespace scalar { extern const KernelTable kTable; }
-namespace avx2 { extern const KernelTable kTable; }
-namespace avx512 { extern const KernelTable kTable; }
+namespace scalar {
+extern const KernelTable kTable;
+}
+namespace avx2 {
+extern const KernelTable kTable;
+}
+namespace avx512 {
+extern const KernelTable kTable;
+}
 
 }  // namespace sparsebudget::kernels

@@ -165,7 +165,8 @@ Status CheckCells(const CellsModel& m) {
     const std::string k = "score_edges[" + std::to_string(i) + "]";
     if (e.task.empty()) return bad(k + ".task", "must not be empty");
     if (e.length_bucket < 0 || e.length_bucket > nl)
-      return bad(k + ".length_bucket", "must be in [0, " + std::to_string(nl) + "], got " + std::to_string(e.length_bucket));
+      return bad(k + ".length_bucket",
+                 "must be in [0, " + std::to_string(nl) + "], got " + std::to_string(e.length_bucket));
     if (e.edges.empty()) return bad(k + ".edges", "must not be empty");
     for (double v : e.edges)
       if (!std::isfinite(v)) return bad(k + ".edges", "must be finite");
@@ -178,16 +179,19 @@ Status CheckCells(const CellsModel& m) {
     const auto& c = m.cells[i];
     const std::string k = "cells[" + std::to_string(i) + "]";
     if (c.task.empty()) return bad(k + ".task", "must not be empty");
-    if (!(c.fraction >= 0 && c.fraction <= 1)) return bad(k + ".fraction", "must be in [0, 1], got " + std::to_string(c.fraction));
+    if (!(c.fraction >= 0 && c.fraction <= 1))
+      return bad(k + ".fraction", "must be in [0, 1], got " + std::to_string(c.fraction));
     if (c.length_bucket < 0 || c.length_bucket > nl)
-      return bad(k + ".length_bucket", "must be in [0, " + std::to_string(nl) + "], got " + std::to_string(c.length_bucket));
+      return bad(k + ".length_bucket",
+                 "must be in [0, " + std::to_string(nl) + "], got " + std::to_string(c.length_bucket));
     auto ec = edge_count.find({c.task, c.length_bucket});
     const int32_t max_sb = ec == edge_count.end() ? 0 : static_cast<int32_t>(ec->second);
     const int32_t min_sb = ec == edge_count.end() ? 0 : -1;
     if (c.score_bucket < min_sb || c.score_bucket > max_sb)
       return bad(k + ".score_bucket", "must be in [" + std::to_string(min_sb) + ", " + std::to_string(max_sb) +
                                           "], got " + std::to_string(c.score_bucket));
-    if (!seen.insert(CellsKey{c.task, c.length_bucket, c.score_bucket}).second) return bad(k, "duplicates an earlier cell");
+    if (!seen.insert(CellsKey{c.task, c.length_bucket, c.score_bucket}).second)
+      return bad(k, "duplicates an earlier cell");
   }
   return OkStatus();
 }

@@ -13,20 +13,23 @@ Expected<EscalationPolicy> EscalationPolicy::Create(double threshold, std::vecto
   if (mode != EscalationMode::kRecomputeStep && mode != EscalationMode::kRestartAnswer)
     return Status(StatusCode::kInvalidArgument, "escalation: unknown mode " + std::to_string(static_cast<int>(mode)));
   if (!(threshold >= 0 && threshold <= 1))
-    return Status(StatusCode::kInvalidArgument, "escalation: threshold must be in [0, 1], got " + std::to_string(threshold));
+    return Status(StatusCode::kInvalidArgument,
+                  "escalation: threshold must be in [0, 1], got " + std::to_string(threshold));
   if (ladder.empty() || ladder.size() > kMaxEscalationRungs)
-    return Status(StatusCode::kInvalidArgument, "escalation: ladder must have 1.." + std::to_string(kMaxEscalationRungs) +
-                                                    " rungs, got " + std::to_string(ladder.size()));
+    return Status(StatusCode::kInvalidArgument, "escalation: ladder must have 1.." +
+                                                    std::to_string(kMaxEscalationRungs) + " rungs, got " +
+                                                    std::to_string(ladder.size()));
   for (size_t i = 0; i < ladder.size(); ++i) {
     if (!(ladder[i] > 0 && ladder[i] <= 1))
-      return Status(StatusCode::kInvalidArgument, "escalation: ladder[" + std::to_string(i) + "] must be in (0, 1], got " +
-                                                      std::to_string(ladder[i]));
+      return Status(StatusCode::kInvalidArgument, "escalation: ladder[" + std::to_string(i) +
+                                                      "] must be in (0, 1], got " + std::to_string(ladder[i]));
     if (i > 0 && !(ladder[i] > ladder[i - 1]))
-      return Status(StatusCode::kInvalidArgument, "escalation: ladder must be strictly ascending, ladder[" + std::to_string(i) +
-                                                      "] = " + std::to_string(ladder[i]));
+      return Status(StatusCode::kInvalidArgument, "escalation: ladder must be strictly ascending, ladder[" +
+                                                      std::to_string(i) + "] = " + std::to_string(ladder[i]));
   }
   if (ladder.back() != 1.0)
-    return Status(StatusCode::kInvalidArgument, "escalation: the last rung must be 1 (dense), got " + std::to_string(ladder.back()));
+    return Status(StatusCode::kInvalidArgument,
+                  "escalation: the last rung must be 1 (dense), got " + std::to_string(ladder.back()));
   EscalationPolicy p;
   p.threshold_ = threshold;
   p.ladder_ = std::move(ladder);
@@ -48,7 +51,8 @@ EscalationState EscalationPolicy::Start(const Prediction& pr) const noexcept {
   return s;
 }
 
-int64_t EscalationPolicy::NextRung(int64_t total_blocks, int64_t causal_blocks, int32_t sink, int32_t local) const noexcept {
+int64_t EscalationPolicy::NextRung(int64_t total_blocks, int64_t causal_blocks, int32_t sink,
+                                   int32_t local) const noexcept {
   if (causal_blocks <= 0) return 0;
   auto rung_blocks = [&](double f) {
     Budget b = Budget::Fraction(f);
@@ -76,7 +80,7 @@ EscalationDecision EscalationPolicy::Step(EscalationState* s, double top1_prob, 
   if (s == nullptr) return d;
   d.total_blocks = s->total_blocks;
   if (s->total_blocks >= s->causal_blocks) return d;  // dense: nothing to escalate to
-  if (top1_prob >= threshold_) return d;               // confident (false for NaN: escalate)
+  if (top1_prob >= threshold_) return d;              // confident (false for NaN: escalate)
   d.recompute = true;
   d.restart = mode_ == EscalationMode::kRestartAnswer && answer_position > 0;
   d.total_blocks = NextRung(s->total_blocks, s->causal_blocks, sink, local);

@@ -17,8 +17,7 @@ using detail::json;
 std::optional<double> Base(const RequestFeatures& f, std::string_view name) {
   if (name == "context_length") return static_cast<double>(f.context_length);
   if (name == "log_length")
-    return f.context_length > 0 ? std::optional<double>(std::log(static_cast<double>(f.context_length)))
-                                : std::nullopt;
+    return f.context_length > 0 ? std::optional<double>(std::log(static_cast<double>(f.context_length))) : std::nullopt;
   if (name == "causal_blocks") return static_cast<double>(f.causal_blocks());
   if (name == "expected_output_length") return f.expected_output_length;
   if (name == "entropy") return f.entropy;
@@ -99,8 +98,7 @@ void SetLogitFeatures(const LogitStats& stats, RequestFeatures* f) {
 
 Status ValidateFeatures(const RequestFeatures& f) {
   auto bad = [](const std::string& m) { return Status(StatusCode::kInvalidArgument, m); };
-  if (f.context_length < 1)
-    return bad("features.context_length must be >= 1, got " + std::to_string(f.context_length));
+  if (f.context_length < 1) return bad("features.context_length must be >= 1, got " + std::to_string(f.context_length));
   if (f.block_size < 1) return bad("features.block_size must be >= 1, got " + std::to_string(f.block_size));
   if (f.task.empty()) return bad("features.task must not be empty (use \"unknown\")");
   for (const auto& kv : f.task_probs) {
@@ -109,8 +107,7 @@ Status ValidateFeatures(const RequestFeatures& f) {
   }
   for (const auto& of : kOptionalFeatureFields) {
     const auto& v = f.*of.member;
-    if (v && !std::isfinite(*v))
-      return bad(std::string("features.") + of.name + " must be finite or unknown");
+    if (v && !std::isfinite(*v)) return bad(std::string("features.") + of.name + " must be finite or unknown");
   }
   if (f.entropy && *f.entropy < 0) return bad("features.entropy must be >= 0, got " + std::to_string(*f.entropy));
   if (f.expected_output_length && *f.expected_output_length < 0)

@@ -91,13 +91,14 @@ class TaskLengthLawPredictor final : public PredictorBase {
         fb = false;
         break;
       }
-    const double est = std::max(LawBlocks(law->c, law->a, f),
-                                law->floor_fraction * static_cast<double>(f.causal_blocks()));
+    const double est =
+        std::max(LawBlocks(law->c, law->a, f), law->floor_fraction * static_cast<double>(f.causal_blocks()));
     return Estimate{est, fb};
   }
   void WriteParams(json& j) const override {
     json arr = json::array();
-    for (const auto& l : laws_) arr.push_back({{"task", l.task}, {"c", l.c}, {"a", l.a}, {"floor_fraction", l.floor_fraction}});
+    for (const auto& l : laws_)
+      arr.push_back({{"task", l.task}, {"c", l.c}, {"a", l.a}, {"floor_fraction", l.floor_fraction}});
     j["laws"] = arr;
     j["fallback"] = {{"c", fallback_.c}, {"a", fallback_.a}, {"floor_fraction", fallback_.floor_fraction}};
   }
@@ -115,7 +116,9 @@ class ProbePredictor final : public PredictorBase {
   std::string type() const override { return "probe"; }
   std::unique_ptr<Predictor> Clone() const override { return std::make_unique<ProbePredictor>(*this); }
   Expected<Estimate> EstimateBlocks(const RequestFeatures& f) const override {
-    const std::optional<double> v = mass_ == 50 ? f.probe_blocks_50 : mass_ == 99 ? f.probe_blocks_99 : f.probe_blocks_90;
+    const std::optional<double> v = mass_ == 50   ? f.probe_blocks_50
+                                    : mass_ == 99 ? f.probe_blocks_99
+                                                  : f.probe_blocks_90;
     if (!v) return Estimate{fallback_fraction_ * static_cast<double>(f.causal_blocks()), true};
     return Estimate{margin_ * *v + add_, false};
   }
@@ -155,8 +158,10 @@ Expected<std::unique_ptr<Predictor>> FixedFromJson(const json& j) {
   int64_t blocks = -1;
   const bool has_f = r.Number("fraction", &fraction, false);
   const bool has_b = r.Integer("blocks", &blocks, false);
-  if (r.ok() && has_f == has_b) r.FailKey(has_f ? "blocks" : "fraction", "exactly one of 'fraction' and 'blocks' must be given");
-  if (r.ok() && has_f && !(fraction >= 0 && fraction <= 1)) r.FailKey("fraction", "must be in [0, 1], got " + std::to_string(fraction));
+  if (r.ok() && has_f == has_b)
+    r.FailKey(has_f ? "blocks" : "fraction", "exactly one of 'fraction' and 'blocks' must be given");
+  if (r.ok() && has_f && !(fraction >= 0 && fraction <= 1))
+    r.FailKey("fraction", "must be in [0, 1], got " + std::to_string(fraction));
   if (r.ok() && has_b && blocks < 1) r.FailKey("blocks", "must be >= 1, got " + std::to_string(blocks));
   BudgetLimits lim;
   ReadLimits(r, &lim);
@@ -183,7 +188,8 @@ Expected<std::unique_ptr<Predictor>> TaskLengthLawFromJson(const json& j) {
     if (with_task) lr.String("task", &law->task, true);
     if (lr.Number("c", &law->c, true)) Positive(lr, "c", law->c);
     lr.Number("a", &law->a, true);
-    if (lr.Number("floor_fraction", &law->floor_fraction, false) && !(law->floor_fraction >= 0 && law->floor_fraction <= 1))
+    if (lr.Number("floor_fraction", &law->floor_fraction, false) &&
+        !(law->floor_fraction >= 0 && law->floor_fraction <= 1))
       lr.FailKey("floor_fraction", "must be in [0, 1]");
     Status st = lr.Finish();
     if (!st.ok()) r.Fail(st.code(), st.message());

@@ -1,6 +1,6 @@
 // Predictor base: limits, Predict, the registry and JSON dispatch.
-#include "io/json_util.hpp"
 #include "sparsebudget/predictor.hpp"
+#include "io/json_util.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -15,7 +15,8 @@ namespace sparsebudget {
 
 Status ValidateLimits(const BudgetLimits& l) {
   auto bad = [](const std::string& m) { return Status(StatusCode::kInvalidArgument, m); };
-  if (!(l.scale > 0.0) || !std::isfinite(l.scale)) return bad("limits: 'scale' must be finite and > 0, got " + std::to_string(l.scale));
+  if (!(l.scale > 0.0) || !std::isfinite(l.scale))
+    return bad("limits: 'scale' must be finite and > 0, got " + std::to_string(l.scale));
   if (!(l.min_fraction >= 0.0 && l.min_fraction <= 1.0))
     return bad("limits: 'min_fraction' must be in [0, 1], got " + std::to_string(l.min_fraction));
   if (!(l.max_fraction >= l.min_fraction && l.max_fraction <= 1.0))
@@ -62,8 +63,7 @@ Expected<Prediction> Predictor::Predict(const RequestFeatures& f) const {
   auto e = EstimateBlocks(f);
   if (!e.ok()) return e.status();
   double blocks = e->blocks;
-  if (std::isnan(blocks))
-    return Status(StatusCode::kInternal, "predictor '" + type() + "' produced a NaN estimate");
+  if (std::isnan(blocks)) return Status(StatusCode::kInternal, "predictor '" + type() + "' produced a NaN estimate");
   if (blocks < 0) blocks = 0;  // +inf stays: it is clamped to max_fraction
   Prediction p = ApplyLimits(limits_, blocks, f.causal_blocks());
   p.fallback = e->fallback;
@@ -110,8 +110,8 @@ void ReadLimits(ObjectReader& r, BudgetLimits* l) {
 void ReadHeader(ObjectReader& r, const std::string& expected_type) {
   int64_t version = 0;
   if (r.Integer("schema_version", &version, true) && version != kPredictorSchemaVersion)
-    r.FailKey("schema_version", "must be " + std::to_string(kPredictorSchemaVersion) + ", got " +
-                                    std::to_string(version));
+    r.FailKey("schema_version",
+              "must be " + std::to_string(kPredictorSchemaVersion) + ", got " + std::to_string(version));
   std::string type;
   if (r.String("type", &type, true) && type != expected_type)
     r.FailKey("type", "must be '" + expected_type + "', got '" + type + "'");
@@ -196,7 +196,8 @@ Expected<std::unique_ptr<Predictor>> PredictorFromJson(const std::string& text) 
   auto j = detail::ParseJson(text, "predictor");
   if (!j.ok()) return j.status();
   if (!j->is_object())
-    return Status(StatusCode::kParseError, std::string("predictor: expected a JSON object, got ") + detail::JsonTypeName(*j));
+    return Status(StatusCode::kParseError,
+                  std::string("predictor: expected a JSON object, got ") + detail::JsonTypeName(*j));
   auto it = j->find("type");
   if (it == j->end()) return Status(StatusCode::kParseError, "predictor: key 'type' is missing");
   if (!it->is_string()) return Status(StatusCode::kParseError, "predictor: key 'type' must be a string");
@@ -209,7 +210,8 @@ Expected<std::unique_ptr<Predictor>> PredictorFromJson(const std::string& text) 
     if (fit == r.factories.end()) {
       std::string known;
       for (const auto& kv : r.factories) known += (known.empty() ? "" : ", ") + kv.first;
-      return Status(StatusCode::kNotFound, "predictor: key 'type' names unknown type '" + type + "' (known: " + known + ")");
+      return Status(StatusCode::kNotFound,
+                    "predictor: key 'type' names unknown type '" + type + "' (known: " + known + ")");
     }
     f = fit->second;
   }

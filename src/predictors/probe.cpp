@@ -125,8 +125,7 @@ Expected<ProbeStats> ProbeStatsFromSummaries(const BlockSummaries& s, const floa
 }
 
 Expected<ProbeStats> ProbeStatsFromLayers(const BlockSummaries* const* summaries, const float* const* last_q,
-                                          int32_t num_layers, int64_t q_head_stride, int32_t num_q_heads,
-                                          float scale) {
+                                          int32_t num_layers, int64_t q_head_stride, int32_t num_q_heads, float scale) {
   if (num_layers < 1)
     return Status(StatusCode::kInvalidArgument, "probe: num_layers must be >= 1, got " + std::to_string(num_layers));
   if (summaries == nullptr || last_q == nullptr)

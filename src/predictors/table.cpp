@@ -55,7 +55,9 @@ class TablePredictor final : public PredictorBase {
     j["feature_edges"] = m_.feature_edges;
     json cells = json::array();
     for (const auto& c : m_.cells)
-      cells.push_back({{"task", c.task}, {"length_bucket", c.length_bucket}, {"feature_bucket", c.feature_bucket},
+      cells.push_back({{"task", c.task},
+                       {"length_bucket", c.length_bucket},
+                       {"feature_bucket", c.feature_bucket},
                        {"fraction", c.fraction}});
     j["cells"] = cells;
     j["default_fraction"] = m_.default_fraction;
@@ -82,7 +84,8 @@ Status CheckTable(const TableModel& m) {
     const auto& c = m.cells[i];
     const std::string k = "cells[" + std::to_string(i) + "]";
     if (c.task.empty()) return bad(k + ".task", "must not be empty");
-    if (!(c.fraction >= 0 && c.fraction <= 1)) return bad(k + ".fraction", "must be in [0, 1], got " + std::to_string(c.fraction));
+    if (!(c.fraction >= 0 && c.fraction <= 1))
+      return bad(k + ".fraction", "must be in [0, 1], got " + std::to_string(c.fraction));
     if (c.length_bucket < 0 || c.length_bucket > static_cast<int32_t>(m.length_edges.size()))
       return bad(k + ".length_bucket", "must be in [0, " + std::to_string(m.length_edges.size()) + "]");
     if (c.feature_bucket < -1 || c.feature_bucket > static_cast<int32_t>(m.feature_edges.size()))

@@ -5,9 +5,9 @@
 #include <vector>
 
 #include "capi_reference.h"
-#include "sparsebudget/sparsebudget.hpp"
 #include "sparsebudget/predictor.hpp"
 #include "sparsebudget/probe.hpp"
+#include "sparsebudget/sparsebudget.hpp"
 
 namespace sb = sparsebudget;
 
@@ -65,8 +65,8 @@ int ref_cpp_attend(const sb_attention_params* params, const float* q, const void
   return sb::Attend(plan, w.q, w.kv, sel, w.out, ws.data()).ok() ? 0 : 2;
 }
 
-int ref_cpp_select(const sb_attention_params* params, const float* q, const void* k, int32_t* indices,
-                   int32_t* counts, int64_t capacity) {
+int ref_cpp_select(const sb_attention_params* params, const float* q, const void* k, int32_t* indices, int32_t* counts,
+                   int64_t capacity) {
   sb::AttentionPlan plan;
   if (!sb::MakePlan(ToParams(params), &plan).ok()) return 1;
   const Views w = MakeViews(params, q, k, k, nullptr);
@@ -81,8 +81,7 @@ int ref_cpp_select(const sb_attention_params* params, const float* q, const void
   return sb::SelectBlocks(plan, w.q, *s, sb::BlockSelection{indices, counts, capacity}, ws.data()).ok() ? 0 : 3;
 }
 
-int ref_cpp_probe_scores(const double* scores, int64_t n, double scale_over_rows, double* blocks_90,
-                         double* entropy) {
+int ref_cpp_probe_scores(const double* scores, int64_t n, double scale_over_rows, double* blocks_90, double* entropy) {
   auto r = sb::ProbeStatsFromScores(std::vector<double>(scores, scores + n), scale_over_rows);
   if (!r.ok()) return 1;
   *blocks_90 = r->blocks_90;

@@ -15,39 +15,37 @@ static int g_failures = 0;
 static int g_checks = 0;
 static char g_context[256] = "";
 
-#define CHECK(cond)                                                                             \
-  do {                                                                                          \
-    ++g_checks;                                                                                 \
-    if (!(cond)) {                                                                              \
-      ++g_failures;                                                                             \
-      fprintf(stderr, "FAIL %s:%d: %s [%s] last_error='%s'\n", __FILE__, __LINE__, #cond,     \
-              g_context, sb_last_error());                                                      \
-    }                                                                                           \
+#define CHECK(cond)                                                                                                    \
+  do {                                                                                                                 \
+    ++g_checks;                                                                                                        \
+    if (!(cond)) {                                                                                                     \
+      ++g_failures;                                                                                                    \
+      fprintf(stderr, "FAIL %s:%d: %s [%s] last_error='%s'\n", __FILE__, __LINE__, #cond, g_context, sb_last_error()); \
+    }                                                                                                                  \
   } while (0)
 
-#define CHECK_STATUS(call, expected)                                                            \
-  do {                                                                                          \
-    sb_status st_ = (call);                                                                     \
-    ++g_checks;                                                                                 \
-    if (st_ != (expected)) {                                                                    \
-      ++g_failures;                                                                             \
-      fprintf(stderr, "FAIL %s:%d: %s returned %s, expected %s [%s] last_error='%s'\n", __FILE__, \
-              __LINE__, #call, sb_status_string(st_), sb_status_string(expected), g_context,     \
-              sb_last_error());                                                                 \
-    }                                                                                           \
+#define CHECK_STATUS(call, expected)                                                                               \
+  do {                                                                                                             \
+    sb_status st_ = (call);                                                                                        \
+    ++g_checks;                                                                                                    \
+    if (st_ != (expected)) {                                                                                       \
+      ++g_failures;                                                                                                \
+      fprintf(stderr, "FAIL %s:%d: %s returned %s, expected %s [%s] last_error='%s'\n", __FILE__, __LINE__, #call, \
+              sb_status_string(st_), sb_status_string(expected), g_context, sb_last_error());                      \
+    }                                                                                                              \
   } while (0)
 
 #define CHECK_OK(call) CHECK_STATUS(call, SB_OK)
 
 /* The message of the last call must mention `needle`. */
-#define CHECK_MESSAGE(needle)                                                                   \
-  do {                                                                                          \
-    ++g_checks;                                                                                 \
-    if (strstr(sb_last_error(), (needle)) == NULL) {                                            \
-      ++g_failures;                                                                             \
-      fprintf(stderr, "FAIL %s:%d: last_error '%s' does not mention '%s'\n", __FILE__, __LINE__, \
-              sb_last_error(), (needle));                                                       \
-    }                                                                                           \
+#define CHECK_MESSAGE(needle)                                                                                     \
+  do {                                                                                                            \
+    ++g_checks;                                                                                                   \
+    if (strstr(sb_last_error(), (needle)) == NULL) {                                                              \
+      ++g_failures;                                                                                               \
+      fprintf(stderr, "FAIL %s:%d: last_error '%s' does not mention '%s'\n", __FILE__, __LINE__, sb_last_error(), \
+              (needle));                                                                                          \
+    }                                                                                                             \
   } while (0)
 
 /* ---- helpers ----------------------------------------------------------------------------- */
@@ -96,8 +94,8 @@ typedef struct shape {
 } shape;
 
 static void set_context(const char* what, const shape* s, sb_isa isa, uint64_t seed) {
-  snprintf(g_context, sizeof g_context, "%s hq=%d hkv=%d d=%d B=%d L=%lld nq=%d isa=%s seed=%llu", what,
-           (int)s->hq, (int)s->hkv, (int)s->d, (int)s->block, (long long)s->L, (int)s->nq, sb_isa_name(isa),
+  snprintf(g_context, sizeof g_context, "%s hq=%d hkv=%d d=%d B=%d L=%lld nq=%d isa=%s seed=%llu", what, (int)s->hq,
+           (int)s->hkv, (int)s->d, (int)s->block, (long long)s->L, (int)s->nq, sb_isa_name(isa),
            (unsigned long long)seed);
 }
 
@@ -839,7 +837,8 @@ int main(void) {
     }
     CHECK_OK(sb_isa_set_max(isas[j]));
     CHECK(sb_isa_active() == isas[j]);
-    for (i = 0; i < sizeof shapes / sizeof shapes[0]; ++i) check_shape(&shapes[i], isas[j], 1000u + i * 7u + (unsigned)j);
+    for (i = 0; i < sizeof shapes / sizeof shapes[0]; ++i)
+      check_shape(&shapes[i], isas[j], 1000u + i * 7u + (unsigned)j);
     check_q8_0(isas[j]);
     printf("isa %s: checked %d shapes\n", sb_isa_name(isas[j]), (int)(sizeof shapes / sizeof shapes[0]));
   }

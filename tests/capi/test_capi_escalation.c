@@ -6,13 +6,12 @@
 #include "sparsebudget/sparsebudget.h"
 
 static int failures = 0;
-#define CHECK(cond)                                                   \
-  do {                                                                \
-    if (!(cond)) {                                                    \
-      fprintf(stderr, "%s:%d: CHECK failed: %s (last error: %s)\n",   \
-              __FILE__, __LINE__, #cond, sb_last_error());            \
-      ++failures;                                                     \
-    }                                                                 \
+#define CHECK(cond)                                                                                              \
+  do {                                                                                                           \
+    if (!(cond)) {                                                                                               \
+      fprintf(stderr, "%s:%d: CHECK failed: %s (last error: %s)\n", __FILE__, __LINE__, #cond, sb_last_error()); \
+      ++failures;                                                                                                \
+    }                                                                                                            \
   } while (0)
 
 int main(void) {
@@ -56,7 +55,8 @@ int main(void) {
 
   CHECK(sb_escalation_policy_create(0.5, ladder, 3, SB_ESCALATE_RESTART_ANSWER, &p) == SB_OK);
   CHECK(sb_escalation_start(p, &pr, &s) == SB_OK);
-  CHECK(sb_escalation_step(p, &s, 0.1, 2, 1, 1, &action, &total) == SB_OK && action == SB_ESCALATION_RESTART && total == 8);
+  CHECK(sb_escalation_step(p, &s, 0.1, 2, 1, 1, &action, &total) == SB_OK && action == SB_ESCALATION_RESTART &&
+        total == 8);
   sb_escalation_policy_destroy(p);
 
   /* A calibrated escalate predictor carries its policy; other predictors have none. */

@@ -17,8 +17,8 @@ namespace sbfuzz {
   std::fprintf(stderr, "FUZZ INVARIANT BROKEN: %s: %s\n", what, detail.c_str());
   std::abort();
 }
-#define SBFUZZ_CHECK(cond, detail) \
-  do {                             \
+#define SBFUZZ_CHECK(cond, detail)               \
+  do {                                           \
     if (!(cond)) ::sbfuzz::Die(#cond, (detail)); \
   } while (0)
 

@@ -97,13 +97,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (int ith = 2; ith >= 0; --ith)
       SBFUZZ_CHECK(AttendPartition(plan, q.view, kv.view, sel, o3.view, ws.data(), ith, 3).ok(), "partition");
     for (int ith = 0; ith < 3; ++ith) SBFUZZ_CHECK(AttendMerge(plan, sel, o3.view, ws.data(), ith, 3).ok(), "merge");
-    SBFUZZ_CHECK(std::memcmp(o.buf.data(), o3.buf.data(), o.buf.size() * sizeof(float)) == 0 ||
-                     [&] {  // NaN padding compares by bits above; a NaN output only by position
-                       for (size_t i = 0; i < o.buf.size(); ++i)
-                         if (!(o.buf[i] == o3.buf[i] || (std::isnan(o.buf[i]) && std::isnan(o3.buf[i])))) return false;
-                       return true;
-                     }(),
-                 std::string("partitions differ on ") + IsaName(isa));
+    SBFUZZ_CHECK(
+        std::memcmp(o.buf.data(), o3.buf.data(), o.buf.size() * sizeof(float)) == 0 ||
+            [&] {  // NaN padding compares by bits above; a NaN output only by position
+              for (size_t i = 0; i < o.buf.size(); ++i)
+                if (!(o.buf[i] == o3.buf[i] || (std::isnan(o.buf[i]) && std::isnan(o3.buf[i])))) return false;
+              return true;
+            }(),
+        std::string("partitions differ on ") + IsaName(isa));
     // Fused call on this ISA's own selection (once per input, on the fastest ISA): a valid run.
     if (isa != isas.back()) {
       outs.push_back(o.buf);
@@ -123,8 +124,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (int32_t i = 0; i < nq; ++i)
     for (int32_t h = 0; h < Hkv * G; ++h)
       for (int32_t d = 0; d < D; ++d)
-        maxref = std::max(maxref, std::abs(static_cast<double>(
-                                      ref[static_cast<size_t>(lay.misalign + (i * Hkv * G + h) * D + d)])));
+        maxref = std::max(
+            maxref, std::abs(static_cast<double>(ref[static_cast<size_t>(lay.misalign + (i * Hkv * G + h) * D + d)])));
   const double bound = 64 * kEps * std::sqrt(static_cast<double>(D)) * std::max({maxref, maxv, 1e-30});
   for (size_t k = 1; k < outs.size(); ++k) {
     for (int32_t i = 0; i < nq; ++i)

@@ -28,8 +28,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!WriteNpy(out, a->shape, a->data).ok()) sbfuzz::Die("WriteNpy", "failed on a read array");
   auto b = ReadNpy(out);
   SBFUZZ_CHECK(b.ok() && b->shape == a->shape && b->data.size() == a->data.size(), "npy round trip");
-  SBFUZZ_CHECK(a->data.empty() ||
-                   std::memcmp(a->data.data(), b->data.data(), a->data.size() * sizeof(float)) == 0,
+  SBFUZZ_CHECK(a->data.empty() || std::memcmp(a->data.data(), b->data.data(), a->data.size() * sizeof(float)) == 0,
                "npy round trip values");
   return 0;
 }

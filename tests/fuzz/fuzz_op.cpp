@@ -170,7 +170,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       s.kv.token_stride = in.Byte() % 4 ? Mul(s.kv.head_stride, Hkv) : Pick(in, 0, 1000);
     }
     if (paged)
-      s.kv.page_stride = in.Byte() % 4 ? Extent(tok, Hkv, D, s.kv.token_stride, s.kv.head_stride) : Pick(in, -100, 10000);
+      s.kv.page_stride =
+          in.Byte() % 4 ? Extent(tok, Hkv, D, s.kv.token_stride, s.kv.head_stride) : Pick(in, -100, 10000);
     s.q_head_stride = in.Byte() % 4 ? D : Pick(in, 0, 100);
     s.q_token_stride = in.Byte() % 4 ? Mul(s.q_head_stride, H) : Pick(in, 0, 1000);
     s.out_head_stride = in.Byte() % 4 ? D : Pick(in, 0, 100);
@@ -220,8 +221,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     StepPlan cplan;
     const Status cst = cop->Plan(creq.data(), n, &cplan);
     SBFUZZ_CHECK(cst.ok() == (pst == SB_OK), "C and C++ disagree on the batch: " + cst.ToString() + " vs " +
-                                                  std::string(pst == SB_OK ? "ok" : sb_last_error()) + "; request 0: " +
-                                                  Describe(req[0], oc));
+                                                 std::string(pst == SB_OK ? "ok" : sb_last_error()) +
+                                                 "; request 0: " + Describe(req[0], oc));
   }
   if (pst != SB_OK || n <= 0) {
     sb_step_plan_destroy(plan);
@@ -250,7 +251,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       int64_t hi = 0;
       for (int64_t i = 0; i < npages; ++i) {
         int64_t off;
-        if (__builtin_mul_overflow(static_cast<int64_t>(buf[r].table[static_cast<size_t>(i)]), s.kv.page_stride, &off) ||
+        if (__builtin_mul_overflow(static_cast<int64_t>(buf[r].table[static_cast<size_t>(i)]), s.kv.page_stride,
+                                   &off) ||
             __builtin_add_overflow(off, kvext, &off)) {
           hi = -1;
           break;
@@ -272,7 +274,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     b.lse.assign(static_cast<size_t>(NQ * H), 0.0f);
     b.lse2 = b.lse;
     const int64_t kvbytes = DTypeBytes(static_cast<DType>(s.kv.dtype), kvext);
-    SBFUZZ_CHECK(kvbytes >= 0, "validated K/V extent " + std::to_string(kvext) + " has no byte size: " + Describe(s, oc));
+    SBFUZZ_CHECK(kvbytes >= 0,
+                 "validated K/V extent " + std::to_string(kvext) + " has no byte size: " + Describe(s, oc));
     // 0x3c: a small finite value in every element type (f16 1.0-ish, q8_0 scales and quants).
     b.k.assign(static_cast<size_t>(kvbytes), 0x3c);
     b.v.assign(static_cast<size_t>(kvbytes), 0x3c);
@@ -323,9 +326,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         SBFUZZ_CHECK(sb_op_merge_phase(op, plan, &args2, ith, nth) == SB_OK, sb_last_error());
       for (int32_t r = 0; r < n; ++r) {
         const RequestBuffers& b = buf[r];
-        SBFUZZ_CHECK(b.out.empty() || std::memcmp(b.out.data(), b.out2.data(), b.out.size() * sizeof(float)) == 0,
-                     "phases on " + std::to_string(nth) + " threads differ from run_layer (request " +
-                         std::to_string(r) + ")");
+        SBFUZZ_CHECK(
+            b.out.empty() || std::memcmp(b.out.data(), b.out2.data(), b.out.size() * sizeof(float)) == 0,
+            "phases on " + std::to_string(nth) + " threads differ from run_layer (request " + std::to_string(r) + ")");
         SBFUZZ_CHECK(b.lse.empty() || std::memcmp(b.lse.data(), b.lse2.data(), b.lse.size() * sizeof(float)) == 0,
                      "lse differs");
         // Every written output row is finite (K/V and q are small and finite).
@@ -342,8 +345,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           req[0].out_token_stride == H * D) {
         std::vector<float> v2 = b0.out, l2 = b0.lse;
         const int64_t rows = req[0].num_queries * H;
-        SBFUZZ_CHECK(sb_merge_states(rows, oc.head_dim, b0.out.data(), D, b0.lse.data(), v2.data(), D, l2.data()) == SB_OK,
-                     sb_last_error());
+        SBFUZZ_CHECK(
+            sb_merge_states(rows, oc.head_dim, b0.out.data(), D, b0.lse.data(), v2.data(), D, l2.data()) == SB_OK,
+            sb_last_error());
       }
     }
   }

@@ -45,9 +45,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (!r.ok()) continue;  // a predictor may reject features it needs; never crash
     const Prediction& pr = *r;
     SBFUZZ_CHECK(pr.causal_blocks == f.causal_blocks(), "causal_blocks");
-    SBFUZZ_CHECK(pr.total_blocks >= 1 && pr.total_blocks <= pr.causal_blocks,
-                 "total_blocks " + std::to_string(pr.total_blocks) + " of " + std::to_string(pr.causal_blocks) +
-                     " for " + j1);
+    SBFUZZ_CHECK(
+        pr.total_blocks >= 1 && pr.total_blocks <= pr.causal_blocks,
+        "total_blocks " + std::to_string(pr.total_blocks) + " of " + std::to_string(pr.causal_blocks) + " for " + j1);
     SBFUZZ_CHECK(std::isfinite(pr.fraction) && pr.fraction > 0 && pr.fraction <= 1.0, "fraction");
     SBFUZZ_CHECK(ValidateBudget(pr.budget).ok(), "budget invalid: " + ValidateBudget(pr.budget).ToString());
   }

@@ -102,7 +102,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (in.Byte() % 16 == 0) p.struct_size = static_cast<size_t>(in.Range(0, 256));
   // The embedded budget may claim more than its slot only inside the outer object.
   if (in.Byte() % 16 == 0)
-    p.budget.struct_size = static_cast<size_t>(in.Range(0, 256 - static_cast<int64_t>(offsetof(sb_attention_params, budget))));
+    p.budget.struct_size =
+        static_cast<size_t>(in.Range(0, 256 - static_cast<int64_t>(offsetof(sb_attention_params, budget))));
   if (in.Byte() % 32 == 0) storage[sizeof(sb_attention_params) + in.Range(0, 7)] = in.Byte();  // a "newer field" set
 
   // C API and C++ must agree on validity.
@@ -140,8 +141,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   SBFUZZ_CHECK(info.workspace_bytes == plan_cpp.workspace_bytes, "workspace bytes differ");
 
   // Views: strides near the dense layout, or arbitrary.
-  const int64_t H = p.num_q_heads, Hkv = p.num_kv_heads, D = p.head_dim, L = p.context_length,
-                NQ = p.num_queries;
+  const int64_t H = p.num_q_heads, Hkv = p.num_kv_heads, D = p.head_dim, L = p.context_length, NQ = p.num_queries;
   QueryView q;
   q.head_stride = in.Byte() % 4 ? Add(D, in.Range(0, 3)) : Pick(in, 0, 100);
   q.token_stride = in.Byte() % 4 ? Add(Mul(q.head_stride, H), in.Range(0, 3)) : Pick(in, 0, 1000);
@@ -186,8 +186,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const Status vst = ValidateViews(plan_cpp, q, kv, &o);
   sb_query_view cq{sizeof(sb_query_view), q.data, q.token_stride, q.head_stride};
   sb_output_view co{sizeof(sb_output_view), o.data, o.token_stride, o.head_stride};
-  sb_kv_view ckv{sizeof(sb_kv_view), kv.k, kv.v, static_cast<sb_dtype>(kv.dtype), kv.token_stride,
-                 kv.head_stride, kv.page_table, kv.page_size, kv.page_stride};
+  sb_kv_view ckv{sizeof(sb_kv_view), kv.k,           kv.v,          static_cast<sb_dtype>(kv.dtype),
+                 kv.token_stride,    kv.head_stride, kv.page_table, kv.page_size,
+                 kv.page_stride};
   const sb_status cvst = sb_validate_views(plan, &cq, &ckv, &co);
   // (An empty plan accepts any views in C++; the C API still converts the enums first.)
   SBFUZZ_CHECK(!vst.ok() || cvst == SB_OK || plan_cpp.empty || (paged && kv.page_stride < 0),
@@ -211,9 +212,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         hi = -1;
         break;
       }
-      SBFUZZ_CHECK(off >= 0, "ValidateViews accepted page_table[" + std::to_string(i) + "] = " +
-                                   std::to_string(table[static_cast<size_t>(i)]) + " with page_stride " +
-                                   std::to_string(kv.page_stride) + ": a page before the buffer");
+      SBFUZZ_CHECK(off >= 0, "ValidateViews accepted page_table[" + std::to_string(i) +
+                                 "] = " + std::to_string(table[static_cast<size_t>(i)]) + " with page_stride " +
+                                 std::to_string(kv.page_stride) + ": a page before the buffer");
       if (off > hi) hi = off;
     }
     kvext = hi;

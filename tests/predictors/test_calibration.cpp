@@ -205,7 +205,8 @@ TEST(Fit, LinearAndProbeFitAndPredict) {
   ASSERT_TRUE(q.ok());
   // The 0.9 pinball fit sits above the mean fit for most requests.
   int above = 0;
-  for (const auto& r : tr) above += (*q)->Predict(r.features)->estimate_blocks > (*lin)->Predict(r.features)->estimate_blocks;
+  for (const auto& r : tr)
+    above += (*q)->Predict(r.features)->estimate_blocks > (*lin)->Predict(r.features)->estimate_blocks;
   EXPECT_GT(above, static_cast<int>(tr.size() * 8 / 10));
   auto pr = sb::FitPredictor("probe", tr);
   ASSERT_TRUE(pr.ok());
@@ -312,7 +313,8 @@ TEST(Evaluate, ReportHasFrontierOracleAndSavings) {
   EXPECT_EQ(rep->oracle.degraded_share, 0.0);
   EXPECT_NEAR(e.regret_vs_oracle, e.mean_budget_fraction / rep->oracle.mean_budget_fraction, 1e-12);
   EXPECT_EQ(e.frontier.size(), 33u);
-  for (size_t i = 1; i < e.frontier.size(); ++i) EXPECT_GE(e.frontier[i].mean_fraction, e.frontier[i - 1].mean_fraction);
+  for (size_t i = 1; i < e.frontier.size(); ++i)
+    EXPECT_GE(e.frontier[i].mean_fraction, e.frontier[i - 1].mean_fraction);
   EXPECT_GT(e.auc, 0);
   EXPECT_LE(e.auc, 1);
   // The fixed 0.5 predictor against the fixed frontier saves ~nothing.
@@ -395,8 +397,8 @@ TEST(Oracle, ConstructedQkvNeedsExactlyTheNeedleBlocks) {
     EXPECT_EQ(o->causal_blocks, nb);
     ASSERT_FALSE(o->curve.empty());
     EXPECT_EQ(o->curve.front().blocks, 2);
-    EXPECT_GT(o->curve[2].rel_error, 0.05);   // 4 blocks: a needle is missing
-    EXPECT_LT(o->curve[3].rel_error, 0.01);   // 5 blocks
+    EXPECT_GT(o->curve[2].rel_error, 0.05);      // 4 blocks: a needle is missing
+    EXPECT_LT(o->curve[3].rel_error, 0.01);      // 5 blocks
     EXPECT_LT(o->curve.back().rel_error, 1e-5);  // dense
   }
 }

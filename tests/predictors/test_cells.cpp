@@ -59,8 +59,8 @@ TEST(CellsPredictor, LookupOrderJsonRoundTripAndErrors) {
   m.score_feature = "probe_blocks_90";
   m.length_edges = {1000};
   m.score_edges = {{"*", 0, {5.0}}, {"single_qa", 1, {3.0}}};
-  m.cells = {{"*", 0, 0, 0.1, false}, {"*", 0, 1, 0.3, false}, {"*", 0, -1, 0.5, false}, {"*", 1, 0, 0.2, false},
-             {"single_qa", 1, 0, 0.05, false}, {"single_qa", 1, 1, 0.4, true}};
+  m.cells = {{"*", 0, 0, 0.1, false}, {"*", 0, 1, 0.3, false},          {"*", 0, -1, 0.5, false},
+             {"*", 1, 0, 0.2, false}, {"single_qa", 1, 0, 0.05, false}, {"single_qa", 1, 1, 0.4, true}};
   auto p = sb::MakeCells(m);
   ASSERT_TRUE(p.ok()) << p.status().ToString();
   auto frac = [&](const std::string& task, int64_t L, std::optional<double> probe) {
@@ -72,10 +72,10 @@ TEST(CellsPredictor, LookupOrderJsonRoundTripAndErrors) {
     EXPECT_TRUE(pr.ok());
     return std::make_pair(pr->estimate_blocks / static_cast<double>(pr->causal_blocks), pr->fallback);
   };
-  EXPECT_DOUBLE_EQ(frac("unknown", 640, 2.0).first, 0.1);   // label-free tier, score bucket 0
-  EXPECT_DOUBLE_EQ(frac("unknown", 640, 7.0).first, 0.3);   // score bucket 1
-  EXPECT_DOUBLE_EQ(frac("unknown", 640, {}).first, 0.5);    // unknown score has its own cell
-  EXPECT_DOUBLE_EQ(frac("single_qa", 640, 2.0).first, 0.1); // no task cells there: label-free
+  EXPECT_DOUBLE_EQ(frac("unknown", 640, 2.0).first, 0.1);      // label-free tier, score bucket 0
+  EXPECT_DOUBLE_EQ(frac("unknown", 640, 7.0).first, 0.3);      // score bucket 1
+  EXPECT_DOUBLE_EQ(frac("unknown", 640, {}).first, 0.5);       // unknown score has its own cell
+  EXPECT_DOUBLE_EQ(frac("single_qa", 640, 2.0).first, 0.1);    // no task cells there: label-free
   EXPECT_DOUBLE_EQ(frac("single_qa", 4096, 2.0).first, 0.05);  // task tier
   EXPECT_DOUBLE_EQ(frac("single_qa", 4096, 9.0).first, 1.0);   // abstained cell runs dense
   EXPECT_DOUBLE_EQ(frac("multi_hop", 4096, 9.0).first, 0.2);   // other task: label-free tier
@@ -95,7 +95,8 @@ TEST(CellsPredictor, LookupOrderJsonRoundTripAndErrors) {
   bad = m;
   bad.score_edges[0].edges = {3.0, 1.0};
   EXPECT_NE(sb::MakeCells(bad).status().message().find("ascending"), std::string::npos);
-  auto j = sb::PredictorFromJson(R"({"schema_version":1,"type":"cells","length_edges":[],"cells":[{"task":"*","length_bucket":0,"score_bucket":0,"fraction":2}]})");
+  auto j = sb::PredictorFromJson(
+      R"({"schema_version":1,"type":"cells","length_edges":[],"cells":[{"task":"*","length_bucket":0,"score_bucket":0,"fraction":2}]})");
   ASSERT_FALSE(j.ok());
   EXPECT_NE(j.status().message().find("fraction"), std::string::npos) << j.status().message();
 }
@@ -293,10 +294,12 @@ TEST(CellsCalibration, EveryTypeMeetsTargetOnNewTrafficAndBeatsFixed) {
       ASSERT_NE(m, nullptr);
       std::map<std::pair<std::string, int32_t>, std::vector<std::pair<int32_t, double>>> chains;
       for (const auto& c : m->cells)
-        if (c.score_bucket >= 0) chains[{c.task, c.length_bucket}].push_back({c.score_bucket, c.abstained ? 1.0 : c.fraction});
+        if (c.score_bucket >= 0)
+          chains[{c.task, c.length_bucket}].push_back({c.score_bucket, c.abstained ? 1.0 : c.fraction});
       for (auto& kv : chains) {
         std::sort(kv.second.begin(), kv.second.end());
-        for (size_t k = 1; k < kv.second.size(); ++k) EXPECT_LE(kv.second[k - 1].second, kv.second[k].second) << names[i];
+        for (size_t k = 1; k < kv.second.size(); ++k)
+          EXPECT_LE(kv.second[k - 1].second, kv.second[k].second) << names[i];
       }
     }
     if (labelled) {  // the label-free variants sit beside the labelled ones
@@ -357,7 +360,8 @@ TEST(Escalation, PolicyStepsUpTheLadderAndValidates) {
   EXPECT_FALSE(d.recompute);
   EXPECT_EQ(s.escalations, 3);
   EXPECT_FALSE(sb::EscalationPolicy::Create(1.5, {1.0}).ok());
-  EXPECT_NE(sb::EscalationPolicy::Create(0.5, {0.5, 0.25, 1.0}).status().message().find("ascending"), std::string::npos);
+  EXPECT_NE(sb::EscalationPolicy::Create(0.5, {0.5, 0.25, 1.0}).status().message().find("ascending"),
+            std::string::npos);
   EXPECT_NE(sb::EscalationPolicy::Create(0.5, {0.5}).status().message().find("last rung"), std::string::npos);
   EXPECT_FALSE(sb::EscalationPolicy::Create(0.5, {}).ok());
   auto w = sb::MakeEscalate(sb::MakeFixedFraction(0.1), *p);
@@ -428,10 +432,12 @@ TEST(Escalation, CalibratedWithThePolicyBeatsTheSamePredictorWithout) {
     ASSERT_TRUE(rep.ok());
     const auto& a = EvalOne(*rep, "plain");
     const auto& b = EvalOne(*rep, "esc");
-    std::printf("  %s self-check: plain budget %.4f degraded %.4f saved %+.1f%%; escalation (threshold %.3f): budget %.4f degraded %.4f saved %+.1f%%, %.2f recomputed steps/request\n",
-                strong ? "strong" : "documented", a.mean_budget_fraction, a.degraded_share, 100 * a.saved_vs_fixed_fraction,
-                esc.escalation_threshold, b.mean_budget_fraction, b.degraded_share, 100 * b.saved_vs_fixed_fraction,
-                b.recomputed_per_request);
+    std::printf(
+        "  %s self-check: plain budget %.4f degraded %.4f saved %+.1f%%; escalation (threshold %.3f): budget %.4f "
+        "degraded %.4f saved %+.1f%%, %.2f recomputed steps/request\n",
+        strong ? "strong" : "documented", a.mean_budget_fraction, a.degraded_share, 100 * a.saved_vs_fixed_fraction,
+        esc.escalation_threshold, b.mean_budget_fraction, b.degraded_share, 100 * b.saved_vs_fixed_fraction,
+        b.recomputed_per_request);
     EXPECT_LE(b.degraded_share, alpha + 0.03);
     if (strong) {
       EXPECT_GT(esc.escalation_threshold, 0.0);
@@ -499,9 +505,11 @@ TEST(Generalization, ShiftedSlicesOfTheBundledData) {
     ASSERT_TRUE(rep.ok());
     const auto& a = EvalOne(*rep, "auto");
     const auto& f = EvalOne(*rep, "fixed");
-    std::printf("  %-58s auto (%s): budget %.4f degraded %.4f saved vs best fixed %+.1f%% | calibrated fixed fraction: budget %.4f degraded %.4f\n",
-                s.name.c_str(), cells.signal.c_str(), a.mean_budget_fraction, a.degraded_share,
-                100 * a.saved_vs_fixed_fraction, f.mean_budget_fraction, f.degraded_share);
+    std::printf(
+        "  %-58s auto (%s): budget %.4f degraded %.4f saved vs best fixed %+.1f%% | calibrated fixed fraction: budget "
+        "%.4f degraded %.4f\n",
+        s.name.c_str(), cells.signal.c_str(), a.mean_budget_fraction, a.degraded_share, 100 * a.saved_vs_fixed_fraction,
+        f.mean_budget_fraction, f.degraded_share);
     // What must hold even under the shift: the calibrated cells spend no more than a fixed
     // fraction that degrades as little on the target traffic.
     EXPECT_GE(a.saved_vs_fixed_fraction, 0.0) << s.name;

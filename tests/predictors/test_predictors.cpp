@@ -23,7 +23,8 @@ std::vector<std::unique_ptr<sb::Predictor>> AllBuiltins() {
   v.push_back(sb::MakeFixedBlocks(7));
   v.push_back(sb::MakeLengthLaw());
   v.push_back(sb::MakeLengthLaw(3.0, 0.8));
-  v.push_back(sb::MakeTaskLengthLaw({{"single_qa", 4.0, 0.5, 0.02}, {"multi_hop", 4.0, 0.7, 0.1}}, {"*", 12.8, 0.5, 0.05}));
+  v.push_back(
+      sb::MakeTaskLengthLaw({{"single_qa", 4.0, 0.5, 0.02}, {"multi_hop", 4.0, 0.7, 0.1}}, {"*", 12.8, 0.5, 0.05}));
   sb::LinearModel lm;
   lm.terms = {"log_length", "task:multi_hop", "log_length*task:multi_hop", "entropy", "log:probe_blocks_90"};
   lm.weights = {0.5, 0.3, 0.01, 0.1, 0.2};
@@ -36,7 +37,8 @@ std::vector<std::unique_ptr<sb::Predictor>> AllBuiltins() {
   tm.length_edges = {1448, 2896, 5793};
   tm.bucket_feature = "entropy";
   tm.feature_edges = {1.0};
-  tm.cells = {{"single_qa", 0, 0, 0.25}, {"single_qa", 0, 1, 0.5}, {"single_qa", 3, -1, 0.05}, {"multi_qa", 2, 0, 0.125}};
+  tm.cells = {
+      {"single_qa", 0, 0, 0.25}, {"single_qa", 0, 1, 0.5}, {"single_qa", 3, -1, 0.05}, {"multi_qa", 2, 0, 0.125}};
   tm.default_fraction = 0.75;
   v.push_back(std::move(sb::MakeTable(tm)).value());
   std::vector<std::unique_ptr<sb::Predictor>> members;
@@ -214,10 +216,12 @@ TEST(Predictors, BadJsonNamesTheKey) {
       {R"({"schema_version":1,"type":"linear","terms":["a"],"weights":[1],"impute":[0]})", "intercept"},
       {R"({"schema_version":1,"type":"probe","mass":80})", "mass"},
       {R"({"schema_version":1,"type":"table","length_edges":[2,1],"cells":[]})", "length_edges"},
-      {R"({"schema_version":1,"type":"table","length_edges":[],"cells":[{"task":"x","length_bucket":0,"fraction":0.1,"extra":1}]})", "extra"},
+      {R"({"schema_version":1,"type":"table","length_edges":[],"cells":[{"task":"x","length_bucket":0,"fraction":0.1,"extra":1}]})",
+       "extra"},
       {R"({"schema_version":1,"type":"max","members":[{"schema_version":1,"type":"fixed","blocks":0}]})", "blocks"},
       {R"({"schema_version":1,"type":"clamp","member":{"schema_version":1,"type":"length_law","zz":1}})", "zz"},
-      {R"({"schema_version":1,"type":"task_length_law","laws":[{"task":"a","c":1}],"fallback":{"c":1,"a":0.5}})", "'a'"},
+      {R"({"schema_version":1,"type":"task_length_law","laws":[{"task":"a","c":1}],"fallback":{"c":1,"a":0.5}})",
+       "'a'"},
       {R"([1,2])", "object"},
       {R"({"schema_version":1,"type":"fixed",)", "JSON"},
   };
@@ -238,9 +242,10 @@ TEST(Predictors, RegistryAcceptsCustomTypes) {
       return Estimate{0.5 * static_cast<double>(f.causal_blocks()), false};
     }
   };
-  ASSERT_TRUE(sb::RegisterPredictor("half_test", [](const std::string&) -> sb::Expected<std::unique_ptr<sb::Predictor>> {
-                return std::unique_ptr<sb::Predictor>(std::make_unique<Half>());
-              }).ok());
+  ASSERT_TRUE(
+      sb::RegisterPredictor("half_test", [](const std::string&) -> sb::Expected<std::unique_ptr<sb::Predictor>> {
+        return std::unique_ptr<sb::Predictor>(std::make_unique<Half>());
+      }).ok());
   EXPECT_FALSE(sb::RegisterPredictor("fixed", [](const std::string&) -> sb::Expected<std::unique_ptr<sb::Predictor>> {
                  return sb::Status(sb::StatusCode::kInternal, "x");
                }).ok());
@@ -368,7 +373,8 @@ TEST(Probe, FromSummariesMatchesScores) {
         for (int64_t t = t0; t < t1; ++t)
           for (int32_t i = 0; i < d; ++i)
             scores[static_cast<size_t>(j)] += static_cast<double>(q[static_cast<size_t>((h * group + g) * d + i)]) *
-                                              k[static_cast<size_t>((t * hkv + h) * d + i)] / static_cast<double>(t1 - t0);
+                                              k[static_cast<size_t>((t * hkv + h) * d + i)] /
+                                              static_cast<double>(t1 - t0);
     }
     auto r = sb::ProbeStatsFromScores(scores, 1.0 / std::sqrt(double(d)) / group);
     e += r->entropy / hkv;

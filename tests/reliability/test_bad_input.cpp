@@ -11,6 +11,9 @@
 // null views, kv overlap, token_stride 2^60, dtype mismatch, page_size 96, page_table[3] = -2,
 // a duplicated selection index, ith = nth, summaries with 0 heads / block 24 / append past
 // max_tokens, summaries shorter than L, ParseIsa("sse9").
+// The rows are a table, one row per line; clang-format would break each row over several lines
+// around its lambda, so it leaves this file alone.
+// clang-format off
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -983,3 +986,4 @@ TEST(BadInput, Issue12ProbeStatsSurviveScoresNearDoubleMax) {
 }
 
 }  // namespace
+// clang-format on

@@ -3,6 +3,9 @@
 // selection, feature and file errors of the C++ half as the C caller sees them. The message is
 // read from sb_last_error() and must name the argument or value; a failing call writes nothing
 // through its output pointers except what the header states (*plan = NULL and the like).
+// The rows are a table, one row per line; clang-format would break each row over several lines
+// around its lambda, so it leaves this file alone.
+// clang-format off
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -575,3 +578,4 @@ TEST(BadInputCapi, Issue12ThreadPoolThatCannotStartItsThreadsFailsIntoAStatus) {
 }
 
 }  // namespace
+// clang-format on

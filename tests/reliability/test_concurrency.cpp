@@ -10,9 +10,9 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
-#include <string>
 #include <mutex>
 #include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -119,8 +119,12 @@ struct Worker {
   std::vector<float> out;
   std::vector<int32_t> idx, cnt;
   explicit Worker(const Shared& sh, ThreadPool* p)
-      : s(sh), pool(p), ws(sh.MaxWorkspace()), out(static_cast<size_t>(Shared::NQ * Shared::Hq * Shared::D)),
-        idx(static_cast<size_t>(64 * 64)), cnt(64) {}
+      : s(sh),
+        pool(p),
+        ws(sh.MaxWorkspace()),
+        out(static_cast<size_t>(Shared::NQ * Shared::Hq * Shared::D)),
+        idx(static_cast<size_t>(64 * 64)),
+        cnt(64) {}
 
   uint64_t Call(int kind, int op) {
     const AttentionPlan& plan = s.plans[static_cast<size_t>(kind)];
@@ -138,7 +142,7 @@ struct Worker {
         h = Hash(&r->budget.fraction, sizeof(double), h);
         return Hash(&r->estimate_blocks, sizeof(double), h);
       }
-      case 1: {  // select only
+      case 1: {                                                                // select only
         if (plan.params.budget.mode == BudgetMode::kDense) return 0x5e1ec7ed;  // nothing to select
         SelectionStats st;
         if (!SelectBlocks(plan, qv, s.summaries, sel, ws.data(), &st).ok()) return 3;
@@ -214,11 +218,14 @@ TEST(Concurrency, EightThreadsSharedPredictorSummariesAndPoolMatchSingleThreaded
   for (int kind = 0; kind < kKinds; ++kind) {
     EXPECT_EQ(want[static_cast<size_t>(kind)][2], want[static_cast<size_t>(kind)][3]) << "kind " << kind;
     EXPECT_EQ(want[static_cast<size_t>(kind)][2], want[static_cast<size_t>(kind)][4]) << "kind " << kind;
-    for (int op = 0; op < 5; ++op) EXPECT_GT(want[static_cast<size_t>(kind)][static_cast<size_t>(op)], 8u) << "call failed: kind " << kind << " op " << op;
+    for (int op = 0; op < 5; ++op)
+      EXPECT_GT(want[static_cast<size_t>(kind)][static_cast<size_t>(op)], 8u)
+          << "call failed: kind " << kind << " op " << op;
   }
   int mismatches = 0;
   for (int t = 0; t < kThreads; ++t) {
-    EXPECT_EQ(got[static_cast<size_t>(t)][0], want[static_cast<size_t>(t % 2 ? 7 : 3)][static_cast<size_t>(t % 2 ? 2 : 4)])
+    EXPECT_EQ(got[static_cast<size_t>(t)][0],
+              want[static_cast<size_t>(t % 2 ? 7 : 3)][static_cast<size_t>(t % 2 ? 2 : 4)])
         << "first (dispatch-racing) call of thread " << t;
     for (int i = 1; i < calls; ++i) {
       const uint64_t w = want[static_cast<size_t>((i * 7 + t) % kKinds)][static_cast<size_t>(OpOf(i))];

@@ -45,10 +45,10 @@ struct Shape {
   LayoutChoice lay;
   std::string ToString() const {
     char buf[300];
-    std::snprintf(buf, sizeof buf, "B=%d D=%d G=%d Hkv=%d nq=%d L=%lld %s %s %s(k=%lld f=%.3f p=%.3f) page=%lld",
-                  B, D, G, Hkv, nq, static_cast<long long>(L), DTypeName(dtype), ScoringName(scoring),
-                  BudgetModeName(budget.mode), static_cast<long long>(budget.blocks), budget.fraction,
-                  budget.top_p, static_cast<long long>(lay.page_size));
+    std::snprintf(buf, sizeof buf, "B=%d D=%d G=%d Hkv=%d nq=%d L=%lld %s %s %s(k=%lld f=%.3f p=%.3f) page=%lld", B, D,
+                  G, Hkv, nq, static_cast<long long>(L), DTypeName(dtype), ScoringName(scoring),
+                  BudgetModeName(budget.mode), static_cast<long long>(budget.blocks), budget.fraction, budget.top_p,
+                  static_cast<long long>(lay.page_size));
     return buf;
   }
 };
@@ -140,14 +140,16 @@ TEST(Determinism, SelectionIdenticalAcrossIsasBeyondScoreTolerance) {
       int64_t rows = 0;
       for (int32_t i = 0; i < s.nq; ++i)
         if ((s.L - s.nq + i) / s.B == qb) rows += s.G;
-      const double tol = 4.0 * static_cast<double>(rows * s.D + s.B) * kEps *
-                         *std::max_element(abs_sc.begin(), abs_sc.end());
+      const double tol =
+          4.0 * static_cast<double>(rows * s.D + s.B) * kEps * *std::max_element(abs_sc.begin(), abs_sc.end());
       const int64_t sink_end = std::min<int64_t>(s.budget.sink_blocks, nb);
       const int64_t local_begin = std::max<int64_t>(sink_end, nb - std::max(1, s.budget.local_blocks));
       std::vector<int32_t> cand;
       for (int64_t j = sink_end; j < local_begin; ++j) cand.push_back(static_cast<int32_t>(j));
       std::sort(cand.begin(), cand.end(), [&](int32_t a, int32_t b) {
-        return sc[static_cast<size_t>(a)] != sc[static_cast<size_t>(b)] ? sc[static_cast<size_t>(a)] > sc[static_cast<size_t>(b)] : a < b;
+        return sc[static_cast<size_t>(a)] != sc[static_cast<size_t>(b)]
+                   ? sc[static_cast<size_t>(a)] > sc[static_cast<size_t>(b)]
+                   : a < b;
       });
       bool clear = true;
       if (s.budget.mode == BudgetMode::kTopP) {
@@ -184,7 +186,8 @@ TEST(Determinism, SelectionIdenticalAcrossIsasBeyondScoreTolerance) {
       ++compared;
       for (size_t i = 1; i < isas.size(); ++i) {
         ASSERT_EQ(cnt[0][u], cnt[i][u]) << IsaName(isas[i]) << " vs scalar, unit " << u << " " << s.ToString();
-        ASSERT_TRUE(std::equal(idx[0].begin() + static_cast<long>(u * cap), idx[0].begin() + static_cast<long>(u * cap) + cnt[0][u],
+        ASSERT_TRUE(std::equal(idx[0].begin() + static_cast<long>(u * cap),
+                               idx[0].begin() + static_cast<long>(u * cap) + cnt[0][u],
                                idx[i].begin() + static_cast<long>(u * cap)))
             << IsaName(isas[i]) << " vs scalar, unit " << u << " " << s.ToString();
       }
@@ -238,7 +241,8 @@ TEST(Determinism, PagedPartitionsPoolsAndDirtyWorkspacesAreBitIdentical) {
       EXPECT_TRUE(same(run(kp.view, &pool8, true))) << "pool 8 " << IsaName(isa) << " " << s.ToString();
       // Engine-style slices in a shuffled order, on a dirty workspace, with the selection made
       // by the fused call above (re-made here by SelectBlocks).
-      std::vector<int32_t> idx(static_cast<size_t>(plan.num_units * plan.num_blocks)), cnt(static_cast<size_t>(plan.num_units));
+      std::vector<int32_t> idx(static_cast<size_t>(plan.num_units * plan.num_blocks)),
+          cnt(static_cast<size_t>(plan.num_units));
       std::vector<float> ws(plan.workspace_bytes / 4 + 16, NAN);
       ConstBlockSelection sel{};
       if (s.budget.mode != BudgetMode::kDense) {
@@ -250,7 +254,8 @@ TEST(Determinism, PagedPartitionsPoolsAndDirtyWorkspacesAreBitIdentical) {
         for (int i = 0; i < nth; ++i) order[static_cast<size_t>(i)] = i;
         std::shuffle(order.begin(), order.end(), rng);
         OutData o = MakeOut(s.nq, s.Hkv * s.G, s.D, s.lay.misalign);
-        for (int ith : order) ASSERT_TRUE(AttendPartition(plan, q.view, kp.view, sel, o.view, ws.data(), ith, nth).ok());
+        for (int ith : order)
+          ASSERT_TRUE(AttendPartition(plan, q.view, kp.view, sel, o.view, ws.data(), ith, nth).ok());
         std::shuffle(order.begin(), order.end(), rng);
         for (int ith : order) ASSERT_TRUE(AttendMerge(plan, sel, o.view, ws.data(), ith, nth).ok());
         EXPECT_TRUE(same(std::vector<float>(o.view.data, o.view.data + out_n)))

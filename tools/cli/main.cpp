@@ -11,10 +11,10 @@
 #include <string>
 #include <vector>
 
-#include <CLI/CLI.hpp>
 #include <fmt/core.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
 
 #include "sparsebudget/calibration.hpp"
 #include "sparsebudget/isa.hpp"
@@ -101,7 +101,8 @@ int RunPredict(const PredictArgs& a) {
     for (const auto& r : *tr) {
       auto pr = (*p)->Predict(r.features);
       if (!pr.ok())
-        return Fail(sb::Status(pr.status().code(), a.traces + ": line " + std::to_string(r.line) + ": " + pr.status().message()));
+        return Fail(sb::Status(pr.status().code(),
+                               a.traces + ": line " + std::to_string(r.line) + ": " + pr.status().message()));
       fmt::print("{}\n", PredictionJson(r.id, *pr, (*p)->type()));
     }
     return kOk;
@@ -234,16 +235,21 @@ int RunEvaluate(const EvaluateArgs& a) {
     auto p = PredictorArg(a.predictors[i]);
     if (!p.ok()) return Fail(p.status());
     owned.push_back(std::move(p).value());
-    const std::string name = i < a.names.size() ? a.names[i] : LooksLikeFile(a.predictors[i]) ? Stem(a.predictors[i]) : a.predictors[i];
+    const std::string name = i < a.names.size()               ? a.names[i]
+                             : LooksLikeFile(a.predictors[i]) ? Stem(a.predictors[i])
+                                                              : a.predictors[i];
     list.push_back({name, owned.back().get()});
   }
   for (double f : a.fixed) {
-    if (!(f > 0 && f <= 1)) return Fail(sb::Status(sb::StatusCode::kInvalidArgument, "--fixed must be in (0, 1], got " + std::to_string(f)));
+    if (!(f > 0 && f <= 1))
+      return Fail(sb::Status(sb::StatusCode::kInvalidArgument, "--fixed must be in (0, 1], got " + std::to_string(f)));
     owned.push_back(sb::MakeFixedFraction(f));
     list.push_back({fmt::format("fixed:{}", f), owned.back().get()});
   }
   for (int64_t b : a.fixed_blocks) {
-    if (b < 1) return Fail(sb::Status(sb::StatusCode::kInvalidArgument, "--fixed-blocks must be >= 1, got " + std::to_string(b)));
+    if (b < 1)
+      return Fail(
+          sb::Status(sb::StatusCode::kInvalidArgument, "--fixed-blocks must be >= 1, got " + std::to_string(b)));
     owned.push_back(sb::MakeFixedBlocks(b));
     list.push_back({fmt::format("fixed_blocks:{}", b), owned.back().get()});
   }
@@ -281,7 +287,8 @@ int RunOracle(const OracleArgs& a) {
   std::vector<int64_t> qs = q->shape;
   if (qs.size() == 2) qs.insert(qs.begin(), 1);
   if (qs.size() != 3) return bad(a.q + ": shape must be [queries, q_heads, head_dim] or [q_heads, head_dim]");
-  if (qs[2] != k->shape[2]) return bad(a.q + ": head_dim " + std::to_string(qs[2]) + " differs from K's " + std::to_string(k->shape[2]));
+  if (qs[2] != k->shape[2])
+    return bad(a.q + ": head_dim " + std::to_string(qs[2]) + " differs from K's " + std::to_string(k->shape[2]));
   sb::AttentionParams p;
   p.shape.num_q_heads = static_cast<int32_t>(qs[1]);
   p.shape.num_kv_heads = static_cast<int32_t>(k->shape[1]);
@@ -310,15 +317,17 @@ int RunOracle(const OracleArgs& a) {
   if (!o.ok()) return Fail(o.status());
   std::string curve = "[";
   for (size_t i = 0; i < o->curve.size(); ++i)
-    curve += fmt::format("{}{{\"blocks\":{},\"fraction\":{},\"rel_error\":{},\"quality\":{}}}", i ? "," : "", o->curve[i].blocks,
-                         o->curve[i].fraction, o->curve[i].rel_error, std::max(0.0, 1.0 - o->curve[i].rel_error));
+    curve += fmt::format("{}{{\"blocks\":{},\"fraction\":{},\"rel_error\":{},\"quality\":{}}}", i ? "," : "",
+                         o->curve[i].blocks, o->curve[i].fraction, o->curve[i].rel_error,
+                         std::max(0.0, 1.0 - o->curve[i].rel_error));
   curve += "]";
   const std::string doc = fmt::format(
       "{{\"oracle\":{{\"blocks\":{},\"fraction\":{},\"criterion\":\"rel_l2<={}\"}},\"causal_blocks\":{},\"curve\":{}}}",
       o->blocks, o->fraction, a.epsilon, o->causal_blocks, curve);
   fmt::print("oracle: {} of {} blocks (fraction {:.4f}) at relative L2 error <= {}\n", o->blocks, o->causal_blocks,
              o->fraction, a.epsilon);
-  for (const auto& c : o->curve) fmt::print("  blocks {:5d}  fraction {:.4f}  rel_error {:.3e}\n", c.blocks, c.fraction, c.rel_error);
+  for (const auto& c : o->curve)
+    fmt::print("  blocks {:5d}  fraction {:.4f}  rel_error {:.3e}\n", c.blocks, c.fraction, c.rel_error);
   if (!a.json.empty()) {
     std::ofstream out(a.json);
     out << doc << "\n";
@@ -341,8 +350,10 @@ int RunValidate(const std::vector<std::string>& files) {
     }
     std::string ts;
     for (const auto& kv : tasks) ts += fmt::format("{}{}={}", ts.empty() ? "" : ", ", kv.first, kv.second);
-    fmt::print("{}: ok, {} records; tasks: {}; context_length {}..{}; oracle differs from the curve's monotone oracle in {} records\n",
-               f, tr->size(), ts, lmin, lmax, disagree);
+    fmt::print(
+        "{}: ok, {} records; tasks: {}; context_length {}..{}; oracle differs from the curve's monotone oracle in {} "
+        "records\n",
+        f, tr->size(), ts, lmin, lmax, disagree);
   }
   return kOk;
 }
@@ -366,7 +377,8 @@ int RunSynth(const SynthArgs& a) {
   o.continuous_lengths = a.continuous;
   o.noise = a.noise;
   o.lucky = a.lucky;
-  if (a.laws != 0 && a.laws != 1) return Fail(sb::Status(sb::StatusCode::kInvalidArgument, "--laws must be 0 or 1, got " + std::to_string(a.laws)));
+  if (a.laws != 0 && a.laws != 1)
+    return Fail(sb::Status(sb::StatusCode::kInvalidArgument, "--laws must be 0 or 1, got " + std::to_string(a.laws)));
   o.laws = a.laws;
   o.lengths.clear();
   for (const auto& s : SplitComma(a.lengths)) {
@@ -383,8 +395,10 @@ int RunSynth(const SynthArgs& a) {
     auto back = sb::ParseTraceRecord(sb::TraceRecordToJson(records[i]), static_cast<int64_t>(i) + 1);
     if (!back.ok())
       return Fail(sb::Status(back.status().code(), "synth (--block-size " + std::to_string(a.block_size) +
-                                                       ", --lengths " + a.lengths + ") would write a record the trace "
-                                                       "reader rejects: " + back.status().message()));
+                                                       ", --lengths " + a.lengths +
+                                                       ") would write a record the trace "
+                                                       "reader rejects: " +
+                                                       back.status().message()));
   }
   sb::Status st = sb::WriteTraces(a.out, records);
   if (!st.ok()) return Fail(st);
@@ -401,15 +415,16 @@ int main(int argc, char** argv) {
 
   auto* info = app.add_subcommand("info", "print version and the active ISA");
   info->callback([&] {
-    fmt::print("sparsebudget {}\nactive ISA: {}\ndetected ISA: {}\npredictor types:", sb::Version(), sb::IsaName(sb::ActiveIsa()),
-               sb::IsaName(sb::DetectedIsa()));
+    fmt::print("sparsebudget {}\nactive ISA: {}\ndetected ISA: {}\npredictor types:", sb::Version(),
+               sb::IsaName(sb::ActiveIsa()), sb::IsaName(sb::DetectedIsa()));
     for (const auto& t : sb::PredictorTypes()) fmt::print(" {}", t);
     fmt::print("\n");
   });
 
   PredictArgs pa;
   auto* predict = app.add_subcommand("predict", "features in, budget out (JSON)");
-  predict->add_option("--predictor,-p", pa.predictor, "predictor TYPE (defaults), FILE.json or inline JSON")->capture_default_str();
+  predict->add_option("--predictor,-p", pa.predictor, "predictor TYPE (defaults), FILE.json or inline JSON")
+      ->capture_default_str();
   predict->add_option("--features,-f", pa.features, "features JSON object or file");
   predict->add_option("--traces", pa.traces, "predict for every record of a trace file (JSONL out)");
   auto* p_length = predict->add_option("--length,-L", pa.length, "context length in tokens");
@@ -429,16 +444,22 @@ int main(int argc, char** argv) {
   CalibrateArgs ca;
   auto* cal = app.add_subcommand("calibrate", "fit a predictor on traces and calibrate it to a target");
   cal->add_option("--traces", ca.traces, "training traces (JSONL)")->required();
-  cal->add_option("--predictor,-p", ca.predictor, "TYPE to fit (auto, fixed, length_law, task_length_law, linear, probe, table) or FILE.json to rescale; auto chooses the signal and cells by cross-validation")->required();
+  cal->add_option("--predictor,-p", ca.predictor,
+                  "TYPE to fit (auto, fixed, length_law, task_length_law, linear, probe, table) or FILE.json to "
+                  "rescale; auto chooses the signal and cells by cross-validation")
+      ->required();
   auto* td = cal->add_option("--target-degraded", ca.target_degraded, "largest share of degraded requests (alpha)");
   auto* tm = cal->add_option("--target-mean-budget", ca.target_mean, "mean budget fraction to reach");
   td->excludes(tm);
   cal->add_option("-o,--output", ca.out, "output predictor JSON")->required();
-  cal->add_option("--holdout", ca.holdout, "share of traces held out for the finite-sample correction")->capture_default_str();
-  cal->add_option("--delta", ca.delta, "0: guarantee in expectation; >0: P(miss rate > alpha) <= delta")->capture_default_str();
+  cal->add_option("--holdout", ca.holdout, "share of traces held out for the finite-sample correction")
+      ->capture_default_str();
+  cal->add_option("--delta", ca.delta, "0: guarantee in expectation; >0: P(miss rate > alpha) <= delta")
+      ->capture_default_str();
   cal->add_option("--seed", ca.seed, "split seed")->capture_default_str();
   cal->add_option("--bucket-feature", ca.bucket_feature, "table: extra cell dimension, e.g. entropy");
-  cal->add_option("--bucket-count", ca.bucket_count, "table: quantile buckets of --bucket-feature")->capture_default_str();
+  cal->add_option("--bucket-count", ca.bucket_count, "table: quantile buckets of --bucket-feature")
+      ->capture_default_str();
   cal->add_option("--terms", ca.terms, "linear: comma-separated terms (default: from the traces)");
   cal->add_option("--l2", ca.l2, "linear: ridge penalty")->capture_default_str();
   cal->add_option("--quantile", ca.quantile, "linear: pinball level (0 = least squares)")->capture_default_str();
@@ -447,12 +468,17 @@ int main(int argc, char** argv) {
   cal->add_option("--max-fraction", ca.max_fraction, "limit")->capture_default_str();
   cal->add_option("--min-blocks", ca.min_blocks, "limit")->capture_default_str();
   cal->add_option("--max-blocks", ca.max_blocks, "limit")->capture_default_str();
-  cal->add_option("--min-cell", ca.min_cell, "cells: fewer fit requests back off to the parent cell")->capture_default_str();
+  cal->add_option("--min-cell", ca.min_cell, "cells: fewer fit requests back off to the parent cell")
+      ->capture_default_str();
   cal->add_option("--cv-folds", ca.cv_folds, "cells: folds of the cross-validated choice")->capture_default_str();
-  cal->add_option("--abstain-above", ca.abstain_above, "cells: run a cell dense if it misses the target at every budget <= this fraction (0: never)")->capture_default_str();
+  cal->add_option("--abstain-above", ca.abstain_above,
+                  "cells: run a cell dense if it misses the target at every budget <= this fraction (0: never)")
+      ->capture_default_str();
   cal->add_flag("--label-free", ca.label_free, "drop the traces' task labels (calibrate as for traffic without them)");
-  cal->add_flag("--escalation", ca.escalation, "calibrate start budgets and the self-check threshold jointly (traces need curve top1_prob)");
-  cal->add_option("--ladder", ca.ladder, "escalation: comma-separated ascending rung fractions ending in 1 (default 2^(-k/4), k = 32..0)");
+  cal->add_flag("--escalation", ca.escalation,
+                "calibrate start budgets and the self-check threshold jointly (traces need curve top1_prob)");
+  cal->add_option("--ladder", ca.ladder,
+                  "escalation: comma-separated ascending rung fractions ending in 1 (default 2^(-k/4), k = 32..0)");
   cal->callback([&] {
     if ((ca.target_degraded < 0) == (ca.target_mean < 0)) {
       fmt::print(stderr, "sparsebudget calibrate: give exactly one of --target-degraded and --target-mean-budget\n");
@@ -471,7 +497,8 @@ int main(int argc, char** argv) {
   ev->add_option("--fixed-blocks", ea.fixed_blocks, "fixed total blocks (repeatable)");
   ev->add_flag("--label-free", ea.label_free, "drop the traces' task labels before evaluating");
   ev->add_option("--json", ea.json, "write the report as JSON (tools/plot_frontier.py plots it)");
-  ev->add_option("--kv-bytes-per-token", ea.kv_bytes, "K+V bytes per token per (layer, kv head)")->capture_default_str();
+  ev->add_option("--kv-bytes-per-token", ea.kv_bytes, "K+V bytes per token per (layer, kv head)")
+      ->capture_default_str();
   ev->callback([&] {
     if (ea.predictors.empty() && ea.fixed.empty() && ea.fixed_blocks.empty()) {
       fmt::print(stderr, "sparsebudget evaluate: give at least one --predictor or --fixed\n");
@@ -489,7 +516,8 @@ int main(int argc, char** argv) {
 
   OracleArgs oa;
   auto* orc = app.add_subcommand("oracle", "smallest block budget within epsilon of dense attention (Q/K/V .npy)");
-  orc->add_option("--q", oa.q, "queries [queries, q_heads, head_dim] or [q_heads, head_dim], float32/float16")->required();
+  orc->add_option("--q", oa.q, "queries [queries, q_heads, head_dim] or [q_heads, head_dim], float32/float16")
+      ->required();
   orc->add_option("--k", oa.k, "keys [tokens, kv_heads, head_dim]")->required();
   orc->add_option("--v", oa.v, "values [tokens, kv_heads, head_dim]")->required();
   orc->add_option("--epsilon", oa.epsilon, "largest relative L2 error to dense")->capture_default_str();
@@ -516,7 +544,8 @@ int main(int argc, char** argv) {
   syn->add_flag("--fine-grid", sa.fine, "curve at every block count up to 512");
   syn->add_option("--noise", sa.noise, "sd of the log-normal noise of the needed budget")->capture_default_str();
   syn->add_option("--lucky", sa.lucky, "chance scale of a correct answer below the need")->capture_default_str();
-  syn->add_option("--laws", sa.laws, "law set: 0 (docs/traces.md) or 1 (other constants, for generalization checks)")->capture_default_str();
+  syn->add_option("--laws", sa.laws, "law set: 0 (docs/traces.md) or 1 (other constants, for generalization checks)")
+      ->capture_default_str();
   syn->callback([&] { rc = RunSynth(sa); });
 
   try {

@@ -22,9 +22,7 @@ inline __m256i FirstN(int n) {
 inline VF Zero() { return _mm256_setzero_ps(); }
 inline VF Set1(float x) { return _mm256_set1_ps(x); }
 inline VF Load(const float* p) { return _mm256_loadu_ps(p); }
-inline VF LoadH(const uint16_t* p) {
-  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-}
+inline VF LoadH(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
 inline VF LoadB(const uint16_t* p) {
   const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
@@ -83,8 +81,8 @@ inline VF Exp(VF x) {
   const VF underflow = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
   x = _mm256_min_ps(hi, x);
   x = _mm256_max_ps(lo, x);
-  const VF n = _mm256_round_ps(_mm256_mul_ps(x, Set1(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const VF n =
+      _mm256_round_ps(_mm256_mul_ps(x, Set1(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   VF r = _mm256_fnmadd_ps(n, Set1(0.693359375f), x);
   r = _mm256_fnmadd_ps(n, Set1(-2.12194440e-4f), r);
   VF p = Set1(1.9875691500e-4f);

@@ -17,9 +17,7 @@ inline __mmask16 FirstN(int n) { return static_cast<__mmask16>((1u << n) - 1u); 
 inline VF Zero() { return _mm512_setzero_ps(); }
 inline VF Set1(float x) { return _mm512_set1_ps(x); }
 inline VF Load(const float* p) { return _mm512_loadu_ps(p); }
-inline VF LoadH(const uint16_t* p) {
-  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-}
+inline VF LoadH(const uint16_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
 // bf16 -> fp32 is a 16-bit shift into the high half (exact).
 inline VF LoadB(const uint16_t* p) {
   const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
@@ -27,9 +25,7 @@ inline VF LoadB(const uint16_t* p) {
 }
 // Masked loads never touch the masked-off lanes' memory.
 inline VF LoadN(const float* p, int n) { return _mm512_maskz_loadu_ps(FirstN(n), p); }
-inline VF LoadHN(const uint16_t* p, int n) {
-  return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(FirstN(n), p));
-}
+inline VF LoadHN(const uint16_t* p, int n) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(FirstN(n), p)); }
 inline VF LoadBN(const uint16_t* p, int n) {
   const __m256i h = _mm256_maskz_loadu_epi16(FirstN(n), p);
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
@@ -48,8 +44,8 @@ inline VF Sub(VF a, VF b) { return _mm512_sub_ps(a, b); }
 inline VF Max(VF a, VF b) { return _mm512_max_ps(a, b); }
 inline VF Min(VF a, VF b) { return _mm512_min_ps(a, b); }
 inline float ReduceAdd(VF x) {
-  const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(x),
-                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+  const __m256 h =
+      _mm256_add_ps(_mm512_castps512_ps256(x), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -62,13 +58,13 @@ inline void ReduceAdd4(VF a, VF b, VF c, VF d, float* out) {
   const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
   const __m512 abcd = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(ab), _mm512_castps_pd(cd))),
                                     _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(ab), _mm512_castps_pd(cd))));
-  const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(abcd),
-                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(abcd), 1)));
+  const __m256 h =
+      _mm256_add_ps(_mm512_castps512_ps256(abcd), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(abcd), 1)));
   _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
 }
 inline float ReduceMax(VF x) {
-  const __m256 h = _mm256_max_ps(_mm512_castps512_ps256(x),
-                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+  const __m256 h =
+      _mm256_max_ps(_mm512_castps512_ps256(x), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
   __m128 s = _mm_max_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
   s = _mm_max_ps(s, _mm_movehl_ps(s, s));
   s = _mm_max_ss(s, _mm_movehdup_ps(s));
@@ -82,8 +78,8 @@ inline VF Exp(VF x) {
   const __mmask16 underflow = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
   x = _mm512_min_ps(Set1(88.3762626647949f), x);
   x = _mm512_max_ps(lo, x);
-  const VF n = _mm512_roundscale_ps(_mm512_mul_ps(x, Set1(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const VF n =
+      _mm512_roundscale_ps(_mm512_mul_ps(x, Set1(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   VF r = _mm512_fnmadd_ps(n, Set1(0.693359375f), x);
   r = _mm512_fnmadd_ps(n, Set1(-2.12194440e-4f), r);
   VF p = Set1(1.9875691500e-4f);

@@ -29,8 +29,8 @@ int main() {
   kv.v = v.data();
   kv.token_stride = 16;
   kv.head_stride = 16;
-  sb::Status st = sb::Attend(plan, sb::QueryView{q.data(), 32, 16}, kv, {}, sb::OutputView{out.data(), 32, 16},
-                             ws.data());
+  sb::Status st =
+      sb::Attend(plan, sb::QueryView{q.data(), 32, 16}, kv, {}, sb::OutputView{out.data(), 32, 16}, ws.data());
   if (!st.ok() || std::fabs(out[0] - 19.5f) > 1e-4f || std::fabs(out[31] - 19.5f) > 1e-4f) {
     std::fprintf(stderr, "unexpected result %g (%s)\n", out[0], st.ToString().c_str());
     return 1;
