@@ -9,6 +9,7 @@
 #include <cstring>
 #include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "kernel_testing.hpp"
@@ -166,9 +167,18 @@ TEST(AttentionOp, BatchEqualsSparseAttentionBitwiseOnEveryIsaAndPartition) {
           ASSERT_TRUE(op->RunLayer(plan, args, nullptr, &st).ok());
           ExpectSame(reqs, "RunLayer");
           EXPECT_GT(st.selection.units, 0);
-          ThreadPool pool(3);
-          ASSERT_TRUE(op->RunLayer(plan, args, &pool).ok());
-          ExpectSame(reqs, "RunLayer(pool 3)");
+          // On pools (select and attend in slices taken from a counter): the same bits and counts.
+          for (int threads : {2, 3, 8}) {
+            for (auto& q : reqs) std::fill(q.out.buf.begin(), q.out.buf.end(), NAN);
+            ThreadPool pool(threads);
+            LayerStats pst;
+            ASSERT_TRUE(op->RunLayer(plan, args, &pool, &pst).ok());
+            ExpectSame(reqs, ("RunLayer(pool " + std::to_string(threads) + ")").c_str());
+            EXPECT_EQ(pst.selection.units, st.selection.units);
+            EXPECT_EQ(pst.selection.kept_blocks, st.selection.kept_blocks);
+            EXPECT_EQ(pst.selection.causal_blocks, st.selection.causal_blocks);
+            EXPECT_EQ(pst.dense_requests, st.dense_requests);
+          }
           for (int nth : {2, 5}) {
             for (auto& q : reqs) std::fill(q.out.buf.begin(), q.out.buf.end(), NAN);
             for (int ith = 0; ith < nth; ++ith) ASSERT_TRUE(op->SelectPhase(plan, args, ith, nth).ok());
