@@ -49,6 +49,28 @@ class Bytes {
   size_t n_;
 };
 
+// Wrapping arithmetic for a fuzzer's own stride guesses (no UB on the fuzzer's side).
+inline int64_t Mul(int64_t a, int64_t b) {
+  int64_t r;
+  __builtin_mul_overflow(a, b, &r);
+  return r;
+}
+inline int64_t Add(int64_t a, int64_t b) {
+  int64_t r;
+  __builtin_add_overflow(a, b, &r);
+  return r;
+}
+
+// Elements an (n x h x d) view reaches: (n-1)*ts + (h-1)*hs + d; -1 when absurd.
+inline int64_t Extent(int64_t n, int64_t h, int64_t d, int64_t ts, int64_t hs) {
+  if (n <= 0 || h <= 0) return 0;
+  int64_t a, b, c;
+  if (__builtin_mul_overflow(n - 1, ts, &a) || __builtin_mul_overflow(h - 1, hs, &b) ||
+      __builtin_add_overflow(a, b, &c) || __builtin_add_overflow(c, d, &c))
+    return -1;
+  return c;
+}
+
 // A per-process scratch file (tmpfs when available) for readers that take a path.
 inline std::string ScratchPath(const char* tag) {
   const char* dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";

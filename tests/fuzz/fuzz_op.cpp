@@ -19,6 +19,9 @@ using namespace sparsebudget;
 
 namespace {
 
+using sbfuzz::Extent;
+using sbfuzz::Mul;
+
 // Mostly plausible values, sometimes the edges that break arithmetic.
 int64_t Pick(sbfuzz::Bytes& in, int64_t lo, int64_t hi) {
   switch (in.Byte() % 16) {
@@ -44,21 +47,6 @@ double PickReal(sbfuzz::Bytes& in, double lo, double hi) {
     case 4: return 0.0;
     default: return lo + (hi - lo) * static_cast<double>(in.U(2)) / 65535.0;
   }
-}
-int64_t Mul(int64_t a, int64_t b) {
-  int64_t r;
-  __builtin_mul_overflow(a, b, &r);
-  return r;
-}
-
-// Elements an (n x h x d) view reaches: (n-1)*ts + (h-1)*hs + d; -1 when absurd.
-int64_t Extent(int64_t n, int64_t h, int64_t d, int64_t ts, int64_t hs) {
-  if (n <= 0 || h <= 0) return 0;
-  int64_t a, b, c;
-  if (__builtin_mul_overflow(n - 1, ts, &a) || __builtin_mul_overflow(h - 1, hs, &b) ||
-      __builtin_add_overflow(a, b, &c) || __builtin_add_overflow(c, d, &c))
-    return -1;
-  return c;
 }
 
 constexpr int kMaxRequests = 3;

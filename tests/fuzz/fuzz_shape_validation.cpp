@@ -17,6 +17,10 @@ using namespace sparsebudget;
 
 namespace {
 
+using sbfuzz::Add;
+using sbfuzz::Extent;
+using sbfuzz::Mul;
+
 // Mostly plausible values, sometimes the edges that break arithmetic.
 int64_t Pick(sbfuzz::Bytes& in, int64_t lo, int64_t hi) {
   switch (in.Byte() % 16) {
@@ -44,28 +48,6 @@ double PickReal(sbfuzz::Bytes& in, double lo, double hi) {
     case 4: return 1e300;
     default: return lo + (hi - lo) * static_cast<double>(in.U(2)) / 65535.0;
   }
-}
-
-// Wrapping arithmetic for the fuzzer's own stride guesses (no UB on our side).
-int64_t Mul(int64_t a, int64_t b) {
-  int64_t r;
-  __builtin_mul_overflow(a, b, &r);
-  return r;
-}
-int64_t Add(int64_t a, int64_t b) {
-  int64_t r;
-  __builtin_add_overflow(a, b, &r);
-  return r;
-}
-
-// Elements a (n x h x d) view reaches: (n-1)*ts + (h-1)*hs + d, or -1 when absurd.
-int64_t Extent(int64_t n, int64_t h, int64_t d, int64_t ts, int64_t hs) {
-  if (n <= 0 || h <= 0) return 0;
-  int64_t a, b, c;
-  if (__builtin_mul_overflow(n - 1, ts, &a) || __builtin_mul_overflow(h - 1, hs, &b) ||
-      __builtin_add_overflow(a, b, &c) || __builtin_add_overflow(c, d, &c))
-    return -1;
-  return c;
 }
 
 }  // namespace
