@@ -43,7 +43,10 @@ int64_t DTypeBytes(DType t, int64_t n) noexcept {
   if (dt < 0 || dt > 3) return -1;
   if (t == DType::kQ8_0) {
     if (n % kQ8_0BlockValues != 0) return -1;
-    return n / kQ8_0BlockValues * kQ8_0BlockBytes;  // never overflows: 34/32 < 2 and n < 2^63
+    // 34 bytes per 32 values: n near 2^63 still overflows, so the product is checked too.
+    int64_t bytes;
+    if (!detail::CheckedMul(n / kQ8_0BlockValues, static_cast<int64_t>(kQ8_0BlockBytes), &bytes)) return -1;
+    return bytes;
   }
   int64_t bytes;
   if (!detail::CheckedMul(n, static_cast<int64_t>(DTypeSize(t)), &bytes)) return -1;
@@ -194,6 +197,11 @@ Status CheckRows(const char* what, int64_t ntok, int64_t nhead, int64_t dim, int
   if (dtype == DType::kQ8_0 && (ts % kQ8_0BlockValues != 0 || hs % kQ8_0BlockValues != 0))
     return Bad(std::string(what) + " strides must be multiples of 32 values for q8_0, got token_stride " + S(ts) +
                " head_stride " + S(hs));
+  // The kernels step by the strides in bytes even when one token or head exists (prefetch, block
+  // addresses), so each stride must be representable in bytes on its own, not only the extent.
+  if (DTypeBytes(dtype, ts) < 0 || DTypeBytes(dtype, hs) < 0)
+    return Status(StatusCode::kOutOfRange, std::string(what) + " strides overflow in bytes (token_stride " + S(ts) +
+                                               ", head_stride " + S(hs) + ")");
   int64_t a, c;
   if (!detail::CheckedExtent(ntok, ts, dim, &a) || !detail::CheckedExtent(nhead, hs, 0, &c) ||
       !detail::CheckedAdd(a, c, &c) || DTypeBytes(dtype, c) < 0)

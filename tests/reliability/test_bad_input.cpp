@@ -332,9 +332,25 @@ TEST(BadInput, AttentionViews) {
           },
           {kInv}, "page_stride");
   }
+  // One token: the extent (0 * token_stride + dim) fits, but the kernels form token_stride in
+  // bytes for their prefetch and block addresses, so the stride alone must fit (fuzz_op found it).
+  {
+    AttentionParams p1 = w.params;
+    p1.shape.context_length = 1;
+    static AttentionPlan single;
+    EXPECT_TRUE(MakePlan(p1, &single).ok());
+    views("one token, kv token_stride 2^62 (stride in bytes overflows)", &single,
+          [](QueryView&, KVCacheView& kv, OutputView&) { kv.token_stride = int64_t{1} << 62; }, {kRange}, "token_stride");
+    views("one token, kv token_stride 2^61 - 1 (fits in bytes; accepted)", &single,
+          [](QueryView&, KVCacheView& kv, OutputView&) { kv.token_stride = (int64_t{1} << 61) - 1; }, {kOk}, "");
+  }
 
   int failures = 0;
   RunRows(w, rows, &failures);
+  // q8_0 bytes are 34 per 32 values: a multiple of 32 near INT64_MAX overflows and must say so.
+  EXPECT_EQ(DTypeBytes(DType::kQ8_0, INT64_MAX - 31), -1);
+  EXPECT_EQ(DTypeBytes(DType::kQ8_0, (INT64_MAX / 34) / 32 * 32), (INT64_MAX / 34) / 32 * 34);
+  EXPECT_EQ(DTypeBytes(DType::kF16, INT64_MAX / 2 + 1), -1);
 }
 
 TEST(BadInput, SummariesSelectAttend) {
