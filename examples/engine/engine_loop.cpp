@@ -7,7 +7,8 @@
 //      table per request (pages handed out from a shuffled free list, so no request is contiguous);
 //   2. at admission (after prefill) each request's budget is predicted from cheap features (task,
 //      length) by a predictor: --predictor FILE.json, else task_length_law calibrated here on
-//      data/traces/train.jsonl to at most 5% degraded requests, else a built-in law;
+//      data/traces_nl/train.jsonl (the bundled model B's traces) to at most 5% degraded requests
+//      WITH the escalation policy (calibration.hpp `escalation`), else a built-in law;
 //   3. per request and layer, BlockSummaries are built once over the prompt and then updated
 //      incrementally (Append reads only the new token) as every decode step appends a token;
 //   4. every decode step plans the batch once (AttentionOp::Plan: lengths, page tables, budgets;
@@ -17,12 +18,21 @@
 //      each thread taking its slice of every request; the same three phases then run the dense
 //      plan (the baseline, and the reference for the error column). Nothing allocates per step
 //      or per layer: page tables and workspaces are sized for the final lengths at admission;
+//   4b. the self-check under sparsity (escalation.hpp), when the predictor carries a policy: after
+//      each step the engine reads the top-1 probability of the token the step produced (here from
+//      a stand-in LM head over the last layer's output, through the library's
+//      LogitStatsFromLogits; an engine uses its model's logits row) and calls
+//      EscalationPolicy::Step per request; the requests it escalates are planned again in one
+//      "redo" StepPlan (the others with num_queries 0) at their next ladder rung, that step's
+//      layers are recomputed for them, and they continue at the new budget;
 //   5. finally, for every request and layer, the threaded output is compared BITWISE with a
-//      single-threaded SparseAttention() call on the same inputs, and one request is also
+//      single-threaded SparseAttention() call on the same inputs (at each request's final
+//      budget, escalations included), and one request is also
 //      gathered into a contiguous buffer and checked (paged == contiguous, bitwise).
 //
 // Usage: engine_loop [--requests N] [--min-len L] [--max-len L] [--layers N] [--steps N]
 //                    [--threads N] [--seed S] [--predictor FILE.json] [--traces FILE.jsonl]
+//                    [--no-escalation]
 // Exit code 0 when every check passes, 1 otherwise, 2 on a usage error.
 #include <algorithm>
 #include <atomic>
@@ -43,6 +53,8 @@
 
 #include "sparsebudget/attention.hpp"
 #include "sparsebudget/calibration.hpp"
+#include "sparsebudget/escalation.hpp"
+#include "sparsebudget/features.hpp"
 #include "sparsebudget/isa.hpp"
 #include "sparsebudget/op.hpp"
 #include "sparsebudget/predictor.hpp"
@@ -76,7 +88,8 @@ struct Options {
   int threads = 0;  // 0 = hardware concurrency
   uint64_t seed = 1;
   std::string predictor;  // FILE.json; empty = calibrate on --traces
-  std::string traces = std::string(SPARSEBUDGET_SOURCE_DIR) + "/data/traces/train.jsonl";
+  std::string traces = std::string(SPARSEBUDGET_SOURCE_DIR) + "/data/traces_nl/train.jsonl";
+  bool escalation = true;  // calibrate with the escalation policy (when calibrating here)
 };
 
 // ---- small utilities ---------------------------------------------------------------------
@@ -240,6 +253,11 @@ struct Request {
   std::vector<std::vector<float>> topic;      // per (layer * kKVHeads + h): unit vector [head_dim]
   std::vector<std::vector<uint8_t>> hot;      // per (layer * kKVHeads + h): 1 for a hot block
   sb::Prediction prediction;
+  sb::EscalationState escalation;        // the policy's per-request state (budget now, escalations)
+  bool redo = false;                     // this step is recomputed at a higher budget
+  bool restart = false;                  // ... and the answer restarted (EscalationMode::kRestartAnswer)
+  int64_t pages_allocated = 0;           // pages of the page table handed out so far
+  double min_top1 = 1.0;                 // lowest top-1 probability seen (the stand-in LM head)
   bool dense_fallback = false;           // the budget keeps >= 90% of the blocks: the op runs it dense
   std::vector<float> q, out, dense_out;  // per layer: [q heads][head_dim]
   double max_rel_err = 0.0;
@@ -281,6 +299,40 @@ void MakeQuery(const NoiseTable& noise, Request& r, uint64_t seed, int layer, in
   }
 }
 
+// ---- a stand-in LM head -------------------------------------------------------------------
+// The self-check reads the top-1 probability of the token a step produced. An engine takes it
+// from its model's logits row for that step; this example has no model, so a fixed random
+// projection of the last layer's attention output (all q heads) stands in:
+//   logits_v = kLogitGain * (w_v . o) / ||o||,  w_v = kQHeads * kHeadDim values of the noise table.
+// Its top-1 probabilities are not a model's; the gain only places them around the calibrated
+// threshold so that a run meets both sure and unsure steps. What is real is the control flow.
+constexpr int kVocab = 512;
+constexpr int kHiddenOut = kQHeads * kHeadDim;
+constexpr double kLogitGain = 3.2;
+
+void StandInLogits(const NoiseTable& noise, uint64_t seed, const float* o, float* logits) {
+  double n2 = 0;
+  for (int j = 0; j < kHiddenOut; ++j) n2 += static_cast<double>(o[j]) * o[j];
+  const double g = kLogitGain / std::sqrt(std::max(n2, 1e-300));
+  for (int v = 0; v < kVocab; ++v) {
+    const float* w = &noise.f[Hash(seed, 8, static_cast<uint64_t>(v)) % (kNoise - kHiddenOut)];
+    double dot = 0;
+    for (int j = 0; j < kHiddenOut; ++j) dot += static_cast<double>(w[j]) * o[j];
+    logits[v] = static_cast<float>(g * dot);
+  }
+}
+
+// A budget that keeps exactly `total` of `causal` blocks (the escalation policy's rung), with the
+// request's sink/local rule: its fraction, pinned by min/max to the rung's total.
+sb::Budget BudgetForTotal(const sb::Budget& base, int64_t total, int64_t causal) {
+  if (total >= causal) return sb::Budget::Dense();
+  sb::Budget b = sb::Budget::Fraction(static_cast<double>(total) / static_cast<double>(causal));
+  b.sink_blocks = base.sink_blocks;
+  b.local_blocks = base.local_blocks;
+  b.min_blocks = b.max_blocks = total;
+  return b;
+}
+
 sb::KVCacheView PagedView(PagePool& pool, const Request& r, int layer) {
   sb::KVCacheView kv;
   kv.k = pool.k(layer);
@@ -313,9 +365,11 @@ std::unique_ptr<sb::Predictor> MakePredictor(const Options& o, std::string* how)
     if (traces.ok()) {
       sb::CalibrationOptions co;
       co.target_degraded = 0.05;
+      co.escalation = o.escalation;
       auto r = sb::Calibrate("task_length_law", nullptr, *traces, co);
       if (r.ok()) {
-        *how = "task_length_law calibrated on " + o.traces + ": " + r->summary;
+        *how = std::string("task_length_law") + (o.escalation ? " with escalation" : "") + " calibrated on " +
+               o.traces + ": " + r->summary;
         return std::move(r->predictor);
       }
       std::fprintf(stderr, "engine_loop: calibration failed: %s\n", r.status().ToString().c_str());
@@ -339,15 +393,24 @@ struct Engine {
   std::unique_ptr<NoiseTable> noise;
   std::unique_ptr<Barrier> barrier;
   const sb::Predictor* predictor = nullptr;
+  const sb::EscalationPolicy* policy = nullptr;  // null: the predictor carries none
   // The engine API: one op for the model; per step one plan for the batch at the predicted
   // budgets and one at dense budgets (the baseline), each reused by every layer.
   sb::AttentionOp op;
   std::vector<sb::StepRequest> steps, dense_steps;
   sb::StepPlan plan, dense_plan;
-  AlignedBuffer workspace, dense_workspace;                       // sized at admission for the final lengths
+  // The self-check's redo: the requests it escalated, at their new budgets (num_queries 0 for the
+  // others), one plan for the batch, its own workspace (sized at admission).
+  std::vector<sb::StepRequest> redo_steps;
+  sb::StepPlan redo_plan;
+  bool any_redo = false;
+  int64_t recomputed_steps = 0;
+  sb::LayerStats redo_stats;                                      // blocks read by recomputed steps (all threads)
+  std::vector<std::vector<float>> logits;                         // per engine thread: the stand-in logits row
+  AlignedBuffer workspace, dense_workspace, redo_workspace;       // sized at admission for the final lengths
   std::vector<std::vector<sb::LayerInput>> inputs, dense_inputs;  // [layer][request]
   std::vector<sb::LayerStats> thread_stats;                       // per engine thread, summed over layers and steps
-  double sparse_wall = 0, dense_wall = 0, prefill_wall = 0, append_wall = 0, plan_wall = 0;
+  double sparse_wall = 0, dense_wall = 0, redo_wall = 0, prefill_wall = 0, append_wall = 0, plan_wall = 0;
   std::mutex error_mutex;
   std::string error;  // first failure; threads keep running through the barriers
 
@@ -392,6 +455,7 @@ struct Engine {
       }
       r.prediction = *pred;
       steps[i].budget = r.prediction.budget;
+      if (policy != nullptr) r.escalation = policy->Start(r.prediction);
     }
     barrier->Wait();
     if (ith == 0) {
@@ -405,20 +469,40 @@ struct Engine {
       if (sb::Status st = op.Plan(dense_steps.data(), static_cast<int32_t>(dense_steps.size()), &big); !st.ok())
         Fail("Plan(dense)", st);
       dense_workspace.Reserve(big.workspace_bytes());
+      // A recomputed step runs at a rung of the policy's ladder: the largest workspace over the
+      // rungs at the final lengths bounds every redo plan (PlanRedo checks it).
+      if (policy != nullptr) {
+        redo_steps = steps;
+        for (double f : policy->ladder()) {
+          for (sb::StepRequest& s : redo_steps) {
+            s.budget = sb::Budget::Fraction(f);
+            s.budget.sink_blocks = steps[0].budget.sink_blocks;
+            s.budget.local_blocks = steps[0].budget.local_blocks;
+          }
+          if (sb::Status st = op.Plan(redo_steps.data(), static_cast<int32_t>(redo_steps.size()), &big); !st.ok())
+            Fail("Plan(redo sizing)", st);
+          redo_workspace.Reserve(big.workspace_bytes());
+        }
+        redo_plan.Reserve(static_cast<int32_t>(reqs.size()));
+      }
       PlanStep();
     }
   }
 
-  void AppendTokens(int ith, int64_t step) {
-    for (size_t i = 0; i < reqs.size(); ++i) {
-      if (!Mine(i, ith)) continue;
-      Request& r = reqs[i];
+  // Appends the token this step decodes and its queries (a query depends on the token's position
+  // in the answer, so a restarted answer decodes the same tokens again).
+  void AppendTokens(int ith) {
+    for (size_t i = 0; i < reqs.size(); ++i)
+      if (Mine(i, ith)) AppendOne(reqs[i]);
+  }
+  void AppendOne(Request& r) {
+    {
       const int64_t t = r.len;
       for (int l = 0; l < opt.layers; ++l) {
         WriteToken(*pool, *noise, r, opt.seed, l, t);
         if (sb::Status st = r.summaries[static_cast<size_t>(l)].Append(PagedView(*pool, r, l), t + 1); !st.ok())
           Fail("BlockSummaries::Append", st);
-        MakeQuery(*noise, r, opt.seed, l, step);
+        MakeQuery(*noise, r, opt.seed, l, t - r.prompt_len);
       }
       r.len = t + 1;
     }
@@ -457,17 +541,100 @@ struct Engine {
       sparse_wall += static_cast<double>(t_mid - t_start) * 1e-9;
       dense_wall += static_cast<double>(NowNs() - t_mid) * 1e-9;
     }
+  }
+
+  // The self-check (each thread, its requests): the top-1 probability of the token this step
+  // produced under the request's budget, and the policy's verdict. An escalated request gets its
+  // next rung as its budget, for the recomputed step and the steps after it.
+  void SelfCheck(int ith) {
+    if (policy == nullptr) return;
+    float* lg = logits[static_cast<size_t>(ith)].data();
     for (size_t i = 0; i < reqs.size(); ++i) {
       if (!Mine(i, ith)) continue;
       Request& r = reqs[i];
-      const size_t off = static_cast<size_t>(layer) * kQHeads * kHeadDim;
-      double num = 0, den = 0;
-      for (size_t j = 0; j < static_cast<size_t>(kQHeads * kHeadDim); ++j) {
-        const double diff = static_cast<double>(r.out[off + j]) - r.dense_out[off + j];
-        num += diff * diff;
-        den += static_cast<double>(r.dense_out[off + j]) * r.dense_out[off + j];
+      StandInLogits(*noise, opt.seed, r.out.data() + static_cast<size_t>(opt.layers - 1) * kHiddenOut, lg);
+      auto ls = sb::LogitStatsFromLogits(lg, kVocab);
+      if (!ls.ok()) {
+        Fail("LogitStatsFromLogits", ls.status());
+        continue;
       }
-      r.max_rel_err = std::max(r.max_rel_err, std::sqrt(num / std::max(den, 1e-300)));
+      r.min_top1 = std::min(r.min_top1, ls->top1_prob);
+      const int64_t causal = (r.len + kBlock - 1) / kBlock;
+      r.escalation.causal_blocks = causal;
+      sb::Budget& b = steps[i].budget;
+      const int64_t answer_position = r.len - 1 - r.prompt_len;
+      const sb::EscalationDecision d =
+          policy->Step(&r.escalation, ls->top1_prob, answer_position, b.sink_blocks, b.local_blocks);
+      r.redo = d.recompute;
+      r.restart = d.restart;
+      if (!d.recompute) continue;
+      if (d.restart) {
+        // kRestartAnswer: drop the answer decoded so far and decode its first token again. The
+        // cache keeps the prompt; each layer's summaries are rebuilt over it (BlockSummaries has
+        // no truncation: O(prompt) here, a cost of restarting) and the first answer token is
+        // appended again.
+        r.len = r.prompt_len;
+        for (int l = 0; l < opt.layers; ++l) {
+          sb::BlockSummaries& sum = r.summaries[static_cast<size_t>(l)];
+          sum.Reset();
+          if (sb::Status st = sum.Append(PagedView(*pool, r, l), r.prompt_len); !st.ok())
+            Fail("BlockSummaries::Append", st);
+        }
+        AppendOne(r);
+      }
+      b = BudgetForTotal(b, d.total_blocks, (r.len + kBlock - 1) / kBlock);
+    }
+  }
+
+  // Thread 0, between barriers: one plan for the escalated requests.
+  void PlanRedo() {
+    any_redo = false;
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      redo_steps[i] = steps[i];
+      redo_steps[i].context_length = reqs[i].len;  // a restarted answer is back at its first token
+      redo_steps[i].num_queries = reqs[i].redo ? 1 : 0;
+      if (reqs[i].redo) any_redo = true, ++recomputed_steps;
+    }
+    if (!any_redo) return;
+    if (sb::Status st = op.Plan(redo_steps.data(), static_cast<int32_t>(redo_steps.size()), &redo_plan); !st.ok())
+      Fail("Plan(redo)", st);
+    if (redo_plan.workspace_bytes() > redo_workspace.bytes)
+      Fail("redo workspace", sb::Status(sb::StatusCode::kInternal, "sized over the ladder, yet too small"));
+  }
+
+  // Recomputes one layer of this step for the escalated requests (their outputs are overwritten;
+  // the others have no queries in the redo plan).
+  void RedoLayer(int ith, int layer) {
+    sb::LayerArgs a{inputs[static_cast<size_t>(layer)].data(), 1.0, redo_workspace.p};
+    sb::LayerStats st, sum;
+    if (sb::Status s = op.SelectPhase(redo_plan, a, ith, nth, &st); !s.ok()) Fail("SelectPhase(redo)", s);
+    sum.selection.kept_blocks += st.selection.kept_blocks;
+    barrier->Wait();
+    if (sb::Status s = op.AttendPhase(redo_plan, a, ith, nth, &st); !s.ok()) Fail("AttendPhase(redo)", s);
+    barrier->Wait();
+    if (sb::Status s = op.MergePhase(redo_plan, a, ith, nth); !s.ok()) Fail("MergePhase(redo)", s);
+    barrier->Wait();
+    std::lock_guard<std::mutex> lock(error_mutex);
+    redo_stats.selection.kept_blocks += sum.selection.kept_blocks;
+  }
+
+  // The error column: this step's final outputs (recomputed ones included) against dense. A
+  // restarted answer's step is skipped: its dense reference was for the discarded position.
+  void Errors(int ith) {
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      if (!Mine(i, ith)) continue;
+      Request& r = reqs[i];
+      if (r.restart) continue;
+      for (int layer = 0; layer < opt.layers; ++layer) {
+        const size_t off = static_cast<size_t>(layer) * kHiddenOut;
+        double num = 0, den = 0;
+        for (size_t j = 0; j < static_cast<size_t>(kHiddenOut); ++j) {
+          const double diff = static_cast<double>(r.out[off + j]) - r.dense_out[off + j];
+          num += diff * diff;
+          den += static_cast<double>(r.dense_out[off + j]) * r.dense_out[off + j];
+        }
+        r.max_rel_err = std::max(r.max_rel_err, std::sqrt(num / std::max(den, 1e-300)));
+      }
     }
   }
 
@@ -480,14 +647,15 @@ struct Engine {
       if (ith == 0) {
         t0 = std::chrono::steady_clock::now();
         for (Request& r : reqs)
-          if (r.len % kPage == 0) {  // the new token starts a page
+          if (r.len / kPage >= r.pages_allocated) {  // the new token starts a page not yet held
             const int32_t page = pool->Allocate();
             if (page < 0) Fail("PagePool", sb::Status(sb::StatusCode::kOutOfRange, "out of pages"));
             r.page_table[static_cast<size_t>(r.len / kPage)] = std::max(page, 0);
+            ++r.pages_allocated;
           }
       }
       barrier->Wait();
-      AppendTokens(ith, step);
+      AppendTokens(ith);
       barrier->Wait();
       if (ith == 0) {
         append_wall += Seconds(std::chrono::steady_clock::now() - t0);
@@ -497,6 +665,18 @@ struct Engine {
       }
       barrier->Wait();
       for (int l = 0; l < opt.layers; ++l) Layer(ith, l);
+      if (policy != nullptr) {
+        SelfCheck(ith);
+        barrier->Wait();
+        if (ith == 0) PlanRedo();
+        barrier->Wait();
+        if (any_redo) {
+          const int64_t t_redo = NowNs();
+          for (int l = 0; l < opt.layers; ++l) RedoLayer(ith, l);
+          if (ith == 0) redo_wall += static_cast<double>(NowNs() - t_redo) * 1e-9;
+        }
+      }
+      Errors(ith);
     }
   }
 };
@@ -529,10 +709,13 @@ int ParseArgs(int argc, char** argv, Options* o) {
       o->predictor = next();
     else if (a == "--traces")
       o->traces = next();
+    else if (a == "--no-escalation")
+      o->escalation = false;
     else {
       std::fprintf(stderr,
                    "usage: engine_loop [--requests N] [--min-len L] [--max-len L] [--layers N] [--steps N]\n"
-                   "                   [--threads N] [--seed S] [--predictor FILE.json] [--traces FILE.jsonl]\n");
+                   "                   [--threads N] [--seed S] [--predictor FILE.json] [--traces FILE.jsonl]\n"
+                   "                   [--no-escalation]\n");
       return a == "--help" || a == "-h" ? 0 : 2;
     }
   }
@@ -550,9 +733,16 @@ bool CheckAgainstSparseAttention(Engine& e) {
   AlignedBuffer ws;
   std::vector<float> ref(static_cast<size_t>(kQHeads * kHeadDim));
   int64_t compared = 0;
+  // The last step's budgets: escalated requests ran it (or its recomputation) at their new rung.
+  sb::StepPlan last;
+  for (size_t i = 0; i < e.reqs.size(); ++i) e.steps[i].context_length = e.reqs[i].len;
+  if (sb::Status st = e.op.Plan(e.steps.data(), static_cast<int32_t>(e.steps.size()), &last); !st.ok()) {
+    std::printf("check: Plan failed: %s\n", st.ToString().c_str());
+    return false;
+  }
   for (size_t i = 0; i < e.reqs.size(); ++i) {
     Request& r = e.reqs[i];
-    const sb::AttentionPlan& plan = e.plan.request_plan(static_cast<int32_t>(i));
+    const sb::AttentionPlan& plan = last.request_plan(static_cast<int32_t>(i));
     ws.Reserve(plan.workspace_bytes);
     for (int l = 0; l < e.opt.layers; ++l) {
       sb::OutputView ov{ref.data(), kHeadDim * kQHeads, kHeadDim};
@@ -575,7 +765,7 @@ bool CheckAgainstSparseAttention(Engine& e) {
   const auto longest =
       std::max_element(e.reqs.begin(), e.reqs.end(), [](const Request& a, const Request& b) { return a.len < b.len; });
   const Request& r = *longest;
-  const sb::AttentionPlan& plan = e.plan.request_plan(static_cast<int32_t>(longest - e.reqs.begin()));
+  const sb::AttentionPlan& plan = last.request_plan(static_cast<int32_t>(longest - e.reqs.begin()));
   std::vector<uint16_t> k(static_cast<size_t>(r.len * kTokenStride)), v(k.size());
   const sb::KVCacheView paged = PagedView(*e.pool, r, 0);
   for (int64_t t = 0; t < r.len; ++t) {
@@ -620,6 +810,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<sb::Predictor> predictor = MakePredictor(o, &how);
   if (!predictor) return 1;
   e.predictor = predictor.get();
+  e.policy = sb::EscalationOf(*predictor);
 
   // The batch: lengths log-spaced over [min_len, max_len] with a jitter, tasks in turn.
   int64_t pages = 0;
@@ -693,10 +884,11 @@ int main(int argc, char** argv) {
   e.pool = std::make_unique<PagePool>(o.layers, pages + spare, o.seed);
   for (Request& r : e.reqs)
     for (int64_t p = 0; p < (r.prompt_len + kPage - 1) / kPage; ++p)
-      r.page_table[static_cast<size_t>(p)] = e.pool->Allocate();
+      r.page_table[static_cast<size_t>(p)] = e.pool->Allocate(), ++r.pages_allocated;
   e.noise = std::make_unique<NoiseTable>(o.seed);
   e.barrier = std::make_unique<Barrier>(e.nth);
   e.thread_stats.assign(static_cast<size_t>(e.nth), sb::LayerStats{});
+  e.logits.assign(static_cast<size_t>(e.nth), std::vector<float>(kVocab));
   sb::AttentionOpConfig oc;
   oc.num_q_heads = kQHeads;
   oc.num_kv_heads = kKVHeads;
@@ -751,6 +943,14 @@ int main(int argc, char** argv) {
   std::printf("paged KV cache: fp16, %" PRId64 " pages of %" PRId64 " tokens per layer, %.1f MiB in all\n",
               e.pool->num_pages(), kPage, static_cast<double>(e.pool->bytes()) / (1 << 20));
   std::printf("predictor: %s\n", how.c_str());
+  if (e.policy != nullptr)
+    std::printf(
+        "self-check: escalate a request when its step's top-1 probability < %.4f (%zu-rung ladder, %s); top-1 from a "
+        "stand-in LM head (no model here)\n",
+        e.policy->threshold(), e.policy->ladder().size(),
+        e.policy->mode() == sb::EscalationMode::kRecomputeStep ? "recompute the step" : "restart the answer");
+  else
+    std::printf("self-check: none (the predictor carries no escalation policy)\n");
 
   // The engine's threads: ith 0 is this thread.
   std::vector<std::thread> workers;
@@ -764,20 +964,23 @@ int main(int argc, char** argv) {
 
   std::printf("prefill (K/V writes + summaries + prediction): %.2f s; %d decode steps x %d layers\n\n", e.prefill_wall,
               o.steps, o.layers);
-  std::printf("%3s %-12s %7s %8s %7s %9s\n", "req", "task", "length", "budget", "blocks", "rel err");
+  std::printf("%3s %-12s %7s %8s %7s %4s %7s %9s %9s\n", "req", "task", "length", "budget", "blocks", "esc", "final",
+              "min top1", "rel err");
   double sum_frac = 0;
   for (const Request& r : e.reqs) {
     sum_frac += r.prediction.fraction;
-    std::printf("%3d %-12s %7" PRId64 " %7.1f%% %7" PRId64 " %9.2e%s\n", r.id, r.task.c_str(), r.len,
-                100.0 * r.prediction.fraction, r.prediction.total_blocks, r.max_rel_err,
-                r.dense_fallback ? "  (dense fallback)" : "");
+    const int64_t final_blocks = e.policy ? r.escalation.total_blocks : r.prediction.total_blocks;
+    std::printf("%3d %-12s %7" PRId64 " %7.1f%% %7" PRId64 " %4d %7" PRId64 " %9.3f %9.2e%s\n", r.id, r.task.c_str(),
+                r.len, 100.0 * r.prediction.fraction, r.prediction.total_blocks, r.escalation.escalations, final_blocks,
+                e.policy ? r.min_top1 : std::nan(""), r.max_rel_err, r.dense_fallback ? "  (dense fallback)" : "");
   }
   int64_t kept = 0, causal = 0, kernel_ns = 0;
   for (const sb::LayerStats& t : e.thread_stats)
     kept += t.selection.kept_blocks, causal += t.selection.causal_blocks, kernel_ns += t.kernel_ns;
   std::printf(
-      "\n(budget: predicted fraction at admission; blocks: its total blocks per kv head; rel err: max over "
-      "layers and steps of ||sparse - dense|| / ||dense||)\n");
+      "\n(budget: predicted fraction at admission; blocks: its total blocks per kv head; esc: steps the "
+      "self-check escalated; final: total blocks after them; min top1: lowest stand-in top-1 probability; rel err: "
+      "max over layers and steps of ||sparse - dense|| / ||dense||, recomputed steps counted after recompute)\n");
   std::printf(
       "totals: mean budget %.1f%%, kept %.1f%% of causal blocks (all layers, steps, kv heads); decode "
       "attention wall time sparse %.3f s vs dense %.3f s (%.1fx); token appends %.3f s; step plans %.4f s\n",
@@ -788,6 +991,14 @@ int main(int argc, char** argv) {
       "sparse layers: %.1f%% of the engine threads' time inside select/attend work items (the rest: "
       "per-layer bookkeeping, merging, barrier waits)\n",
       100.0 * static_cast<double>(kernel_ns) * 1e-9 / std::max(e.sparse_wall * e.nth, 1e-12));
+  if (e.policy != nullptr)
+    std::printf("self-check: %" PRId64 " of %" PRId64
+                " request-steps recomputed at a higher rung; their recomputation read "
+                "%.1f%% more blocks than the steps themselves and took %.3f s (not in the sparse time above)\n",
+                e.recomputed_steps, static_cast<int64_t>(e.reqs.size()) * o.steps,
+                100.0 * static_cast<double>(e.redo_stats.selection.kept_blocks) /
+                    static_cast<double>(std::max<int64_t>(kept, 1)),
+                e.redo_wall);
 
   const bool ok = CheckAgainstSparseAttention(e);
   std::printf("%s\n", ok ? "OK" : "FAILED");
