@@ -122,7 +122,9 @@ std::vector<double> ThresholdCandidates(const std::vector<TraceRecord>& traces, 
   for (auto* v : {&first, &least}) {
     std::sort(v->begin(), v->end());
     if (v->empty()) continue;
-    for (double q : {0.02, 0.05, 0.1, 0.2, 0.3, 0.5}) {
+    // Low quantiles too: a self-check that separates well pays most at a threshold that few
+    // intact decodes fall below.
+    for (double q : {0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5}) {
       // Escalate below t: nudge past ties so the quantile's own value counts as unsure.
       const double t = std::nextafter((*v)[static_cast<size_t>(q * static_cast<double>(v->size() - 1))], 2.0);
       if (t > 0.0 && t <= 1.0) out.push_back(t);
@@ -184,12 +186,11 @@ Expected<CalibrationResult> CalibrateCells(const std::string& type, const std::v
           "calibrate: --escalation needs curve points with 'top1_prob' (and 'min_top1_prob'); these traces have none");
     auto ladder_ok = EscalationPolicy::Create(0.0, opt.escalation_ladder);
     if (!ladder_ok.ok()) return ladder_ok.status();
-    // Threshold on an inner split of the fit part (the held-out part stays for the guarantee):
-    // the one of least mean step budget at the level each picks.
-    std::vector<TraceRecord> fit_only;
-    for (size_t i : fit_idx) fit_only.push_back(traces[i]);
-    std::vector<size_t> in_fit, in_val;
-    SplitIndices(fit_only, 0.4, opt.seed + 7, &in_fit, &in_val);
+    // Threshold and mode by cross-validation on the fit part (the held-out part stays for the
+    // guarantee), with the folds of the signal choice: the candidate of least mean step budget
+    // over the held-out folds, each at the level it picks there. Threshold 0 (no policy) is a
+    // candidate, so a policy is kept only where it beat the plain cells across the folds.
+    const std::vector<std::vector<size_t>> folds = TaskStratifiedFolds(traces, fit_idx, opt.cv_folds, opt.seed + 7);
     double best = HUGE_VAL, best_thr = 0.0;
     EscalationMode best_mode = EscalationMode::kRecomputeStep;
     for (const EscalationMode mode : {EscalationMode::kRecomputeStep, EscalationMode::kRestartAnswer})
@@ -199,15 +200,18 @@ Expected<CalibrationResult> CalibrateCells(const std::string& type, const std::v
         if (!pol.ok()) return pol.status();
         CellSettings s2 = set;
         s2.escalation = thr > 0 ? &*pol : nullptr;  // threshold 0: no policy, the plain calibration
-        auto f = FitCells(fit_only, in_fit, in_val, *spec, s2);
-        if (!f.ok()) return f.status();
+        double cv = 0.0;
+        for (size_t k = 0; k < folds.size(); ++k) {
+          auto f = FitCells(traces, AllFoldsBut(folds, k), folds[k], *spec, s2);
+          if (!f.ok()) return f.status();
+          cv += f->hold_mean_fraction / static_cast<double>(folds.size());
+        }
         char buf[96];
-        (void)std::snprintf(buf, sizeof(buf), "  escalation %s threshold %.4f: inner mean step budget %.4f\n",
-                            mode == EscalationMode::kRestartAnswer ? "restart_answer" : "recompute_step", thr,
-                            f->hold_mean_fraction);
+        (void)std::snprintf(buf, sizeof(buf), "  escalation %s threshold %.4f: cv mean step budget %.4f\n",
+                            mode == EscalationMode::kRestartAnswer ? "restart_answer" : "recompute_step", thr, cv);
         res.selection += buf;
-        if (f->hold_mean_fraction < best - 1e-9) {
-          best = f->hold_mean_fraction;
+        if (cv < best - 1e-9) {
+          best = cv;
           best_thr = thr;
           best_mode = mode;
         }

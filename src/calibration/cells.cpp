@@ -491,12 +491,8 @@ Expected<CellsFit> FitCells(const std::vector<TraceRecord>& traces, const std::v
   return fit;
 }
 
-Expected<CellSpec> ChooseCellSpec(const std::vector<TraceRecord>& traces, const std::vector<size_t>& idx,
-                                  const std::vector<CellSpec>& candidates, const CellSettings& set, int folds,
-                                  uint64_t seed, std::string* report) {
-  if (candidates.empty()) return Status(StatusCode::kInvalidArgument, "cells: no candidate signal");
-  if (candidates.size() == 1) return candidates[0];
-  // Folds stratified by task, seeded.
+std::vector<std::vector<size_t>> TaskStratifiedFolds(const std::vector<TraceRecord>& traces,
+                                                     const std::vector<size_t>& idx, int folds, uint64_t seed) {
   std::map<std::string, std::vector<size_t>> by_task;
   for (size_t i : idx) by_task[traces[i].task()].push_back(i);
   std::vector<std::vector<size_t>> fold(static_cast<size_t>(folds));
@@ -506,6 +502,23 @@ Expected<CellSpec> ChooseCellSpec(const std::vector<TraceRecord>& traces, const 
     for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[rng.Below(i)]);
     for (size_t i = 0; i < v.size(); ++i) fold[i % static_cast<size_t>(folds)].push_back(v[i]);
   }
+  return fold;
+}
+
+std::vector<size_t> AllFoldsBut(const std::vector<std::vector<size_t>>& folds, size_t k) {
+  std::vector<size_t> out;
+  for (size_t j = 0; j < folds.size(); ++j)
+    if (j != k) out.insert(out.end(), folds[j].begin(), folds[j].end());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+Expected<CellSpec> ChooseCellSpec(const std::vector<TraceRecord>& traces, const std::vector<size_t>& idx,
+                                  const std::vector<CellSpec>& candidates, const CellSettings& set, int folds,
+                                  uint64_t seed, std::string* report) {
+  if (candidates.empty()) return Status(StatusCode::kInvalidArgument, "cells: no candidate signal");
+  if (candidates.size() == 1) return candidates[0];
+  const std::vector<std::vector<size_t>> fold = TaskStratifiedFolds(traces, idx, folds, seed);
   // Every candidate and fold reads the same outcomes: simulate each request at each start once
   // (N x 66 cells of 9 bytes; skipped beyond 2^24 cells, where FitCells simulates per group).
   const std::vector<double> grid = StartGrid(set);
@@ -530,12 +543,8 @@ Expected<CellSpec> ChooseCellSpec(const std::vector<TraceRecord>& traces, const 
     double sum = 0;
     bool ok = true;
     for (int k = 0; k < folds && ok; ++k) {
-      std::vector<size_t> fit_idx, hold = fold[static_cast<size_t>(k)];
-      for (int j = 0; j < folds; ++j)
-        if (j != k)
-          fit_idx.insert(fit_idx.end(), fold[static_cast<size_t>(j)].begin(), fold[static_cast<size_t>(j)].end());
-      std::sort(fit_idx.begin(), fit_idx.end());
-      auto f = FitCells(traces, fit_idx, hold, candidates[c], cached);
+      auto f = FitCells(traces, AllFoldsBut(fold, static_cast<size_t>(k)), fold[static_cast<size_t>(k)], candidates[c],
+                        cached);
       if (!f.ok()) {
         ok = false;
         if (report) *report += "  " + candidates[c].Describe() + ": skipped (" + f.status().message() + ")\n";

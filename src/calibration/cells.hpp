@@ -53,6 +53,13 @@ struct CellsFit {
 Expected<CellsFit> FitCells(const std::vector<TraceRecord>& traces, const std::vector<size_t>& fit_idx,
                             const std::vector<size_t>& hold_idx, const CellSpec& spec, const CellSettings& set);
 
+// `folds` folds of traces[idx], stratified by task, seeded (each fold's indices ascending within
+// a task). The one fold rule of every cross-validation here (signals, escalation threshold).
+std::vector<std::vector<size_t>> TaskStratifiedFolds(const std::vector<TraceRecord>& traces,
+                                                     const std::vector<size_t>& idx, int folds, uint64_t seed);
+// The indices of every fold but fold k, ascending (fit part of fold k's round).
+std::vector<size_t> AllFoldsBut(const std::vector<std::vector<size_t>>& folds, size_t k);
+
 // Cross-validated choice among `candidates` (folds stratified by task, seeded): the candidate of
 // least mean budget fraction on the held-out folds at the picked level. `report` gets one line
 // per candidate.
