@@ -7,27 +7,28 @@
 #   tsan   the same with thread in build-tsan (under `setarch -R` when available: GCC's TSan
 #          aborts with "unexpected memory mapping" on kernels with high ASLR entropy)
 #   fuzz   build the libFuzzer targets with clang-14 in build-fuzz and run each for
-#          SPARSEBUDGET_FUZZ_SECONDS (default 150) from its committed seed corpus, with the
+#          SPARSEBUDGET_FUZZ_SECONDS (default 120) from its committed seed corpus, with the
 #          target's libFuzzer dictionary (tests/fuzz/<target>.dict) where one exists; any crash,
 #          leak, timeout, OOM or sanitizer report fails the stage; executions are printed
 #   static clang-tidy (the committed .clang-tidy) and cppcheck on src/ and include/; any finding
 #          fails the stage
 # Environment
-#   SPARSEBUDGET_FUZZ_SECONDS   seconds per fuzz target (default 150: 6 targets, 2 at a time, about
-#                               9 minutes of the CI budget; docs/reliability.md has the timing)
+#   SPARSEBUDGET_FUZZ_SECONDS   seconds per fuzz target (default 120: 6 targets, 2 at a time, about
+#                               9 minutes of the CI budget with the build; docs/reliability.md)
 #   SPARSEBUDGET_TEST_SHAPES    random shapes per ISA for the float64 reference tests under the
 #                               sanitizers (default 250 under ASan, 30 under TSan; the normal
 #                               build runs 1000)
 #   SPARSEBUDGET_JOBS           parallel jobs (default 2)
 #   SPARSEBUDGET_RELIABILITY_REPORT  if set, a file that receives the summary lines
 # The sanitizer stages skip the packaging tests (consumer_*): they build consumers of the
-# installed tree with CMake, which sanitizers add nothing to, and `make test` runs them anyway.
+# installed tree with CMake, which sanitizers add nothing to, and `make test` runs them anyway;
+# and the tests labelled pure_python (the training scripts' pytest: no library code runs).
 # TSan also skips the tests labelled single_threaded (one thread: no race to find).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 JOBS=${SPARSEBUDGET_JOBS:-2}
-FUZZ_SECONDS=${SPARSEBUDGET_FUZZ_SECONDS:-150}
+FUZZ_SECONDS=${SPARSEBUDGET_FUZZ_SECONDS:-120}
 SHAPES=${SPARSEBUDGET_TEST_SHAPES:-}
 REPORT=${SPARSEBUDGET_RELIABILITY_REPORT:-}
 STAGES=("$@")
@@ -74,7 +75,7 @@ stage_asan() {
   export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
   export SPARSEBUDGET_TEST_SHAPES=${SHAPES:-250}
   configure_build "$ROOT/build-asan" -DSPARSEBUDGET_SANITIZE="address;undefined" || return 1
-  run_ctest "$ROOT/build-asan"
+  run_ctest "$ROOT/build-asan" -LE pure_python
   local rc=$?
   note "asan+ubsan: ctest $( [ $rc -eq 0 ] && echo passed || echo FAILED ) ($(($(now) - t0)) s, $SPARSEBUDGET_TEST_SHAPES shapes per ISA)"
   return $rc
@@ -89,7 +90,7 @@ stage_tsan() {
   configure_build "$ROOT/build-tsan" -DSPARSEBUDGET_SANITIZE=thread || return 1
   # Tests labelled single_threaded (whole calibrations on one thread) have nothing for TSan to
   # check and run 50-100x slower under it; the ASan stage runs them.
-  run_ctest "$ROOT/build-tsan" -LE single_threaded
+  run_ctest "$ROOT/build-tsan" -LE 'single_threaded|pure_python'
   local rc=$?
   note "tsan: ctest $( [ $rc -eq 0 ] && echo passed || echo FAILED ) ($(($(now) - t0)) s, $SPARSEBUDGET_TEST_SHAPES shapes per ISA)"
   return $rc
