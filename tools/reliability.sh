@@ -16,7 +16,7 @@
 #   SPARSEBUDGET_FUZZ_SECONDS   seconds per fuzz target (default 120: 6 targets, 2 at a time, about
 #                               9 minutes of the CI budget with the build; docs/reliability.md)
 #   SPARSEBUDGET_TEST_SHAPES    random shapes per ISA for the float64 reference tests under the
-#                               sanitizers (default 250 under ASan, 30 under TSan; the normal
+#                               sanitizers (default 150 under ASan, 30 under TSan; the normal
 #                               build runs 1000)
 #   SPARSEBUDGET_JOBS           parallel jobs (default 2)
 #   SPARSEBUDGET_RELIABILITY_REPORT  if set, a file that receives the summary lines
@@ -73,7 +73,7 @@ stage_asan() {
   RUNNER=()
   export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1}
   export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-  export SPARSEBUDGET_TEST_SHAPES=${SHAPES:-250}
+  export SPARSEBUDGET_TEST_SHAPES=${SHAPES:-150}
   configure_build "$ROOT/build-asan" -DSPARSEBUDGET_SANITIZE="address;undefined" || return 1
   run_ctest "$ROOT/build-asan" -LE pure_python
   local rc=$?
