@@ -84,13 +84,6 @@ std::vector<double> StartGrid(const CellSettings& set) {
 
 }  // namespace
 
-struct GridOutcomes {
-  const std::vector<TraceRecord>* traces = nullptr;
-  size_t grid_size = 0;
-  std::vector<double> cost;  // [trace * grid_size + k]: step fraction
-  std::vector<char> loss;    // [trace * grid_size + k]: Loss()
-};
-
 namespace {
 
 void FillTables(const std::vector<TraceRecord>& traces, const std::vector<double>& grid, const CellSettings& set,
@@ -491,6 +484,23 @@ Expected<CellsFit> FitCells(const std::vector<TraceRecord>& traces, const std::v
   return fit;
 }
 
+bool BuildGridOutcomes(const std::vector<TraceRecord>& traces, const std::vector<size_t>& idx, const CellSettings& set,
+                       GridOutcomes* table) {
+  const std::vector<double> grid = StartGrid(set);
+  if (traces.size() > (size_t{1} << 24) / grid.size()) return false;
+  table->traces = &traces;
+  table->grid_size = grid.size();
+  table->cost.assign(traces.size() * grid.size(), 0.0);
+  table->loss.assign(traces.size() * grid.size(), 0);
+  for (size_t i : idx)
+    for (size_t k = 0; k < grid.size(); ++k) {
+      const SimOutcome o = OutcomeAt(traces[i], grid[k], set);
+      table->cost[i * grid.size() + k] = o.step_fraction;
+      table->loss[i * grid.size() + k] = Loss(o, set) ? 1 : 0;
+    }
+  return true;
+}
+
 std::vector<std::vector<size_t>> TaskStratifiedFolds(const std::vector<TraceRecord>& traces,
                                                      const std::vector<size_t>& idx, int folds, uint64_t seed) {
   std::map<std::string, std::vector<size_t>> by_task;
@@ -519,24 +529,10 @@ Expected<CellSpec> ChooseCellSpec(const std::vector<TraceRecord>& traces, const 
   if (candidates.empty()) return Status(StatusCode::kInvalidArgument, "cells: no candidate signal");
   if (candidates.size() == 1) return candidates[0];
   const std::vector<std::vector<size_t>> fold = TaskStratifiedFolds(traces, idx, folds, seed);
-  // Every candidate and fold reads the same outcomes: simulate each request at each start once
-  // (N x 66 cells of 9 bytes; skipped beyond 2^24 cells, where FitCells simulates per group).
-  const std::vector<double> grid = StartGrid(set);
+  // Every candidate and fold reads the same outcomes.
   GridOutcomes table;
   CellSettings cached = set;
-  if (traces.size() <= (size_t{1} << 24) / grid.size()) {
-    table.traces = &traces;
-    table.grid_size = grid.size();
-    table.cost.assign(traces.size() * grid.size(), 0.0);
-    table.loss.assign(traces.size() * grid.size(), 0);
-    for (size_t i : idx)
-      for (size_t k = 0; k < grid.size(); ++k) {
-        const SimOutcome o = OutcomeAt(traces[i], grid[k], set);
-        table.cost[i * grid.size() + k] = o.step_fraction;
-        table.loss[i * grid.size() + k] = Loss(o, set) ? 1 : 0;
-      }
-    cached.grid_outcomes = &table;
-  }
+  if (BuildGridOutcomes(traces, idx, set, &table)) cached.grid_outcomes = &table;
   size_t best = 0;
   double best_score = kInf;
   for (size_t c = 0; c < candidates.size(); ++c) {

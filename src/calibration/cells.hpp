@@ -23,7 +23,15 @@ struct CellSpec {
   std::string Describe() const;
 };
 
-struct GridOutcomes;
+// Each trace's simulated (cost, loss) at every start of the grid, for one CellSettings (an
+// outcome depends on the trace, the grid and the settings' alpha, limits and escalation policy,
+// never on the cells), so the candidates and folds of one cross-validation share it.
+struct GridOutcomes {
+  const std::vector<TraceRecord>* traces = nullptr;
+  size_t grid_size = 0;
+  std::vector<double> cost;  // [trace * grid_size + k]: step fraction
+  std::vector<char> loss;    // [trace * grid_size + k]: Loss()
+};
 
 // What the caller fixes for every candidate.
 struct CellSettings {
@@ -52,6 +60,11 @@ struct CellsFit {
 // tier with the holdout's task labels removed; task tiers with them).
 Expected<CellsFit> FitCells(const std::vector<TraceRecord>& traces, const std::vector<size_t>& fit_idx,
                             const std::vector<size_t>& hold_idx, const CellSpec& spec, const CellSettings& set);
+
+// Fills `table` for traces[idx] under `set` (N x grid cells of 9 bytes); false, leaving it
+// unused, beyond 2^24 cells (FitCells then simulates per group).
+bool BuildGridOutcomes(const std::vector<TraceRecord>& traces, const std::vector<size_t>& idx, const CellSettings& set,
+                       GridOutcomes* table);
 
 // `folds` folds of traces[idx], stratified by task, seeded (each fold's indices ascending within
 // a task). The one fold rule of every cross-validation here (signals, escalation threshold).
