@@ -200,7 +200,7 @@ Expected<CalibrationResult> CalibrateCells(const std::string& type, const std::v
         if (!pol.ok()) return pol.status();
         CellSettings s2 = set;
         s2.escalation = thr > 0 ? &*pol : nullptr;  // threshold 0: no policy, the plain calibration
-        GridOutcomes table;  // shared by the folds
+        GridOutcomes table;                         // shared by the folds
         if (BuildGridOutcomes(traces, fit_idx, s2, &table)) s2.grid_outcomes = &table;
         double cv = 0.0;
         for (size_t k = 0; k < folds.size(); ++k) {
