@@ -945,10 +945,10 @@ int main(int argc, char** argv) {
   std::printf("predictor: %s\n", how.c_str());
   if (e.policy != nullptr)
     std::printf(
-        "self-check: escalate a request when its step's top-1 probability < %.4f (%zu-rung ladder, %s); top-1 from a "
+        "self-check: escalate a request when its step's top-1 probability < %.4f (%zu-rung ladder, mode %s); top-1 "
+        "from a "
         "stand-in LM head (no model here)\n",
-        e.policy->threshold(), e.policy->ladder().size(),
-        e.policy->mode() == sb::EscalationMode::kRecomputeStep ? "recompute the step" : "restart the answer");
+        e.policy->threshold(), e.policy->ladder().size(), sb::EscalationModeName(e.policy->mode()));
   else
     std::printf("self-check: none (the predictor carries no escalation policy)\n");
 

@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "sparsebudget/budget.hpp"
@@ -39,7 +40,16 @@ struct EscalationState {
 enum class EscalationMode {
   kRecomputeStep,  ///< recompute that step at the next rung and continue there (prefix kept)
   kRestartAnswer,  ///< discard the answer so far and decode it again from the next rung
+  kFirstToken,     ///< check only the answer's first token: recompute it at the next rung while
+                   ///< unsure, then decode the rest at that budget unchecked (one step redone per
+                   ///< escalation; the cheapest mode, exact in simulation)
 };
+
+/// "recompute_step", "restart_answer", "first_token" (the JSON and Python names); "unknown" for
+/// other values.
+const char* EscalationModeName(EscalationMode mode) noexcept;
+/// The mode of a name of EscalationModeName; false (mode unchanged) for any other string.
+bool ParseEscalationMode(const std::string& name, EscalationMode* mode) noexcept;
 
 /// What to do after a decode step.
 struct EscalationDecision {
@@ -73,7 +83,8 @@ class EscalationPolicy {
   /// escalate when top1_prob < threshold and the state is not dense yet (NaN escalates too).
   /// Updates `state` (budget, escalations) and says what to redo: the step (kRecomputeStep, or
   /// the answer's first token) or the whole answer (kRestartAnswer after its first token;
-  /// `answer_position` is the 0-based index of the token in the answer). A state whose
+  /// `answer_position` is the 0-based index of the token in the answer). kFirstToken checks
+  /// only answer_position 0. A state whose
   /// causal_blocks grew with decoding keeps its total_blocks.
   EscalationDecision Step(EscalationState* state, double top1_prob, int64_t answer_position = 0,
                           int32_t sink = 1, int32_t local = 1) const noexcept;

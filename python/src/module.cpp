@@ -1298,22 +1298,18 @@ C-contiguous. A row with lse = -inf takes the other state. Returns (v, lse).)doc
   // ---- escalation (self-check under sparsity) ----
   py::class_<sb::EscalationPolicy>(m, "EscalationPolicy",
                                    "Threshold + budget ladder (escalation.hpp); immutable, thread-safe.")
-      .def(py::init([](double threshold, std::vector<double> ladder, const std::string& mode) {
-             if (mode != "recompute_step" && mode != "restart_answer")
-               throw py::value_error("mode must be 'recompute_step' or 'restart_answer', got '" + mode + "'");
-             return Take(sb::EscalationPolicy::Create(
-                 threshold, std::move(ladder),
-                 mode == "restart_answer" ? sb::EscalationMode::kRestartAnswer : sb::EscalationMode::kRecomputeStep));
+      .def(py::init([](double threshold, std::vector<double> ladder, const std::string& mode_name) {
+             sb::EscalationMode mode;
+             if (!sb::ParseEscalationMode(mode_name, &mode))
+               throw py::value_error("mode must be 'recompute_step', 'restart_answer' or 'first_token', got '" +
+                                     mode_name + "'");
+             return Take(sb::EscalationPolicy::Create(threshold, std::move(ladder), mode));
            }),
            py::arg("threshold"), py::arg("ladder") = sb::EscalationPolicy::DefaultLadder(),
            py::arg("mode") = "recompute_step")
       .def_property_readonly("threshold", &sb::EscalationPolicy::threshold)
       .def_property_readonly("ladder", &sb::EscalationPolicy::ladder)
-      .def_property_readonly("mode",
-                             [](const sb::EscalationPolicy& p) {
-                               return p.mode() == sb::EscalationMode::kRestartAnswer ? "restart_answer"
-                                                                                     : "recompute_step";
-                             })
+      .def_property_readonly("mode", [](const sb::EscalationPolicy& p) { return sb::EscalationModeName(p.mode()); })
       .def("next_rung", &sb::EscalationPolicy::NextRung, py::arg("total_blocks"), py::arg("causal_blocks"),
            py::arg("sink") = 1, py::arg("local") = 1)
       .def(

@@ -75,6 +75,10 @@ def test_calibrate_auto_label_free_and_escalation_policy():
     assert p.step(4, 64, 0.2) == {"action": "recompute", "total_blocks": 8}
     rp = sb.EscalationPolicy(0.5, [0.125, 0.5, 1.0], mode="restart_answer")
     assert rp.step(8, 64, 0.2, answer_position=3)["action"] == "restart"
+    fp = sb.EscalationPolicy(0.5, [0.125, 0.5, 1.0], mode="first_token")
+    assert fp.mode == "first_token"
+    assert fp.step(4, 64, 0.2, answer_position=3)["action"] == "continue"
+    assert fp.step(4, 64, 0.2, answer_position=0) == {"action": "recompute", "total_blocks": 8}
     with pytest.raises(ValueError):
         sb.EscalationPolicy(0.5, [0.5, 0.25])
     with pytest.raises(ValueError):

@@ -193,9 +193,10 @@ Expected<CalibrationResult> CalibrateCells(const std::string& type, const std::v
     const std::vector<std::vector<size_t>> folds = TaskStratifiedFolds(traces, fit_idx, opt.cv_folds, opt.seed + 7);
     double best = HUGE_VAL, best_thr = 0.0;
     EscalationMode best_mode = EscalationMode::kRecomputeStep;
-    for (const EscalationMode mode : {EscalationMode::kRecomputeStep, EscalationMode::kRestartAnswer})
+    for (const EscalationMode mode :
+         {EscalationMode::kRecomputeStep, EscalationMode::kRestartAnswer, EscalationMode::kFirstToken})
       for (double thr : ThresholdCandidates(traces, fit_idx)) {
-        if (thr == 0.0 && mode == EscalationMode::kRestartAnswer) continue;  // the same as no policy
+        if (thr == 0.0 && mode != EscalationMode::kRecomputeStep) continue;  // the same as no policy
         auto pol = EscalationPolicy::Create(thr, opt.escalation_ladder, mode);
         if (!pol.ok()) return pol.status();
         CellSettings s2 = set;
@@ -210,7 +211,7 @@ Expected<CalibrationResult> CalibrateCells(const std::string& type, const std::v
         }
         char buf[96];
         (void)std::snprintf(buf, sizeof(buf), "  escalation %s threshold %.4f: cv mean step budget %.4f\n",
-                            mode == EscalationMode::kRestartAnswer ? "restart_answer" : "recompute_step", thr, cv);
+                            EscalationModeName(mode), thr, cv);
         res.selection += buf;
         if (cv < best - 1e-9) {
           best = cv;

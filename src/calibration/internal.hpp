@@ -90,6 +90,8 @@ Expected<TablePath> BuildTablePath(const std::vector<const TraceRecord*>& traces
 //    the trigger fell;
 //  - kRestartAnswer: an unsure later token restarts the answer at the next rung: quality exact,
 //    cost counted as the whole answer at b;
+//  - kFirstToken: later tokens are not checked: quality exact (the curve at the accepted b), cost
+//    the recomputed first steps plus the answer at b;
 //  - unknown probabilities never trigger.
 // step_fraction: blocks read per decode step, averaged over the answer's steps (answer_length
 // or expected_output_length, else 1 step), recomputed steps included, / causal_blocks.

@@ -54,6 +54,12 @@ SimOutcome Simulate(const TraceRecord& r, int64_t start, const EscalationPolicy*
     ++o.recomputed;
     b = next(b);
   }
+  if (pol->mode() == EscalationMode::kFirstToken) {
+    // Later tokens are not checked: the rest of the answer decodes at b, exactly what the curve
+    // recorded there.
+    if (b >= nb) return finish(nb, r.dense_quality, read + steps * dnb, steps);
+    return finish(b, QualityAt(r, b), read + steps * static_cast<double>(b), steps);
+  }
   if (pol->mode() == EscalationMode::kRestartAnswer) {
     // Any unsure token restarts the answer at the next rung: exact quality (decoding from the
     // next rung is what the curve recorded there); cost counted as the whole answer at b.

@@ -12,6 +12,10 @@ struct sb_escalation_policy {
 };
 
 using namespace sparsebudget;
+static_assert(static_cast<int>(EscalationMode::kRecomputeStep) == SB_ESCALATE_RECOMPUTE_STEP &&
+                  static_cast<int>(EscalationMode::kRestartAnswer) == SB_ESCALATE_RESTART_ANSWER &&
+                  static_cast<int>(EscalationMode::kFirstToken) == SB_ESCALATE_FIRST_TOKEN,
+              "sb_escalation_mode mirrors EscalationMode");
 using capi::Fail;
 using capi::Guard;
 using capi::Null;
@@ -31,12 +35,14 @@ sb_status sb_escalation_policy_create(double threshold, const double* ladder, in
           "num_rungs must be in [1, " + std::to_string(kMaxEscalationRungs) + "], got " + std::to_string(num_rungs));
     if (ladder == nullptr) return Null(fn, "ladder");
     const int m = capi::EnumBits(mode);
-    if (m != SB_ESCALATE_RECOMPUTE_STEP && m != SB_ESCALATE_RESTART_ANSWER)
-      return Fail(fn, SB_ERROR_INVALID_ARGUMENT,
-                  "mode must be SB_ESCALATE_RECOMPUTE_STEP or SB_ESCALATE_RESTART_ANSWER, got " + std::to_string(m));
-    auto p = EscalationPolicy::Create(
-        threshold, std::vector<double>(ladder, ladder + num_rungs),
-        m == SB_ESCALATE_RESTART_ANSWER ? EscalationMode::kRestartAnswer : EscalationMode::kRecomputeStep);
+    if (m != SB_ESCALATE_RECOMPUTE_STEP && m != SB_ESCALATE_RESTART_ANSWER && m != SB_ESCALATE_FIRST_TOKEN)
+      return Fail(
+          fn, SB_ERROR_INVALID_ARGUMENT,
+          "mode must be SB_ESCALATE_RECOMPUTE_STEP, SB_ESCALATE_RESTART_ANSWER or SB_ESCALATE_FIRST_TOKEN, got " +
+              std::to_string(m));
+    // The C enum's values are EscalationMode's (static_asserts below).
+    auto p = EscalationPolicy::Create(threshold, std::vector<double>(ladder, ladder + num_rungs),
+                                      static_cast<EscalationMode>(m));
     if (!p.ok()) return Fail(fn, p.status());
     *policy = new sb_escalation_policy{std::move(p).value()};
     return Ok();

@@ -9,8 +9,26 @@
 
 namespace sparsebudget {
 
+const char* EscalationModeName(EscalationMode mode) noexcept {
+  switch (mode) {
+    case EscalationMode::kRecomputeStep: return "recompute_step";
+    case EscalationMode::kRestartAnswer: return "restart_answer";
+    case EscalationMode::kFirstToken: return "first_token";
+  }
+  return "unknown";
+}
+
+bool ParseEscalationMode(const std::string& name, EscalationMode* mode) noexcept {
+  for (EscalationMode m : {EscalationMode::kRecomputeStep, EscalationMode::kRestartAnswer, EscalationMode::kFirstToken})
+    if (name == EscalationModeName(m)) {
+      if (mode != nullptr) *mode = m;
+      return true;
+    }
+  return false;
+}
+
 Expected<EscalationPolicy> EscalationPolicy::Create(double threshold, std::vector<double> ladder, EscalationMode mode) {
-  if (mode != EscalationMode::kRecomputeStep && mode != EscalationMode::kRestartAnswer)
+  if (std::string(EscalationModeName(mode)) == "unknown")
     return Status(StatusCode::kInvalidArgument, "escalation: unknown mode " + std::to_string(static_cast<int>(mode)));
   if (!(threshold >= 0 && threshold <= 1))
     return Status(StatusCode::kInvalidArgument,
@@ -79,8 +97,9 @@ EscalationDecision EscalationPolicy::Step(EscalationState* s, double top1_prob, 
   EscalationDecision d;
   if (s == nullptr) return d;
   d.total_blocks = s->total_blocks;
-  if (s->total_blocks >= s->causal_blocks) return d;  // dense: nothing to escalate to
-  if (top1_prob >= threshold_) return d;              // confident (false for NaN: escalate)
+  if (s->total_blocks >= s->causal_blocks) return d;                          // dense: nothing to escalate to
+  if (mode_ == EscalationMode::kFirstToken && answer_position > 0) return d;  // only the first is checked
+  if (top1_prob >= threshold_) return d;                                      // confident (false for NaN: escalate)
   d.recompute = true;
   d.restart = mode_ == EscalationMode::kRestartAnswer && answer_position > 0;
   d.total_blocks = NextRung(s->total_blocks, s->causal_blocks, sink, local);
@@ -109,7 +128,7 @@ class EscalatePredictor final : public PredictorBase {
     j["member"] = m.is_discarded() ? json::object() : m;
     j["threshold"] = policy_.threshold();
     j["ladder"] = policy_.ladder();
-    j["mode"] = policy_.mode() == EscalationMode::kRestartAnswer ? "restart_answer" : "recompute_step";
+    j["mode"] = EscalationModeName(policy_.mode());
   }
   const EscalationPolicy& policy() const { return policy_; }
   const Predictor& member() const { return *member_; }
@@ -136,15 +155,15 @@ Expected<std::unique_ptr<Predictor>> EscalateFromJson(const json& j) {
   r.Number("threshold", &threshold, true);
   std::vector<double> ladder = EscalationPolicy::DefaultLadder();
   r.NumberArray("ladder", &ladder, false);
-  std::string mode = "recompute_step";
-  if (r.String("mode", &mode, false) && mode != "recompute_step" && mode != "restart_answer")
-    r.FailKey("mode", "must be 'recompute_step' or 'restart_answer', got '" + mode + "'");
+  std::string mode_name = EscalationModeName(EscalationMode::kRecomputeStep);
+  EscalationMode mode = EscalationMode::kRecomputeStep;
+  if (r.String("mode", &mode_name, false) && !ParseEscalationMode(mode_name, &mode))
+    r.FailKey("mode", "must be 'recompute_step', 'restart_answer' or 'first_token', got '" + mode_name + "'");
   BudgetLimits lim;
   ReadLimits(r, &lim);
   Status st = r.Finish();
   if (!st.ok()) return st;
-  auto pol = EscalationPolicy::Create(
-      threshold, ladder, mode == "restart_answer" ? EscalationMode::kRestartAnswer : EscalationMode::kRecomputeStep);
+  auto pol = EscalationPolicy::Create(threshold, ladder, mode);
   if (!pol.ok()) return Status(StatusCode::kParseError, r.context() + ": " + pol.status().message());
   auto p = std::make_unique<EscalatePredictor>(std::move(member), std::move(pol).value());
   p->set_limits(lim);

@@ -59,6 +59,17 @@ int main(void) {
         total == 8);
   sb_escalation_policy_destroy(p);
 
+  /* first_token: a later token never escalates, the first one does. */
+  CHECK(sb_escalation_policy_create(0.5, ladder, 3, SB_ESCALATE_FIRST_TOKEN, &p) == SB_OK);
+  CHECK(sb_escalation_start(p, &pr, &s) == SB_OK);
+  CHECK(sb_escalation_step(p, &s, 0.1, 2, 1, 1, &action, &total) == SB_OK && action == SB_ESCALATION_CONTINUE &&
+        total == 4);
+  CHECK(sb_escalation_step(p, &s, 0.1, 0, 1, 1, &action, &total) == SB_OK && action == SB_ESCALATION_RECOMPUTE &&
+        total == 8);
+  sb_escalation_policy_destroy(p);
+  CHECK(sb_escalation_policy_create(0.5, ladder, 3, (sb_escalation_mode)3, &p) == SB_ERROR_INVALID_ARGUMENT);
+  CHECK(strstr(sb_last_error(), "got 3") != NULL);
+
   /* A calibrated escalate predictor carries its policy; other predictors have none. */
   CHECK(sb_predictor_load_json("{\"schema_version\":1,\"type\":\"escalate\",\"threshold\":0.25,"
                                "\"member\":{\"schema_version\":1,\"type\":\"fixed\",\"fraction\":0.1}}",

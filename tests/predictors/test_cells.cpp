@@ -371,6 +371,33 @@ TEST(Escalation, PolicyStepsUpTheLadderAndValidates) {
   EXPECT_DOUBLE_EQ(sb::EscalationOf(**j)->threshold(), 0.6);
   EXPECT_EQ((*j)->ToJson(), w->ToJson());
   EXPECT_EQ(sb::EscalationOf(*sb::MakeFixedFraction(0.1)), nullptr);
+  // first_token: only the answer's first token is checked; its name round-trips through JSON.
+  auto ft = sb::EscalationPolicy::Create(0.6, {0.125, 0.5, 1.0}, sb::EscalationMode::kFirstToken);
+  ASSERT_TRUE(ft.ok());
+  sb::EscalationState f;
+  f.total_blocks = 4;
+  f.causal_blocks = 64;
+  EXPECT_FALSE(ft->Step(&f, 0.1, 1).recompute);  // a later token: never
+  d = ft->Step(&f, 0.1, 0);
+  EXPECT_TRUE(d.recompute);
+  EXPECT_FALSE(d.restart);
+  EXPECT_EQ(d.total_blocks, 8);
+  auto fj = sb::PredictorFromJson(sb::MakeEscalate(sb::MakeFixedFraction(0.1), *ft)->ToJson());
+  ASSERT_TRUE(fj.ok()) << fj.status().ToString();
+  EXPECT_EQ(sb::EscalationOf(**fj)->mode(), sb::EscalationMode::kFirstToken);
+  for (sb::EscalationMode m :
+       {sb::EscalationMode::kRecomputeStep, sb::EscalationMode::kRestartAnswer, sb::EscalationMode::kFirstToken}) {
+    sb::EscalationMode back = sb::EscalationMode::kRecomputeStep;
+    EXPECT_TRUE(sb::ParseEscalationMode(sb::EscalationModeName(m), &back));
+    EXPECT_EQ(back, m);
+  }
+  EXPECT_FALSE(sb::ParseEscalationMode("sideways", nullptr));
+  EXPECT_STREQ(sb::EscalationModeName(static_cast<sb::EscalationMode>(7)), "unknown");
+  EXPECT_FALSE(sb::EscalationPolicy::Create(0.5, {1.0}, static_cast<sb::EscalationMode>(7)).ok());
+  auto bad = sb::PredictorFromJson(
+      R"({"schema_version":1,"type":"escalate","threshold":0.2,"mode":"sideways","member":{"schema_version":1,"type":"fixed","fraction":0.1}})");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("first_token"), std::string::npos) << bad.status().message();
 }
 
 TEST(Escalation, SimulatedFromTheCurveAndCostsRecomputedSteps) {
@@ -401,6 +428,32 @@ TEST(Escalation, SimulatedFromTheCurveAndCostsRecomputedSteps) {
   // Two first-token recomputations (1 step at 2, 1 at 4), then 4 steps at 8: 18 / (4 * 64).
   EXPECT_NEAR(e.mean_budget_fraction, (2.0 + 4.0 + 4 * 8.0) / (4 * 64.0), 1e-12);
   EXPECT_NEAR(e.recomputed_per_request, 2.0, 1e-12);
+
+  // first_token on a curve whose first token is sure at 4 blocks but a later one is not: the
+  // answer decodes at 4 (wrong: degraded), costing one recomputed step at 2 and 4 steps at 4.
+  // recompute_step sees min_top1_prob 0.2 < 0.5 at 4 and goes on to 8, counted conservatively
+  // (the trace does not say where the unsure token fell): the whole answer at 4 and again at 8,
+  // quality min(at 4, at 8) = 0, so degraded as well and dearer.
+  auto r2 = sb::ParseTraceRecord(
+      R"({"id":"f","task":"single_qa","context_length":4096,"block_size":64,"features":{"answer_length":4},)"
+      R"("curve":[{"blocks":2,"fraction":0.03125,"quality":0,"top1_prob":0.2,"min_top1_prob":0.1},)"
+      R"({"blocks":4,"fraction":0.0625,"quality":0,"top1_prob":0.7,"min_top1_prob":0.2},)"
+      R"({"blocks":8,"fraction":0.125,"quality":1,"top1_prob":0.9,"min_top1_prob":0.8},)"
+      R"({"blocks":64,"fraction":1,"quality":1}],"dense_quality":1,"oracle":{"blocks":8,"fraction":0.125,"criterion":"exact_match"}})",
+      1);
+  ASSERT_TRUE(r2.ok()) << r2.status().ToString();
+  auto ftp = sb::EscalationPolicy::Create(0.5, {2.0 / 64, 4.0 / 64, 8.0 / 64, 1.0}, sb::EscalationMode::kFirstToken);
+  ASSERT_TRUE(ftp.ok());
+  auto esc_ft = sb::MakeEscalate(sb::MakeFixedBlocks(2), *ftp);
+  auto rep2 = sb::Evaluate({*r2}, {{"first_token", esc_ft.get()}, {"recompute_step", esc.get()}});
+  ASSERT_TRUE(rep2.ok()) << rep2.status().ToString();
+  const auto& f = EvalOne(*rep2, "first_token");
+  EXPECT_EQ(f.degraded_share, 1.0);
+  EXPECT_NEAR(f.mean_budget_fraction, (2.0 + 4 * 4.0) / (4 * 64.0), 1e-12);
+  EXPECT_NEAR(f.recomputed_per_request, 1.0, 1e-12);
+  const auto& rs = EvalOne(*rep2, "recompute_step");
+  EXPECT_EQ(rs.degraded_share, 1.0);
+  EXPECT_NEAR(rs.mean_budget_fraction, (2.0 + 4 * 4.0 + 4 * 8.0) / (4 * 64.0), 1e-12);
 }
 
 // A model whose self-check separates (confident where the budget keeps the dense answer, unsure
