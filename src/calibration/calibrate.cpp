@@ -188,9 +188,12 @@ Expected<CalibrationResult> CalibrateCells(const std::string& type, const std::v
     if (!ladder_ok.ok()) return ladder_ok.status();
     // Threshold and mode by cross-validation on the fit part (the held-out part stays for the
     // guarantee), with the folds of the signal choice: the candidate of least mean step budget
-    // over the held-out folds, each at the level it picks there. Threshold 0 (no policy) is a
-    // candidate, so a policy is kept only where it beat the plain cells across the folds.
+    // over the held-out folds, each at the level it picks there. Threshold 0 (no policy, the
+    // first candidate) is the baseline: the best policy is kept only if its paired gain over it
+    // (per fold, no policy minus policy) exceeds twice its standard error, so that the best of
+    // some 40 candidates is not adopted on fold noise alone.
     const std::vector<std::vector<size_t>> folds = TaskStratifiedFolds(traces, fit_idx, opt.cv_folds, opt.seed + 7);
+    std::vector<double> plain_folds, best_folds;
     double best = HUGE_VAL, best_thr = 0.0;
     EscalationMode best_mode = EscalationMode::kRecomputeStep;
     for (const EscalationMode mode :
@@ -204,11 +207,14 @@ Expected<CalibrationResult> CalibrateCells(const std::string& type, const std::v
         GridOutcomes table;                         // shared by the folds
         if (BuildGridOutcomes(traces, fit_idx, s2, &table)) s2.grid_outcomes = &table;
         double cv = 0.0;
+        std::vector<double> per_fold;
         for (size_t k = 0; k < folds.size(); ++k) {
           auto f = FitCells(traces, AllFoldsBut(folds, k), folds[k], *spec, s2);
           if (!f.ok()) return f.status();
           cv += f->hold_mean_fraction / static_cast<double>(folds.size());
+          per_fold.push_back(f->hold_mean_fraction);
         }
+        if (thr == 0.0) plain_folds = per_fold;
         char buf[96];
         (void)std::snprintf(buf, sizeof(buf), "  escalation %s threshold %.4f: cv mean step budget %.4f\n",
                             EscalationModeName(mode), thr, cv);
@@ -217,8 +223,19 @@ Expected<CalibrationResult> CalibrateCells(const std::string& type, const std::v
           best = cv;
           best_thr = thr;
           best_mode = mode;
+          best_folds = per_fold;
         }
       }
+    if (best_thr > 0) {
+      const double k = static_cast<double>(folds.size());
+      double mean = 0, var = 0;
+      for (size_t i = 0; i < folds.size(); ++i) mean += (plain_folds[i] - best_folds[i]) / k;
+      for (size_t i = 0; i < folds.size(); ++i) var += std::pow(plain_folds[i] - best_folds[i] - mean, 2) / (k - 1);
+      const double se = std::sqrt(var / k);
+      res.selection += "  best policy's paired gain over no policy: " + Fmt("%.4f", mean) + " (standard error " +
+                       Fmt("%.4f", se) + ")" + (mean > 2 * se ? ": kept\n" : ": within the folds' noise, not kept\n");
+      if (!(mean > 2 * se)) best_thr = 0.0, best_mode = EscalationMode::kRecomputeStep;
+    }
     auto pol = EscalationPolicy::Create(best_thr, opt.escalation_ladder, best_mode);
     if (!pol.ok()) return pol.status();
     policy = std::make_unique<EscalationPolicy>(std::move(pol).value());
