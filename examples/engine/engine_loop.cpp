@@ -514,33 +514,35 @@ struct Engine {
     const int64_t t_start = NowNs();
     sb::LayerArgs a{inputs[static_cast<size_t>(layer)].data(), 1.0, workspace.p};
     a.measure_kernel_time = true;
-    sb::LayerStats st;
     sb::LayerStats& mine = thread_stats[static_cast<size_t>(ith)];
-    auto add = [&mine](const sb::LayerStats& x) {
-      mine.selection.kept_blocks += x.selection.kept_blocks;
-      mine.selection.causal_blocks += x.selection.causal_blocks;
-      mine.kernel_ns += x.kernel_ns;
-    };
-    if (sb::Status s = op.SelectPhase(plan, a, ith, nth, &st); !s.ok()) Fail("SelectPhase", s);
-    add(st);
-    barrier->Wait();
-    if (sb::Status s = op.AttendPhase(plan, a, ith, nth, &st); !s.ok()) Fail("AttendPhase", s);
-    add(st);
-    barrier->Wait();
-    if (sb::Status s = op.MergePhase(plan, a, ith, nth); !s.ok()) Fail("MergePhase", s);
-    barrier->Wait();
+    Phases(plan, a, ith, "", &mine);
     const int64_t t_mid = NowNs();
     const sb::LayerArgs d{dense_inputs[static_cast<size_t>(layer)].data(), 1.0, dense_workspace.p};
-    if (sb::Status s = op.SelectPhase(dense_plan, d, ith, nth); !s.ok()) Fail("SelectPhase(dense)", s);
-    barrier->Wait();
-    if (sb::Status s = op.AttendPhase(dense_plan, d, ith, nth); !s.ok()) Fail("AttendPhase(dense)", s);
-    barrier->Wait();
-    if (sb::Status s = op.MergePhase(dense_plan, d, ith, nth); !s.ok()) Fail("MergePhase(dense)", s);
-    barrier->Wait();
+    Phases(dense_plan, d, ith, "(dense)", nullptr);
     if (ith == 0) {
       sparse_wall += static_cast<double>(t_mid - t_start) * 1e-9;
       dense_wall += static_cast<double>(NowNs() - t_mid) * 1e-9;
     }
+  }
+
+  // The three phases of one layer on this engine thread, a barrier after each; adds this
+  // thread's counters to *stats when given.
+  void Phases(const sb::StepPlan& p, const sb::LayerArgs& a, int ith, const char* what, sb::LayerStats* stats) {
+    sb::LayerStats st;
+    auto add = [stats, &st] {
+      if (stats == nullptr) return;
+      stats->selection.kept_blocks += st.selection.kept_blocks;
+      stats->selection.causal_blocks += st.selection.causal_blocks;
+      stats->kernel_ns += st.kernel_ns;
+    };
+    if (sb::Status s = op.SelectPhase(p, a, ith, nth, &st); !s.ok()) Fail(std::string("SelectPhase") + what, s);
+    add();
+    barrier->Wait();
+    if (sb::Status s = op.AttendPhase(p, a, ith, nth, &st); !s.ok()) Fail(std::string("AttendPhase") + what, s);
+    add();
+    barrier->Wait();
+    if (sb::Status s = op.MergePhase(p, a, ith, nth); !s.ok()) Fail(std::string("MergePhase") + what, s);
+    barrier->Wait();
   }
 
   // The self-check (each thread, its requests): the top-1 probability of the token this step
@@ -605,17 +607,11 @@ struct Engine {
   // Recomputes one layer of this step for the escalated requests (their outputs are overwritten;
   // the others have no queries in the redo plan).
   void RedoLayer(int ith, int layer) {
-    sb::LayerArgs a{inputs[static_cast<size_t>(layer)].data(), 1.0, redo_workspace.p};
-    sb::LayerStats st, sum;
-    if (sb::Status s = op.SelectPhase(redo_plan, a, ith, nth, &st); !s.ok()) Fail("SelectPhase(redo)", s);
-    sum.selection.kept_blocks += st.selection.kept_blocks;
-    barrier->Wait();
-    if (sb::Status s = op.AttendPhase(redo_plan, a, ith, nth, &st); !s.ok()) Fail("AttendPhase(redo)", s);
-    barrier->Wait();
-    if (sb::Status s = op.MergePhase(redo_plan, a, ith, nth); !s.ok()) Fail("MergePhase(redo)", s);
-    barrier->Wait();
+    const sb::LayerArgs a{inputs[static_cast<size_t>(layer)].data(), 1.0, redo_workspace.p};
+    sb::LayerStats mine;
+    Phases(redo_plan, a, ith, "(redo)", &mine);
     std::lock_guard<std::mutex> lock(error_mutex);
-    redo_stats.selection.kept_blocks += sum.selection.kept_blocks;
+    redo_stats.selection.kept_blocks += mine.selection.kept_blocks;
   }
 
   // The error column: this step's final outputs (recomputed ones included) against dense. A
