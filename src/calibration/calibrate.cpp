@@ -192,13 +192,20 @@ Expected<CalibrationResult> CalibrateCells(const std::string& type, const std::v
     // first candidate) is the baseline: the best policy is kept only if its paired gain over it
     // (per fold, no policy minus policy) exceeds twice its standard error, so that the best of
     // some 40 candidates is not adopted on fold noise alone.
-    const std::vector<std::vector<size_t>> folds = TaskStratifiedFolds(traces, fit_idx, opt.cv_folds, opt.seed + 7);
+    std::vector<std::vector<size_t>> folds = TaskStratifiedFolds(traces, fit_idx, opt.cv_folds, opt.seed + 7);
+    // A small fit part leaves folds empty (each task's requests are dealt from fold 0): drop them;
+    // with fewer than two left nothing can be cross-validated, and no policy is kept.
+    folds.erase(std::remove_if(folds.begin(), folds.end(), [](const std::vector<size_t>& f) { return f.empty(); }),
+                folds.end());
     std::vector<double> plain_folds, best_folds;
     double best = HUGE_VAL, best_thr = 0.0;
     EscalationMode best_mode = EscalationMode::kRecomputeStep;
+    if (folds.size() < 2)
+      res.selection += "  escalation: the fit part (" + std::to_string(fit_idx.size()) +
+                       " requests) is too small to cross-validate a policy; none kept\n";
     for (const EscalationMode mode :
          {EscalationMode::kRecomputeStep, EscalationMode::kRestartAnswer, EscalationMode::kFirstToken})
-      for (double thr : ThresholdCandidates(traces, fit_idx)) {
+      for (double thr : folds.size() < 2 ? std::vector<double>{} : ThresholdCandidates(traces, fit_idx)) {
         if (thr == 0.0 && mode != EscalationMode::kRecomputeStep) continue;  // the same as no policy
         auto pol = EscalationPolicy::Create(thr, opt.escalation_ladder, mode);
         if (!pol.ok()) return pol.status();

@@ -451,6 +451,14 @@ TEST(Escalation, SimulatedFromTheCurveAndCostsRecomputedSteps) {
   EXPECT_EQ(f.degraded_share, 1.0);
   EXPECT_NEAR(f.mean_budget_fraction, (2.0 + 4 * 4.0) / (4 * 64.0), 1e-12);
   EXPECT_NEAR(f.recomputed_per_request, 1.0, 1e-12);
+  // A fit part too small for every fold to get a request still calibrates (empty folds dropped).
+  sb::CalibrationOptions tiny;
+  tiny.target_degraded = 0.3;
+  tiny.escalation = true;
+  for (size_t n : {2, 3, 5}) {
+    auto c = sb::Calibrate("fixed", nullptr, std::vector<sb::TraceRecord>(n, *r2), tiny);
+    EXPECT_TRUE(c.ok()) << n << ": " << c.status().ToString();
+  }
   const auto& rs = EvalOne(*rep2, "recompute_step");
   EXPECT_EQ(rs.degraded_share, 1.0);
   EXPECT_NEAR(rs.mean_budget_fraction, (2.0 + 4 * 4.0 + 4 * 8.0) / (4 * 64.0), 1e-12);
