@@ -47,6 +47,11 @@ inline float Half1(uint16_t h) { return _cvtsh_ss(h); }
 inline void Store(float* p, VF x) { _mm256_storeu_ps(p, x); }
 inline void StoreN(float* p, VF x, int n) { _mm256_maskstore_ps(p, FirstN(n), x); }
 inline VF Fma(VF a, VF b, VF c) { return _mm256_fmadd_ps(a, b, c); }
+// Keeps x in a register (the compiler would otherwise re-load it as a memory operand per use).
+inline VF Keep(VF x) {
+  asm("" : "+x"(x));
+  return x;
+}
 inline VF Mul(VF a, VF b) { return _mm256_mul_ps(a, b); }
 inline VF Add(VF a, VF b) { return _mm256_add_ps(a, b); }
 inline VF Sub(VF a, VF b) { return _mm256_sub_ps(a, b); }

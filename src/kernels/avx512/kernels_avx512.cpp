@@ -38,6 +38,11 @@ inline float Half1(uint16_t h) { return _cvtsh_ss(h); }
 inline void Store(float* p, VF x) { _mm512_storeu_ps(p, x); }
 inline void StoreN(float* p, VF x, int n) { _mm512_mask_storeu_ps(p, FirstN(n), x); }
 inline VF Fma(VF a, VF b, VF c) { return _mm512_fmadd_ps(a, b, c); }
+// Keeps x in a register (the compiler would otherwise re-load it as a memory operand per use).
+inline VF Keep(VF x) {
+  asm("" : "+v"(x));
+  return x;
+}
 inline VF Mul(VF a, VF b) { return _mm512_mul_ps(a, b); }
 inline VF Add(VF a, VF b) { return _mm512_add_ps(a, b); }
 inline VF Sub(VF a, VF b) { return _mm512_sub_ps(a, b); }

@@ -60,6 +60,7 @@ inline void StoreN(float* p, VF x, int n) {
   if (n > 0) *p = x;
 }
 inline VF Fma(VF a, VF b, VF c) { return a * b + c; }
+inline VF Keep(VF x) { return x; }
 inline VF Mul(VF a, VF b) { return a * b; }
 inline VF Add(VF a, VF b) { return a + b; }
 inline VF Sub(VF a, VF b) { return a - b; }
