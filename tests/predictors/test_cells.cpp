@@ -455,7 +455,7 @@ TEST(Escalation, SimulatedFromTheCurveAndCostsRecomputedSteps) {
   sb::CalibrationOptions tiny;
   tiny.target_degraded = 0.3;
   tiny.escalation = true;
-  for (size_t n : {2, 3, 5}) {
+  for (size_t n : {size_t{2}, size_t{3}, size_t{5}}) {
     auto c = sb::Calibrate("fixed", nullptr, std::vector<sb::TraceRecord>(n, *r2), tiny);
     EXPECT_TRUE(c.ok()) << n << ": " << c.status().ToString();
   }
