@@ -7,13 +7,13 @@
 #   tsan   the same with thread in build-tsan (under `setarch -R` when available: GCC's TSan
 #          aborts with "unexpected memory mapping" on kernels with high ASLR entropy)
 #   fuzz   build the libFuzzer targets with clang-14 in build-fuzz and run each for
-#          SPARSEBUDGET_FUZZ_SECONDS (default 120) from its committed seed corpus, with the
+#          SPARSEBUDGET_FUZZ_SECONDS (default 100) from its committed seed corpus, with the
 #          target's libFuzzer dictionary (tests/fuzz/<target>.dict) where one exists; any crash,
 #          leak, timeout, OOM or sanitizer report fails the stage; executions are printed
 #   static clang-tidy (the committed .clang-tidy) and cppcheck on src/ and include/; any finding
 #          fails the stage
 # Environment
-#   SPARSEBUDGET_FUZZ_SECONDS   seconds per fuzz target (default 120: 6 targets, 2 at a time, about
+#   SPARSEBUDGET_FUZZ_SECONDS   seconds per fuzz target (default 100: 6 targets, 2 at a time, about
 #                               9 minutes of the CI budget with the build; docs/reliability.md)
 #   SPARSEBUDGET_TEST_SHAPES    random shapes per ISA for the float64 reference tests under the
 #                               sanitizers (default 150 under ASan, 30 under TSan; the normal
@@ -28,7 +28,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 JOBS=${SPARSEBUDGET_JOBS:-2}
-FUZZ_SECONDS=${SPARSEBUDGET_FUZZ_SECONDS:-120}
+FUZZ_SECONDS=${SPARSEBUDGET_FUZZ_SECONDS:-100}
 SHAPES=${SPARSEBUDGET_TEST_SHAPES:-}
 REPORT=${SPARSEBUDGET_RELIABILITY_REPORT:-}
 STAGES=("$@")
