@@ -14,7 +14,7 @@
 #          fails the stage
 # Environment
 #   SPARSEBUDGET_FUZZ_SECONDS   seconds per fuzz target (default 100: 6 targets, 2 at a time, about
-#                               9 minutes of the CI budget with the build; docs/reliability.md)
+#                               8 minutes of the CI budget with the build; docs/reliability.md)
 #   SPARSEBUDGET_TEST_SHAPES    random shapes per ISA for the float64 reference tests under the
 #                               sanitizers (default 150 under ASan, 30 under TSan; the normal
 #                               build runs 1000)
