@@ -493,8 +493,7 @@ typedef struct sb_escalation_policy sb_escalation_policy;
 typedef enum sb_escalation_mode {
   SB_ESCALATE_RECOMPUTE_STEP = 0, /**< recompute that step at the next rung, continue there */
   SB_ESCALATE_RESTART_ANSWER = 1, /**< decode the answer again from the next rung */
-  SB_ESCALATE_FIRST_TOKEN =
-      2 /**< check only the answer's first token (recompute it while unsure) */
+  SB_ESCALATE_FIRST_TOKEN = 2     /**< check only the answer's first token */
 } sb_escalation_mode;
 
 /** What to do after a decode step (sb_escalation_step). */
