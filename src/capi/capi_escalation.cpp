@@ -40,7 +40,7 @@ sb_status sb_escalation_policy_create(double threshold, const double* ladder, in
           fn, SB_ERROR_INVALID_ARGUMENT,
           "mode must be SB_ESCALATE_RECOMPUTE_STEP, SB_ESCALATE_RESTART_ANSWER or SB_ESCALATE_FIRST_TOKEN, got " +
               std::to_string(m));
-    // The C enum's values are EscalationMode's (static_asserts below).
+    // The C enum's values are EscalationMode's (the static_assert above).
     auto p = EscalationPolicy::Create(threshold, std::vector<double>(ladder, ladder + num_rungs),
                                       static_cast<EscalationMode>(m));
     if (!p.ok()) return Fail(fn, p.status());
