@@ -12,6 +12,7 @@ namespace {
 
 using VF = __m256;
 constexpr int kLanes = 8;
+constexpr int kVecRegs = 16;  // vector registers (AccumulateV and key-step sizes)
 
 // Lane mask with the first n (0..8) lanes set.
 inline __m256i FirstN(int n) {

@@ -11,6 +11,7 @@ namespace {
 
 using VF = __m512;
 constexpr int kLanes = 16;
+constexpr int kVecRegs = 32;  // vector registers (AccumulateV and key-step sizes)
 
 inline __mmask16 FirstN(int n) { return static_cast<__mmask16>((1u << n) - 1u); }
 

@@ -11,6 +11,7 @@ namespace {
 
 using VF = float;
 constexpr int kLanes = 1;
+constexpr int kVecRegs = 16;  // vector registers (AccumulateV and key-step sizes)
 
 // IEEE half -> float, exact for every input (subnormals, inf, NaN).
 inline float HalfToFloat(uint16_t h) {
