@@ -64,6 +64,9 @@ void RunItem(const Ctx& c, int64_t u, int64_t chunk, int64_t nchunks, int64_t co
   args.blocks = c.sel.indices ? c.sel.indices + u * c.sel.capacity + b0 : nullptr;
   args.block_begin = b0;
   args.num_blocks = b1 - b0;
+  // The unit's next chunk starts after this one (usually on this thread: items are partitioned
+  // in order); prefetching its first block saves that chunk a cold start.
+  if (b1 < count) args.prefetch_after = c.sel.indices ? c.sel.indices[u * c.sel.capacity + b1] : b1;
   args.block_size = p.params.shape.block_size;
   args.head_dim = dim;
   args.context_length = p.params.shape.context_length;
