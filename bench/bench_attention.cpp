@@ -231,6 +231,45 @@ void RunAttention(benchmark::State& state, DecodeArgs a) {
   }
 }
 
+// The same dense decode with K/V cache-resident: a paged view whose every page is the first
+// block, so each block reads the same L2-resident 2 x 8 x 64 rows. Its time is the walk's
+// arithmetic and L2 traffic alone, the floor under the DRAM-bound row of the same shape
+// (reported beside issue 13's targets by bench/report.py).
+void RunComputeOnly(benchmark::State& state, DecodeArgs a) {
+  KVSet& kv = GetKV(a.dtype, a.L);
+  const std::vector<int32_t> pages(static_cast<size_t>((a.L + a.B - 1) / a.B), 0);
+  KVCacheView view = kv.View(0);
+  view.page_table = pages.data();
+  view.page_size = a.B;
+  view.page_stride = static_cast<int64_t>(a.B) * kHkv * kD;
+  AttentionParams p;
+  p.shape = {kHq, kHkv, kD, a.B, a.L, 1};
+  p.kv_dtype = a.dtype;
+  p.scoring = a.scoring;
+  p.budget = Budget::Dense();
+  AttentionPlan plan;
+  if (Status st = MakePlan(p, &plan); !st.ok()) {
+    state.SkipWithError(st.ToString().c_str());
+    return;
+  }
+  std::vector<unsigned char> ws(plan.workspace_bytes + 64);
+  const std::vector<float> q = RandomQ(static_cast<size_t>(kHq) * kD, 99);
+  std::vector<float> out(q.size());
+  for (auto _ : state) {
+    Status st = SparseAttention(plan, QueryView{q.data(), kHq * kD, kD}, view, nullptr,
+                                OutputView{out.data(), kHq * kD, kD}, ws.data(), &Pool(a.threads));
+    if (!st.ok()) {
+      state.SkipWithError(st.ToString().c_str());
+      return;
+    }
+    benchmark::DoNotOptimize(out.data());
+  }
+  // The DRAM row's bytes at the probe: the memory floor this compute floor is compared with.
+  const double bytes =
+      static_cast<double>(plan.num_blocks) * a.B * static_cast<double>(DTypeBytes(a.dtype, kD)) * kHkv * 2.0;
+  state.counters["mem_floor_ms"] = bytes / (g_limits.bw[a.threads] * 1e9) * 1e3;
+}
+
 // Selection alone (scoring + top-k) at the same shapes, for the selection share of a call.
 void RunSelect(benchmark::State& state, DecodeArgs a) {
   KVSet& kv = GetKV(a.dtype, a.L);
@@ -588,6 +627,14 @@ void RegisterAll(bool quick) {
           benchmark::RegisterBenchmark(b, RunGgml, dt, L, hm, threads)->UseRealTime()->Unit(benchmark::kMillisecond);
         }
 #endif
+  // Compute-only floors of the 64K dense token-major rows (K/V L2-resident).
+  for (DType dt : {DType::kF16, DType::kQ8_0})
+    for (int threads : {1, 2}) {
+      const DecodeArgs a{dt, 65536, 1.0, Scoring::kMean, 64, threads};
+      benchmark::RegisterBenchmark(name("compute", a).c_str(), RunComputeOnly, a)
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+    }
   // Selection share and short-context fixed cost.
   for (Scoring s : {Scoring::kMean, Scoring::kBound}) {
     DecodeArgs a{DType::kF16, 65536, 0.05, s, 64, 1};

@@ -105,6 +105,23 @@ def peer_section(ctx, runs):
         x = tm[0]["ms"] / q8[0]["ms"]
         row("q8_0 dense >= 1.7x faster than f16 dense (token-major)",
             f"{q8[0]['ms']:.2f} vs {tm[0]['ms']:.2f} ms = {x:.2f}x ({100 * q8[0]['bw_frac']:.0f}% of the probe)", x >= 1.7)
+    floors = []
+    for kv in ["f16", "q8_0"]:
+        for th in ["1", "2"]:
+            c = one(runs, op="compute", kv=kv, L="65536", threads=th)
+            d = [r for n, pp, r in find(runs, op="decode", kv=kv, L="65536", budget="dense", score="mean", B="64",
+                                        threads=th) if "layout" not in pp]
+            if c and "mem_floor_ms" in c:
+                floors.append(f"| {kv} | {th} | {c['ms']:.2f} | {c['mem_floor_ms']:.2f} | " +
+                              (f"{d[0]['ms']:.2f}" if d else "-") + " |")
+    if floors:
+        p("\n#### What bounds dense decode in this run (64K, token-major)\n")
+        p("Compute-only: the same call with K/V L2-resident (rows `compute/...`); memory floor: the DRAM "
+          "row's bytes at the read probe. Neither floor can be beaten in principle; on a shared machine a "
+          "single run can cross one.\n")
+        p("| K/V | threads | compute-only ms | memory floor ms | measured ms |")
+        p("|---|---:|---:|---:|---:|")
+        o.extend(floors)
     return "\n".join(o) + "\n"
 
 
