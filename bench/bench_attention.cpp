@@ -143,7 +143,9 @@ KVSet& GetKV(DType dtype, int64_t L, bool head_major = false) {
   // Copies: K + V in all beyond 4x the L3 (and 128 MiB), so that neither dense walks nor the
   // blocks a sparse call keeps (rotating queries too, see RunAttention) stay cache-resident.
   const long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
-  const size_t floor_bytes = std::max<size_t>(size_t{128} << 20, l3 > 0 ? 4 * static_cast<size_t>(l3) : 0);
+  // (At most 2 GiB, whatever sysconf says: some VMs report the whole socket's L3.)
+  const size_t floor_bytes =
+      std::min<size_t>(size_t{2} << 30, std::max<size_t>(size_t{128} << 20, l3 > 0 ? 4 * static_cast<size_t>(l3) : 0));
   cur->copies = static_cast<int>(std::max<size_t>(1, floor_bytes / (2 * bytes) + 1));
   // Tiny caches (the fixed-cost probe at L = 64) stay cache-resident: they measure overhead.
   if (2 * bytes < (size_t{1} << 20)) cur->copies = 1;
