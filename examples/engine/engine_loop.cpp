@@ -322,17 +322,6 @@ void StandInLogits(const NoiseTable& noise, uint64_t seed, const float* o, float
   }
 }
 
-// A budget that keeps exactly `total` of `causal` blocks (the escalation policy's rung), with the
-// request's sink/local rule: its fraction, pinned by min/max to the rung's total.
-sb::Budget BudgetForTotal(const sb::Budget& base, int64_t total, int64_t causal) {
-  if (total >= causal) return sb::Budget::Dense();
-  sb::Budget b = sb::Budget::Fraction(static_cast<double>(total) / static_cast<double>(causal));
-  b.sink_blocks = base.sink_blocks;
-  b.local_blocks = base.local_blocks;
-  b.min_blocks = b.max_blocks = total;
-  return b;
-}
-
 sb::KVCacheView PagedView(PagePool& pool, const Request& r, int layer) {
   sb::KVCacheView kv;
   kv.k = pool.k(layer);
@@ -584,7 +573,7 @@ struct Engine {
         }
         AppendOne(r);
       }
-      b = BudgetForTotal(b, d.total_blocks, (r.len + kBlock - 1) / kBlock);
+      b = sb::Budget::Total(d.total_blocks, (r.len + kBlock - 1) / kBlock, b.sink_blocks, b.local_blocks);
     }
   }
 

@@ -78,7 +78,7 @@ bool Run(tinymodel::Session& s, const Request& r, const Budget& budget, const Es
           policy->Step(&state, top1, static_cast<int64_t>(i), budget.sink_blocks, budget.local_blocks);
       if (d.recompute) {
         ++row->recomputed;
-        cur.fraction = std::min(1.0, static_cast<double>(d.total_blocks) / static_cast<double>(state.causal_blocks));
+        cur = Budget::Total(d.total_blocks, state.causal_blocks, budget.sink_blocks, budget.local_blocks);
         if (d.restart) {  // drop the answer so far, decode it again from the prompt
           out.clear();
           i = 0;

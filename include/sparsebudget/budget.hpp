@@ -59,6 +59,23 @@ struct Budget {
     b.fraction = f;
     return b;
   }
+  /// Keep exactly `total` of `causal_blocks` blocks (sink and local included): a count that came
+  /// from elsewhere, such as an escalation rung (EscalationDecision::total_blocks). A fraction
+  /// budget total / causal_blocks pinned by min_blocks = max_blocks = total, so ResolveBudget
+  /// returns `total` whatever the fraction's rounding (never fewer than the forced blocks);
+  /// Dense() when total >= causal_blocks. Bad counts (total < 0, causal_blocks < 1) give a budget
+  /// that ValidateBudget rejects.
+  static Budget Total(int64_t total, int64_t causal_blocks, int32_t sink = 1, int32_t local = 1) {
+    if (total >= causal_blocks && causal_blocks >= 1) return Dense();
+    Budget b;
+    b.mode = BudgetMode::kFraction;
+    b.fraction =
+        causal_blocks >= 1 ? static_cast<double>(total) / static_cast<double>(causal_blocks) : -1.0;
+    b.min_blocks = b.max_blocks = total;
+    b.sink_blocks = sink;
+    b.local_blocks = local;
+    return b;
+  }
   /// Keep the fewest blocks whose estimated mass reaches `p`, the total clamped to
   /// [min_total, max_total] (0 = no clamp).
   static Budget TopP(double p, int64_t min_total = 0, int64_t max_total = 0) {

@@ -73,6 +73,15 @@ def test_calibrate_auto_label_free_and_escalation_policy():
     p = sb.EscalationPolicy(0.5, [0.125, 0.5, 1.0])
     assert p.step(4, 64, 0.9) == {"action": "continue", "total_blocks": 4}
     assert p.step(4, 64, 0.2) == {"action": "recompute", "total_blocks": 8}
+    # the rung as the budget the redone step runs at: exactly its blocks, whatever the limits
+    b = sb.Budget.of_total(8, 64, sink_blocks=1, local_blocks=2)
+    assert b.mode == "fraction" and b.max_blocks == 8
+    assert b.resolve(64)["total_blocks"] == 8
+    assert sb.Budget.of_total(64, 64).mode == "dense"
+    with pytest.raises(ValueError, match="total_blocks"):
+        sb.Budget.of_total(-1, 64)
+    with pytest.raises(ValueError, match="causal_blocks"):
+        sb.Budget.of_total(3, 0)
     rp = sb.EscalationPolicy(0.5, [0.125, 0.5, 1.0], mode="restart_answer")
     assert rp.step(8, 64, 0.2, answer_position=3)["action"] == "restart"
     fp = sb.EscalationPolicy(0.5, [0.125, 0.5, 1.0], mode="first_token")

@@ -648,6 +648,21 @@ static void check_errors(void) {
   b.mode = SB_BUDGET_FRACTION;
   CHECK_STATUS(sb_budget_resolve(&b, 0, &rb), SB_ERROR_INVALID_ARGUMENT);
   CHECK_MESSAGE("causal_blocks");
+  /* an exact total (an escalation rung): resolves to it for every total, dense at the top */
+  {
+    int64_t t;
+    for (t = 0; t <= 37; ++t) {
+      sb_budget tb;
+      sb_budget_init(&tb);
+      CHECK_OK(sb_budget_for_total(t, 37, 1, 2, &tb));
+      CHECK_OK(sb_budget_resolve(&tb, 37, &rb));
+      CHECK(rb.total_blocks == (t < 3 ? 3 : t)); /* never below sink 1 + local 2 */
+      CHECK(tb.sink_blocks == 1 && (t >= 37 || tb.local_blocks == 2));
+      CHECK((t >= 37) == (tb.mode == SB_BUDGET_DENSE));
+    }
+    CHECK_STATUS(sb_budget_for_total(-1, 37, 1, 1, &b), SB_ERROR_INVALID_ARGUMENT);
+    CHECK_MESSAGE("total_blocks");
+  }
 
   /* ISA names and caps */
   CHECK_OK(sb_isa_parse("avx2", &isa));

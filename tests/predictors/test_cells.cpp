@@ -400,6 +400,43 @@ TEST(Escalation, PolicyStepsUpTheLadderAndValidates) {
   EXPECT_NE(bad.status().message().find("first_token"), std::string::npos) << bad.status().message();
 }
 
+// Budget::Total turns a rung's total into the budget the redone work runs at: it keeps exactly
+// that many blocks at every rung and length (a plain fraction total / causal would round, and a
+// prediction's max_blocks limit would clamp it back below the rung).
+TEST(Escalation, RungTotalBecomesABudgetThatKeepsExactlyIt) {
+  auto p = sb::EscalationPolicy::Create(0.6, sb::EscalationPolicy::DefaultLadder());
+  ASSERT_TRUE(p.ok());
+  int64_t checked = 0;
+  for (int64_t causal :
+       {int64_t{1}, int64_t{2}, int64_t{7}, int64_t{64}, int64_t{1000}, int64_t{99991}, int64_t{1} << 20}) {
+    for (int32_t local : {1, 3}) {
+      sb::EscalationState s;
+      s.total_blocks = 1;
+      s.causal_blocks = causal;
+      for (;;) {
+        const sb::EscalationDecision d = p->Step(&s, 0.0, 0, 1, local);
+        if (!d.recompute) break;
+        const sb::Budget b = sb::Budget::Total(d.total_blocks, causal, 1, local);
+        ASSERT_TRUE(sb::ValidateBudget(b).ok()) << causal << " " << d.total_blocks;
+        EXPECT_EQ(sb::ResolveBudget(b, causal).total_blocks, d.total_blocks) << "causal " << causal;
+        EXPECT_EQ(b.mode == sb::BudgetMode::kDense, d.total_blocks >= causal);
+        ++checked;
+      }
+    }
+  }
+  EXPECT_GT(checked, 100);
+  // The request's limits would undo the rung: its prediction's budget carries max_blocks.
+  sb::Budget predicted = sb::Budget::Fraction(0.05);
+  predicted.max_blocks = 40;
+  sb::Budget naive = predicted;
+  naive.fraction = 200.0 / 1000.0;
+  EXPECT_EQ(sb::ResolveBudget(naive, 1000).total_blocks, 40);
+  EXPECT_EQ(sb::ResolveBudget(sb::Budget::Total(200, 1000), 1000).total_blocks, 200);
+  EXPECT_FALSE(sb::ValidateBudget(sb::Budget::Total(-1, 10)).ok());
+  EXPECT_FALSE(sb::ValidateBudget(sb::Budget::Total(3, 0)).ok());
+  EXPECT_FALSE(sb::ValidateBudget(sb::Budget::Total(3, 10, 1, -1)).ok());
+}
+
 TEST(Escalation, SimulatedFromTheCurveAndCostsRecomputedSteps) {
   // 64 blocks; sparse points wrong and unsure below 8 blocks, right and sure from 8 on.
   auto r = sb::ParseTraceRecord(

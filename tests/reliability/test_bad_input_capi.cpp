@@ -139,6 +139,11 @@ TEST(BadInputCapi, NullPointersAndStructSizes) {
   add("sb_budget_resolve causal_blocks 0", [] { sb_budget b; sb_budget_init(&b); sb_resolved_budget r{}; r.struct_size = sizeof r; return sb_budget_resolve(&b, 0, &r); }, {kInv, kRange}, "causal_blocks");
   add("sb_budget_resolve causal_blocks -3", [] { sb_budget b; sb_budget_init(&b); sb_resolved_budget r{}; r.struct_size = sizeof r; return sb_budget_resolve(&b, -3, &r); }, {kInv, kRange}, "-3");
   add("sb_budget_resolve resolved->struct_size 0", [] { sb_budget b; sb_budget_init(&b); sb_resolved_budget r{}; return sb_budget_resolve(&b, 10, &r); }, {kInv}, "struct_size");
+  add("sb_budget_for_total budget NULL", [] { return sb_budget_for_total(3, 10, 1, 1, nullptr); }, {kInv}, "budget");
+  add("sb_budget_for_total budget->struct_size 0", [] { sb_budget b{}; return sb_budget_for_total(3, 10, 1, 1, &b); }, {kInv}, "struct_size");
+  add("sb_budget_for_total causal_blocks 0", [] { sb_budget b; sb_budget_init(&b); return sb_budget_for_total(0, 0, 1, 1, &b); }, {kInv}, "causal_blocks");
+  add("sb_budget_for_total total_blocks -2", [] { sb_budget b; sb_budget_init(&b); return sb_budget_for_total(-2, 10, 1, 1, &b); }, {kInv}, "-2");
+  add("sb_budget_for_total local_blocks -1", [] { sb_budget b; sb_budget_init(&b); return sb_budget_for_total(3, 10, 1, -1, &b); }, {kInv}, "local_blocks");
   // Plans.
   add("sb_plan_create params NULL", [] { sb_plan* p = reinterpret_cast<sb_plan*>(1); sb_status s = sb_plan_create(nullptr, &p); EXPECT_EQ(p, nullptr); return s; }, {kInv}, "params");
   add("sb_plan_create plan NULL", [&] { return sb_plan_create(&w.params, nullptr); }, {kInv}, "plan");
