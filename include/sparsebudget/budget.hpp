@@ -91,6 +91,11 @@ struct Budget {
 /// Checks every field; the message names the bad one. O(1), no allocation on success.
 Status ValidateBudget(const Budget& budget);
 
+/// Budget::Total with its arguments checked (the C and Python entry points call this): errors
+/// (kInvalidArgument) name causal_blocks < 1, total < 0, or the bad sink / local value. O(1).
+Expected<Budget> CheckedTotalBudget(int64_t total, int64_t causal_blocks, int32_t sink = 1,
+                                    int32_t local = 1);
+
 /// What a budget keeps out of a given number of causal blocks (ResolveBudget).
 struct ResolvedBudget {
   int64_t forced_blocks = 0;  ///< sink + local (+ own) blocks, deduplicated

@@ -195,8 +195,8 @@ SB_API sb_status sb_budget_resolve(const sb_budget* budget, int64_t causal_block
  * sink / local rule; dense when total_blocks >= causal_blocks. `budget->struct_size` must be set.
  * Errors (SB_ERROR_INVALID_ARGUMENT) name the bad value: causal_blocks < 1, total_blocks < 0,
  * sink_blocks or local_blocks < 0. O(1). */
-SB_API sb_status sb_budget_for_total(int64_t total_blocks, int64_t causal_blocks, int32_t sink_blocks,
-                                     int32_t local_blocks, sb_budget* budget);
+SB_API sb_status sb_budget_for_total(int64_t total_blocks, int64_t causal_blocks,
+                                     int32_t sink_blocks, int32_t local_blocks, sb_budget* budget);
 
 /* ---- attention plan ---------------------------------------------------------------------- */
 

@@ -960,13 +960,7 @@ PYBIND11_MODULE(_core, m) {
       .def_static(
           "of_total",
           [](int64_t total_blocks, int64_t causal_blocks, int32_t sink_blocks, int32_t local_blocks) {
-            if (causal_blocks < 1)
-              throw py::value_error("causal_blocks must be >= 1, got " + std::to_string(causal_blocks));
-            if (total_blocks < 0)
-              throw py::value_error("total_blocks must be >= 0, got " + std::to_string(total_blocks));
-            const sb::Budget b = sb::Budget::Total(total_blocks, causal_blocks, sink_blocks, local_blocks);
-            Check(sb::ValidateBudget(b));
-            return b;
+            return Take(sb::CheckedTotalBudget(total_blocks, causal_blocks, sink_blocks, local_blocks));
           },
           py::arg("total_blocks"), py::arg("causal_blocks"), py::arg("sink_blocks") = 1, py::arg("local_blocks") = 1,
           "Exactly total_blocks of causal_blocks (Budget::Total): an escalation rung's total, with the request's "

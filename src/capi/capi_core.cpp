@@ -234,13 +234,9 @@ sb_status sb_budget_for_total(int64_t total_blocks, int64_t causal_blocks, int32
   const char* fn = __func__;
   return Guard(fn, [&]() -> sb_status {
     if (sb_status st = capi::CheckOut(fn, "budget", budget, sizeof(sb_budget)); st != SB_OK) return st;
-    if (causal_blocks < 1)
-      return Fail(fn, SB_ERROR_INVALID_ARGUMENT, "causal_blocks must be >= 1, got " + std::to_string(causal_blocks));
-    if (total_blocks < 0)
-      return Fail(fn, SB_ERROR_INVALID_ARGUMENT, "total_blocks must be >= 0, got " + std::to_string(total_blocks));
-    const Budget b = Budget::Total(total_blocks, causal_blocks, sink_blocks, local_blocks);
-    if (Status st = ValidateBudget(b); !st.ok()) return Fail(fn, st);  // sink / local < 0
-    capi::WriteOut(budget, capi::FromBudget(b));
+    auto b = CheckedTotalBudget(total_blocks, causal_blocks, sink_blocks, local_blocks);
+    if (!b.ok()) return Fail(fn, b.status());
+    capi::WriteOut(budget, capi::FromBudget(*b));
     return Ok();
   });
 }

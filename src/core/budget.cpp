@@ -54,6 +54,15 @@ ForcedRanges ForcedBlockRanges(const Budget& b, int64_t causal_blocks) noexcept 
   return r;
 }
 
+Expected<Budget> CheckedTotalBudget(int64_t total, int64_t causal_blocks, int32_t sink, int32_t local) {
+  if (causal_blocks < 1)
+    return Status(StatusCode::kInvalidArgument, "causal_blocks must be >= 1, got " + std::to_string(causal_blocks));
+  if (total < 0) return Status(StatusCode::kInvalidArgument, "total_blocks must be >= 0, got " + std::to_string(total));
+  const Budget b = Budget::Total(total, causal_blocks, sink, local);
+  if (Status st = ValidateBudget(b); !st.ok()) return st;  // sink / local < 0
+  return b;
+}
+
 int64_t ForcedBlocks(const Budget& b, int64_t causal_blocks) noexcept {
   if (causal_blocks <= 0) return 0;
   const ForcedRanges f = ForcedBlockRanges(b, causal_blocks);

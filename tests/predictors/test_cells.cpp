@@ -435,6 +435,12 @@ TEST(Escalation, RungTotalBecomesABudgetThatKeepsExactlyIt) {
   EXPECT_FALSE(sb::ValidateBudget(sb::Budget::Total(-1, 10)).ok());
   EXPECT_FALSE(sb::ValidateBudget(sb::Budget::Total(3, 0)).ok());
   EXPECT_FALSE(sb::ValidateBudget(sb::Budget::Total(3, 10, 1, -1)).ok());
+  // The checked entry point (C, Python) names the bad count.
+  EXPECT_NE(sb::CheckedTotalBudget(-1, 10).status().message().find("total_blocks"), std::string::npos);
+  EXPECT_NE(sb::CheckedTotalBudget(3, 0).status().message().find("causal_blocks"), std::string::npos);
+  EXPECT_NE(sb::CheckedTotalBudget(3, 10, 1, -1).status().message().find("local_blocks"), std::string::npos);
+  ASSERT_TRUE(sb::CheckedTotalBudget(3, 10).ok());
+  EXPECT_EQ(sb::CheckedTotalBudget(3, 10)->max_blocks, 3);
 }
 
 TEST(Escalation, SimulatedFromTheCurveAndCostsRecomputedSteps) {
