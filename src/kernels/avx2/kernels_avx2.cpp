@@ -72,6 +72,10 @@ inline void ReduceAdd4(VF a, VF b, VF c, VF d, float* out) {
                                     _mm256_castpd_ps(_mm256_unpackhi_pd(_mm256_castps_pd(ab), _mm256_castps_pd(cd))));
   _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1)));
 }
+// No shared-shuffle 16-sum reduction here (16 registers: KeysPerStep never pairs 4 keys with
+// 4 rows), so the kernels' 4x4 score step is not compiled for this build.
+constexpr bool kReduceAdd4x4 = false;
+void ReduceAdd4x4(const VF* v, float scale, float* out, int64_t ld) = delete;
 inline float ReduceMax(VF x) {
   __m128 s = _mm_max_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
   s = _mm_max_ps(s, _mm_movehl_ps(s, s));

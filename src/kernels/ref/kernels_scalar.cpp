@@ -74,6 +74,10 @@ inline void ReduceAdd4(VF a, VF b, VF c, VF d, float* out) {
   out[2] = c;
   out[3] = d;
 }
+// No shared-shuffle 16-sum reduction here (16 registers: KeysPerStep never pairs 4 keys with
+// 4 rows), so the kernels' 4x4 score step is not compiled for this build.
+constexpr bool kReduceAdd4x4 = false;
+void ReduceAdd4x4(const VF* v, float scale, float* out, int64_t ld) = delete;
 inline float ReduceMax(VF x) { return x; }
 inline VF Exp(VF x) { return std::exp(x); }
 
