@@ -272,6 +272,88 @@ void RunComputeOnly(benchmark::State& state, DecodeArgs a) {
   state.counters["mem_floor_ms"] = bytes / (g_limits.bw[a.threads] * 1e9) * 1e3;
 }
 
+// The kept K/V blocks of a sparse decode call, read with no arithmetic: SelectBlocks' choice for
+// the same queries and copies as RunAttention (made outside the timed loop), every unit's K then V
+// rows summed by the read probe's loop, units split over the threads in contiguous ranges. Its
+// time is what memory delivers to that access pattern: on the engines' token-major cache a kept
+// block is 64 rows of head_dim values, num_kv_heads rows apart; head-major it is one range.
+// bench/report.py sets it under the sparse row's roofline target (issue 13).
+void RunKeptRead(benchmark::State& state, DecodeArgs a, bool prefetch) {
+  KVSet& kv = GetKV(a.dtype, a.L, a.head_major);
+  AttentionParams p;
+  p.shape = {kHq, kHkv, kD, a.B, a.L, 1};
+  p.kv_dtype = a.dtype;
+  p.scoring = a.scoring;
+  p.budget = Budget::Fraction(a.fraction);
+  AttentionPlan plan;
+  if (Status st = MakePlan(p, &plan); !st.ok()) {
+    state.SkipWithError(st.ToString().c_str());
+    return;
+  }
+  // Selections for every (copy, query set) pair the decode row cycles through.
+  constexpr int kQuerySets = 7;
+  const size_t qn = static_cast<size_t>(kHq) * kD;
+  const std::vector<float> q = RandomQ(qn * kQuerySets, 99);
+  std::vector<unsigned char> ws(plan.workspace_bytes + 64);
+  const int cycle = kv.copies * kQuerySets;
+  const auto cap = static_cast<size_t>(plan.num_blocks);
+  std::vector<int32_t> idx(static_cast<size_t>(cycle) * static_cast<size_t>(plan.num_units) * cap);
+  std::vector<int32_t> cnt(static_cast<size_t>(cycle) * static_cast<size_t>(plan.num_units));
+  for (int i = 0; i < cycle; ++i) {
+    const int c = i % kv.copies;
+    const size_t u0 = static_cast<size_t>(i) * static_cast<size_t>(plan.num_units);
+    const Status st =
+        SelectBlocks(plan, QueryView{q.data() + static_cast<size_t>(i % kQuerySets) * qn, kHq * kD, kD},
+                     kv.Summaries(c, a.B), BlockSelection{&idx[u0 * cap], &cnt[u0], plan.num_blocks}, ws.data());
+    if (!st.ok()) {
+      state.SkipWithError(st.ToString().c_str());
+      return;
+    }
+  }
+  const bool avx512 = IsaSupported(Isa::kAvx512);
+  const long row_bytes = static_cast<long>(DTypeBytes(a.dtype, kD));
+  const long stride = a.head_major ? row_bytes : row_bytes * kHkv;  // bytes between a head's tokens
+  int64_t kept_blocks = 0;
+  std::vector<float> sums(static_cast<size_t>(a.threads));
+  int i = 0;
+  for (auto _ : state) {
+    const int c = i % kv.copies;
+    const size_t u0 = static_cast<size_t>(i % cycle) * static_cast<size_t>(plan.num_units);
+    ++i;
+    const KVCacheView view = kv.View(c);
+    Pool(a.threads).Run([&](int ith, int nth) {
+      float acc = 0;
+      const int64_t lo = plan.num_units * ith / nth, hi = plan.num_units * (ith + 1) / nth;
+      for (int64_t u = lo; u < hi; ++u) {  // decode: unit u is kv head u
+        const int32_t* blocks = &idx[(u0 + static_cast<size_t>(u)) * cap];
+        const int32_t n = cnt[u0 + static_cast<size_t>(u)];
+        // Byte offset of (head u, block b): head-major [h][t][d], token-major [t][h][d].
+        auto offset = [&](int32_t b) {
+          const long tok = static_cast<long>(b) * a.B;
+          return a.head_major ? (static_cast<long>(u) * a.L + tok) * row_bytes
+                              : tok * stride + static_cast<long>(u) * row_bytes;
+        };
+        const auto* k = static_cast<const char*>(view.k);
+        const auto* v = static_cast<const char*>(view.v);
+        for (int32_t j = 0; j < n; ++j) {
+          const long off = offset(blocks[j]);
+          const long next = prefetch && j + 1 < n ? offset(blocks[j + 1]) : -1;
+          acc += sbbench::SumRows(k + off, a.B, stride, row_bytes, avx512, next >= 0 ? k + next : nullptr);
+          acc += sbbench::SumRows(v + off, a.B, stride, row_bytes, avx512, next >= 0 ? v + next : nullptr);
+        }
+      }
+      sums[static_cast<size_t>(ith)] = acc;
+    });
+    benchmark::DoNotOptimize(sums.data());
+  }
+  for (int64_t u = 0; u < plan.num_units; ++u) kept_blocks += cnt[static_cast<size_t>(u)];
+  const double bytes = static_cast<double>(kept_blocks) * a.B * static_cast<double>(row_bytes) * 2.0;
+  state.counters["GB/s"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["bw_frac"] =
+      benchmark::Counter(bytes / (g_limits.bw[a.threads] * 1e9), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["probe_ms"] = bytes / (g_limits.bw[a.threads] * 1e9) * 1e3;  // these bytes at the read probe
+}
+
 // Selection alone (scoring + top-k) at the same shapes, for the selection share of a call.
 void RunSelect(benchmark::State& state, DecodeArgs a) {
   KVSet& kv = GetKV(a.dtype, a.L);
@@ -637,6 +719,18 @@ void RegisterAll(bool quick) {
           ->UseRealTime()
           ->Unit(benchmark::kMillisecond);
     }
+  // The 5% rows' kept blocks read without arithmetic (the access pattern's own floor).
+  for (bool prefetch : {false, true})
+    for (bool hm : {false, true})
+      for (int threads : {1, 2}) {
+        DecodeArgs a{DType::kF16, 65536, 0.05, Scoring::kMean, 64, threads};
+        a.head_major = hm;
+        benchmark::RegisterBenchmark(
+            name(prefetch ? "kept_read/prefetch:next_block" : "kept_read/prefetch:none", a).c_str(), RunKeptRead, a,
+            prefetch)
+            ->UseRealTime()
+            ->Unit(benchmark::kMillisecond);
+      }
   // Selection share and short-context fixed cost.
   for (Scoring s : {Scoring::kMean, Scoring::kBound}) {
     DecodeArgs a{DType::kF16, 65536, 0.05, s, 64, 1};

@@ -26,6 +26,24 @@ __attribute__((target("avx512f"))) float SumAvx512(const float* p, size_t n) {
   return _mm512_reduce_add_ps(a[0]);
 }
 
+__attribute__((target("avx512f"))) float SumRowsAvx512(const char* p, long rows, long stride, long bytes,
+                                                       const char* next) {
+  __m512 a[4];
+  for (auto& x : a) x = _mm512_setzero_ps();
+  for (long r = 0; r < rows; ++r, p += stride) {
+    if (next)
+      for (long o = 0; o < bytes; o += 64) __builtin_prefetch(next + r * stride + o, 0, 2);
+    long o = 0;
+    for (; o + 256 <= bytes; o += 256)
+      for (int j = 0; j < 4; ++j) a[j] = _mm512_add_ps(a[j], _mm512_loadu_ps(p + o + 64 * j));
+    for (; o < bytes; o += 64) {  // the row's last lines (masked: never past its end)
+      const long n = bytes - o < 64 ? (bytes - o) / 4 : 16;
+      a[0] = _mm512_add_ps(a[0], _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1u), p + o));
+    }
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3])));
+}
+
 __attribute__((target("avx512f"))) float FmaLoopAvx512(long iters) {
   __m512 a[16];
   for (int j = 0; j < 16; ++j) a[j] = _mm512_set1_ps(1.0f + 1e-7f * static_cast<float>(j));
@@ -94,6 +112,20 @@ double ReadBandwidthGBs(int threads, bool avx512) {
     if (s < best) best = s;
   }
   return static_cast<double>(n * sizeof(float)) / best / 1e9;
+}
+
+float SumRows(const void* base, long rows, long stride_bytes, long row_bytes, bool avx512, const void* next) {
+  const char* p = static_cast<const char*>(base);
+  const char* n = static_cast<const char*>(next);
+  if (avx512) return SumRowsAvx512(p, rows, stride_bytes, row_bytes, n);
+  float acc = 0;
+  for (long r = 0; r < rows; ++r) {
+    for (long o = 0; o < row_bytes; o += 64) {
+      if (n) __builtin_prefetch(n + r * stride_bytes + o, 0, 2);
+      acc += static_cast<float>(static_cast<unsigned char>(p[r * stride_bytes + o]));
+    }
+  }
+  return acc;
 }
 
 double FmaPeakGFlops(int threads, bool avx512) {

@@ -114,6 +114,32 @@ def peer_section(ctx, runs):
             if c and "mem_floor_ms" in c:
                 floors.append(f"| {kv} | {th} | {c['ms']:.2f} | {c['mem_floor_ms']:.2f} | " +
                               (f"{d[0]['ms']:.2f}" if d else "-") + " |")
+    sparse = []
+    for lay in ["token_major", "head_major"]:
+        def pick(rows):
+            return [r for n, pp, r in rows if pp.get("layout", "token_major") == lay]
+        d = pick(find(runs, op="decode", kv="f16", L="65536", budget="5%", score="mean", B="64", threads="2"))
+        reads = {pf: pick(find(runs, op="kept_read", prefetch=pf, kv="f16", L="65536", budget="5%", threads="2"))
+                 for pf in ["none", "next_block"]}
+        if not d or not all(reads.values()):
+            continue
+        r = d[0]
+        roof = r["ms"] * r["bw_frac"]
+        kr = min(reads["none"][0]["ms"], reads["next_block"][0]["ms"])
+        # The roofline with the kept blocks at what their access pattern measured, not at the probe.
+        floor = roof - reads["none"][0]["probe_ms"] + kr
+        sparse.append(f"| {lay} | {r['ms']:.3f} | {roof:.3f} | {reads['none'][0]['ms']:.3f} / "
+                      f"{reads['next_block'][0]['ms']:.3f} | {reads['none'][0]['probe_ms']:.3f} | {floor:.3f} | "
+                      f"{r['ms'] / floor:.2f}x |")
+    if sparse:
+        p("\n#### What bounds the 5% rows in this run (64K, f16, 2 threads)\n")
+        p("Kept read: the blocks the call keeps (the same selections), read with no arithmetic by the probe's loop "
+          "(rows `kept_read/...`), without / with a software prefetch one block ahead; probe time: those bytes at the "
+          "read probe. Pattern floor: the roofline with the kept blocks at the faster kept read instead of the probe.\n")
+        p("| layout | ours ms | roofline ms | kept read ms (none / prefetch) | kept bytes at probe ms | "
+          "pattern floor ms | ours / floor |")
+        p("|---|---:|---:|---:|---:|---:|---:|")
+        o.extend(sparse)
     if floors:
         p("\n#### What bounds dense decode in this run (64K, token-major)\n")
         p("Compute-only: the same call with K/V L2-resident (rows `compute/...`); memory floor: the DRAM "
