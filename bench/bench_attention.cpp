@@ -19,6 +19,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -233,10 +234,11 @@ void RunAttention(benchmark::State& state, DecodeArgs a) {
   }
 }
 
-// The same dense decode with K/V cache-resident: a paged view whose every page is the first
-// block, so each block reads the same L2-resident 2 x 8 x 64 rows. Its time is the walk's
-// arithmetic and L2 traffic alone, the floor under the DRAM-bound row of the same shape
-// (reported beside issue 13's targets by bench/report.py).
+// The same decode with K/V cache-resident: a paged view whose every page is the first block, so
+// each block reads the same L2-resident 2 x 8 x 64 rows. Its time is the walk's arithmetic and
+// L2 traffic alone (plus, when sparse, selection over summaries of that view, L3-resident), the
+// floor under the DRAM-bound row of the same shape (reported beside issue 13's targets by
+// bench/report.py).
 void RunComputeOnly(benchmark::State& state, DecodeArgs a) {
   KVSet& kv = GetKV(a.dtype, a.L);
   const std::vector<int32_t> pages(static_cast<size_t>((a.L + a.B - 1) / a.B), 0);
@@ -248,28 +250,45 @@ void RunComputeOnly(benchmark::State& state, DecodeArgs a) {
   p.shape = {kHq, kHkv, kD, a.B, a.L, 1};
   p.kv_dtype = a.dtype;
   p.scoring = a.scoring;
-  p.budget = Budget::Dense();
+  p.budget = a.fraction >= 1.0 ? Budget::Dense() : Budget::Fraction(a.fraction);
   AttentionPlan plan;
   if (Status st = MakePlan(p, &plan); !st.ok()) {
     state.SkipWithError(st.ToString().c_str());
     return;
   }
+  std::optional<BlockSummaries> sums;  // of the resident view, for the sparse rows
+  if (a.fraction < 1.0) {
+    auto made = BlockSummaries::Create({kHkv, kD, a.B, a.L, true, true});
+    if (!made.ok() || !made->Append(view, a.L).ok()) {
+      state.SkipWithError("summaries of the resident view");
+      return;
+    }
+    sums.emplace(std::move(*made));
+  }
   std::vector<unsigned char> ws(plan.workspace_bytes + 64);
-  const std::vector<float> q = RandomQ(static_cast<size_t>(kHq) * kD, 99);
-  std::vector<float> out(q.size());
+  // Seven query sets in turn, as RunAttention (the sparse rows keep other blocks each call).
+  constexpr int kQuerySets = 7;
+  const size_t qn = static_cast<size_t>(kHq) * kD;
+  const std::vector<float> q = RandomQ(qn * kQuerySets, 99);
+  std::vector<float> out(qn);
+  int i = 0;
   for (auto _ : state) {
-    Status st = SparseAttention(plan, QueryView{q.data(), kHq * kD, kD}, view, nullptr,
-                                OutputView{out.data(), kHq * kD, kD}, ws.data(), &Pool(a.threads));
+    const QueryView qv{q.data() + static_cast<size_t>(i++ % kQuerySets) * qn, kHq * kD, kD};
+    Status st = SparseAttention(plan, qv, view, sums ? &*sums : nullptr, OutputView{out.data(), kHq * kD, kD},
+                                ws.data(), &Pool(a.threads));
     if (!st.ok()) {
       state.SkipWithError(st.ToString().c_str());
       return;
     }
     benchmark::DoNotOptimize(out.data());
   }
-  // The DRAM row's bytes at the probe: the memory floor this compute floor is compared with.
-  const double bytes =
-      static_cast<double>(plan.num_blocks) * a.B * static_cast<double>(DTypeBytes(a.dtype, kD)) * kHkv * 2.0;
-  state.counters["mem_floor_ms"] = bytes / (g_limits.bw[a.threads] * 1e9) * 1e3;
+  // The DRAM row's bytes at the probe: the memory floor this compute floor is compared with
+  // (dense rows; a sparse row's bytes depend on its selection, in its decode row's counters).
+  if (a.fraction >= 1.0) {
+    const double bytes =
+        static_cast<double>(plan.num_blocks) * a.B * static_cast<double>(DTypeBytes(a.dtype, kD)) * kHkv * 2.0;
+    state.counters["mem_floor_ms"] = bytes / (g_limits.bw[a.threads] * 1e9) * 1e3;
+  }
 }
 
 // The kept K/V blocks of a sparse decode call, read with no arithmetic: SelectBlocks' choice for
@@ -711,14 +730,16 @@ void RegisterAll(bool quick) {
           benchmark::RegisterBenchmark(b, RunGgml, dt, L, hm, threads)->UseRealTime()->Unit(benchmark::kMillisecond);
         }
 #endif
-  // Compute-only floors of the 64K dense token-major rows (K/V L2-resident).
+  // Compute-only floors of the 64K token-major rows (K/V L2-resident): dense, and 5% for f16.
   for (DType dt : {DType::kF16, DType::kQ8_0})
-    for (int threads : {1, 2}) {
-      const DecodeArgs a{dt, 65536, 1.0, Scoring::kMean, 64, threads};
-      benchmark::RegisterBenchmark(name("compute", a).c_str(), RunComputeOnly, a)
-          ->UseRealTime()
-          ->Unit(benchmark::kMillisecond);
-    }
+    for (int threads : {1, 2})
+      for (double f : {1.0, 0.05}) {
+        if (f < 1.0 && dt != DType::kF16) continue;
+        const DecodeArgs a{dt, 65536, f, Scoring::kMean, 64, threads};
+        benchmark::RegisterBenchmark(name("compute", a).c_str(), RunComputeOnly, a)
+            ->UseRealTime()
+            ->Unit(benchmark::kMillisecond);
+      }
   // The 5% rows' kept blocks read without arithmetic (the access pattern's own floor).
   for (bool prefetch : {false, true})
     for (bool hm : {false, true})
