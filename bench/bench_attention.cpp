@@ -176,15 +176,21 @@ struct DecodeArgs {
   bool head_major = false;
 };
 
-void RunAttention(benchmark::State& state, DecodeArgs a) {
-  KVSet& kv = GetKV(a.dtype, a.L, a.head_major);
+// The plan parameters of a decode row: its shape (32 q / 8 kv heads, d 128), K/V type, scoring,
+// and budget (dense at fraction >= 1).
+AttentionParams DecodeParams(const DecodeArgs& a) {
   AttentionParams p;
   p.shape = {kHq, kHkv, kD, a.B, a.L, a.num_queries};
   p.kv_dtype = a.dtype;
   p.scoring = a.scoring;
   p.budget = a.fraction >= 1.0 ? Budget::Dense() : Budget::Fraction(a.fraction);
+  return p;
+}
+
+void RunAttention(benchmark::State& state, DecodeArgs a) {
+  KVSet& kv = GetKV(a.dtype, a.L, a.head_major);
   AttentionPlan plan;
-  if (Status st = MakePlan(p, &plan); !st.ok()) {
+  if (Status st = MakePlan(DecodeParams(a), &plan); !st.ok()) {
     state.SkipWithError(st.ToString().c_str());
     return;
   }
@@ -246,13 +252,8 @@ void RunComputeOnly(benchmark::State& state, DecodeArgs a) {
   view.page_table = pages.data();
   view.page_size = a.B;
   view.page_stride = static_cast<int64_t>(a.B) * kHkv * kD;
-  AttentionParams p;
-  p.shape = {kHq, kHkv, kD, a.B, a.L, 1};
-  p.kv_dtype = a.dtype;
-  p.scoring = a.scoring;
-  p.budget = a.fraction >= 1.0 ? Budget::Dense() : Budget::Fraction(a.fraction);
   AttentionPlan plan;
-  if (Status st = MakePlan(p, &plan); !st.ok()) {
+  if (Status st = MakePlan(DecodeParams(a), &plan); !st.ok()) {
     state.SkipWithError(st.ToString().c_str());
     return;
   }
@@ -299,13 +300,8 @@ void RunComputeOnly(benchmark::State& state, DecodeArgs a) {
 // bench/report.py sets it under the sparse row's roofline target (issue 13).
 void RunKeptRead(benchmark::State& state, DecodeArgs a, bool prefetch) {
   KVSet& kv = GetKV(a.dtype, a.L, a.head_major);
-  AttentionParams p;
-  p.shape = {kHq, kHkv, kD, a.B, a.L, 1};
-  p.kv_dtype = a.dtype;
-  p.scoring = a.scoring;
-  p.budget = Budget::Fraction(a.fraction);
   AttentionPlan plan;
-  if (Status st = MakePlan(p, &plan); !st.ok()) {
+  if (Status st = MakePlan(DecodeParams(a), &plan); !st.ok()) {
     state.SkipWithError(st.ToString().c_str());
     return;
   }
@@ -376,13 +372,11 @@ void RunKeptRead(benchmark::State& state, DecodeArgs a, bool prefetch) {
 // Selection alone (scoring + top-k) at the same shapes, for the selection share of a call.
 void RunSelect(benchmark::State& state, DecodeArgs a) {
   KVSet& kv = GetKV(a.dtype, a.L);
-  AttentionParams p;
-  p.shape = {kHq, kHkv, kD, a.B, a.L, 1};
-  p.kv_dtype = a.dtype;
-  p.scoring = a.scoring;
-  p.budget = Budget::Fraction(a.fraction);
   AttentionPlan plan;
-  (void)MakePlan(p, &plan);
+  if (Status st = MakePlan(DecodeParams(a), &plan); !st.ok()) {
+    state.SkipWithError(st.ToString().c_str());
+    return;
+  }
   std::vector<unsigned char> ws(plan.workspace_bytes + 64);
   std::vector<int32_t> idx(static_cast<size_t>(plan.num_units * plan.num_blocks)),
       cnt(static_cast<size_t>(plan.num_units));
