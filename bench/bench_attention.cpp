@@ -39,6 +39,7 @@ constexpr int32_t kHq = 32, kHkv = 8, kD = 128;
 struct Limits {
   double bw[3] = {0, 0, 0};   // GB/s for 1 and 2 threads
   double fma[3] = {0, 0, 0};  // GFLOP/s for 1 and 2 threads
+  double mix[3] = {0, 0, 0};  // GFLOP/s of the fp16 score step's operand mix, 1 and 2 threads
 } g_limits;
 
 ThreadPool& Pool(int threads) {
@@ -289,6 +290,10 @@ void RunComputeOnly(benchmark::State& state, DecodeArgs a) {
     const double bytes =
         static_cast<double>(plan.num_blocks) * a.B * static_cast<double>(DTypeBytes(a.dtype, kD)) * kHkv * 2.0;
     state.counters["mem_floor_ms"] = bytes / (g_limits.bw[a.threads] * 1e9) * 1e3;
+    // The call's FLOPs (q.k and p.v: 2 x 2 x head_dim per row and key) at the score-step mix's
+    // rate: the arithmetic floor of fp32 math on fp16 K/V (f16 rows; q8_0 converts more per value).
+    const double flops = 4.0 * kD * kHq * static_cast<double>(a.L);
+    if (a.dtype == DType::kF16) state.counters["mix_floor_ms"] = flops / (g_limits.mix[a.threads] * 1e9) * 1e3;
   }
 }
 
@@ -807,14 +812,19 @@ int main(int argc, char** argv) {
   for (int t : {1, 2}) {
     g_limits.bw[t] = sbbench::ReadBandwidthGBs(t, avx512);
     g_limits.fma[t] = sbbench::FmaPeakGFlops(t, avx512);
+    g_limits.mix[t] = sbbench::ScoreMixGFlops(t, avx512);
   }
   benchmark::AddCustomContext("isa", IsaName(ActiveIsa()));
   for (int t : {1, 2}) {
     benchmark::AddCustomContext("read_bw_GBs_threads" + std::to_string(t), std::to_string(g_limits.bw[t]));
     benchmark::AddCustomContext("fma_peak_GFLOPs_threads" + std::to_string(t), std::to_string(g_limits.fma[t]));
+    benchmark::AddCustomContext("score_mix_GFLOPs_threads" + std::to_string(t), std::to_string(g_limits.mix[t]));
   }
-  std::fprintf(stderr, "measured limits: read %.1f GB/s (1 thr), %.1f GB/s (2 thr); FMA %.0f / %.0f GFLOP/s (%s)\n",
-               g_limits.bw[1], g_limits.bw[2], g_limits.fma[1], g_limits.fma[2], avx512 ? "avx512" : "avx2");
+  std::fprintf(stderr,
+               "measured limits: read %.1f GB/s (1 thr), %.1f GB/s (2 thr); FMA %.0f / %.0f GFLOP/s, fp16 score-step "
+               "mix %.0f / %.0f GFLOP/s (%s)\n",
+               g_limits.bw[1], g_limits.bw[2], g_limits.fma[1], g_limits.fma[2], g_limits.mix[1], g_limits.mix[2],
+               avx512 ? "avx512" : "avx2");
   RegisterAll(quick);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

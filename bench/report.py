@@ -112,7 +112,8 @@ def peer_section(ctx, runs):
             d = [r for n, pp, r in find(runs, op="decode", kv=kv, L="65536", budget="dense", score="mean", B="64",
                                         threads=th) if "layout" not in pp]
             if c and "mem_floor_ms" in c:
-                floors.append(f"| {kv} | {th} | {c['ms']:.2f} | {c['mem_floor_ms']:.2f} | " +
+                mixf = f"{c['mix_floor_ms']:.2f}" if "mix_floor_ms" in c else "-"
+                floors.append(f"| {kv} | {th} | {mixf} | {c['ms']:.2f} | {c['mem_floor_ms']:.2f} | " +
                               (f"{d[0]['ms']:.2f}" if d else "-") + " |")
     sparse = []
     for lay in ["token_major", "head_major"]:
@@ -145,10 +146,12 @@ def peer_section(ctx, runs):
     if floors:
         p("\n#### What bounds dense decode in this run (64K, token-major)\n")
         p("Compute-only: the same call with K/V L2-resident (rows `compute/...`); memory floor: the DRAM "
-          "row's bytes at the read probe. Neither floor can be beaten in principle; on a shared machine a "
-          "single run can cross one.\n")
-        p("| K/V | threads | compute-only ms | memory floor ms | measured ms |")
-        p("|---|---:|---:|---:|---:|")
+          "row's bytes at the read probe; mix floor: the call's FLOPs at the rate the fp16 score step's "
+          "operand mix reaches in an L1-resident loop (the probe `ScoreMixGFlops`: conversions and loads "
+          "beside the FMAs), the practical arithmetic floor of fp32 math on fp16 K/V. The memory floor "
+          "cannot be beaten in principle; on a shared machine a single run can cross either.\n")
+        p("| K/V | threads | mix floor ms | compute-only ms | memory floor ms | measured ms |")
+        p("|---|---:|---:|---:|---:|---:|")
         o.extend(floors)
     return "\n".join(o) + "\n"
 
@@ -183,8 +186,10 @@ def main():
     p = out.append
     bw1, bw2 = float(ctx.get("read_bw_GBs_threads1", 0)), float(ctx.get("read_bw_GBs_threads2", 0))
     f1, f2 = float(ctx.get("fma_peak_GFLOPs_threads1", 0)), float(ctx.get("fma_peak_GFLOPs_threads2", 0))
+    m1, m2 = float(ctx.get("score_mix_GFLOPs_threads1", 0)), float(ctx.get("score_mix_GFLOPs_threads2", 0))
+    mix = f", with the fp16 score step's operand mix {m1:.0f} / {m2:.0f}" if m1 > 0 else ""
     p(f"Machine limits measured in the same run: DRAM read {bw1:.1f} GB/s (1 thread), {bw2:.1f} GB/s "
-      f"(2 threads); fp32 FMA peak {f1:.0f} / {f2:.0f} GFLOP/s; ISA {isa}; "
+      f"(2 threads); fp32 FMA peak {f1:.0f} / {f2:.0f} GFLOP/s{mix}; ISA {isa}; "
       f"{ctx.get('num_cpus', '?')} CPUs, {ctx.get('date', '')}.\n")
 
     budgets = ["dense", "25%", "10%", "5%", "2%"]
