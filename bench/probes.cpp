@@ -76,11 +76,12 @@ __attribute__((target("avx2,fma"))) float FmaLoopAvx2(long iters) {
 // K and q L1-resident, d 128. kKeys is the kernels' own step (AVX-512 4, AVX2 3). The FMA rate
 // this mix reaches is the practical floor of fp32 arithmetic on fp16 K/V, below the FMA peak.
 constexpr int kMixDim = 128;
+constexpr int kMixKeysAvx512 = 4, kMixKeysAvx2 = 3;  // KeysPerStep(4 rows) in those kernel builds
 alignas(64) uint16_t g_mix_k[8][kMixDim];
 alignas(64) float g_mix_q[4][kMixDim];
 
 __attribute__((target("avx512f"))) float ScoreMixAvx512(long groups) {
-  constexpr int kKeys = 4;
+  constexpr int kKeys = kMixKeysAvx512;
   __m512 tot = _mm512_setzero_ps();
   for (long g = 0; g < groups; ++g) {
     __m512 ac[kKeys][4];
@@ -104,13 +105,13 @@ __attribute__((target("avx512f"))) float ScoreMixAvx512(long groups) {
 }
 
 __attribute__((target("avx2,fma,f16c"))) float ScoreMixAvx2(long groups) {
-  constexpr int kKeys = 3;
+  constexpr int kKeys = kMixKeysAvx2;
   __m256 tot = _mm256_setzero_ps();
   for (long g = 0; g < groups; ++g) {
     __m256 ac[kKeys][4];
     for (auto& row : ac)
       for (auto& x : row) x = _mm256_setzero_ps();
-    const int base = static_cast<int>(g & 4);
+    const int base = static_cast<int>(g & 4);  // as in the AVX-512 loop
     for (int d = 0; d < kMixDim; d += 8) {
       __m256 k[kKeys];
       for (int j = 0; j < kKeys; ++j)
@@ -215,7 +216,7 @@ double ScoreMixGFlops(int threads, bool avx512) {
     if (s < best) best = s;
   }
   // FMAs per group: 4 rows x keys x head_dim values, 2 FLOP each.
-  const double keys = avx512 ? 4 : 3;
+  const double keys = avx512 ? kMixKeysAvx512 : kMixKeysAvx2;
   return 2.0 * 4.0 * keys * kMixDim * static_cast<double>(groups) * threads / best / 1e9;
 }
 
