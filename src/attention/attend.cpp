@@ -183,7 +183,8 @@ void RunDenseDecodeItem(const Ctx& c, int64_t chunk, int64_t nchunks, int64_t co
   // (head-major: a head's tokens contiguous) stream each head's whole chunk in turn, one
   // contiguous range per head; groups above 8 rows on a token-major cache walk block by block,
   // every head of a block in turn. Every order is bit-identical (each head's blocks in order).
-  const bool token_major = c.kv->head_stride * H <= c.kv->token_stride;
+  // Divided, not multiplied: a validated q8_0 view's strides in values may not fit the product.
+  const bool token_major = c.kv->head_stride <= c.kv->token_stride / H;
   if (G <= 8 && token_major) {
     args.head = 0;
     args.block_begin = b0;

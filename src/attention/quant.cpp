@@ -57,7 +57,8 @@ Status QuantizeQ8_0(const float* in, int64_t n, void* out) {
     float amax = 0.0f;
     for (int j = 0; j < kQ8_0BlockValues; ++j) amax = std::fmax(amax, std::fabs(x[j]));
     const float d = amax / 127.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    // A subnormal d (amax < ~3.7e-37) has 1/d = inf; its fp16 scale is 0, so all codes are 0.
+    const float id = d != 0.0f && std::isfinite(1.0f / d) ? 1.0f / d : 0.0f;
     const uint16_t h = HalfOfScale(d);
     unsigned char* blk = dst + b * kQ8_0BlockBytes;
     std::memcpy(blk, &h, 2);
