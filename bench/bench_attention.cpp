@@ -253,6 +253,7 @@ void RunComputeOnly(benchmark::State& state, DecodeArgs a) {
   view.page_table = pages.data();
   view.page_size = a.B;
   view.page_stride = static_cast<int64_t>(a.B) * kHkv * kD;
+  view.num_pages = 1;  // every entry is page 0: the L2-resident first block
   AttentionPlan plan;
   if (Status st = MakePlan(DecodeParams(a), &plan); !st.ok()) {
     state.SkipWithError(st.ToString().c_str());
@@ -583,7 +584,7 @@ void RunEngineStep(benchmark::State& state, double fraction, int threads) {
       for (auto& x : t) x = ids[next++];
       pool->tables.push_back(std::move(t));
       KVCacheView kv{pool->k->get(), pool->v->get(), DType::kF16, kHkv * kD, kD, pool->tables.back().data(),
-                     kPageTokens,    page_elems};
+                     kPageTokens,    page_elems,     pages};
       auto s = BlockSummaries::Create({kHkv, kD, 64, L, false, true});
       (void)s->Append(kv, L);
       pool->sums.push_back(std::move(*s));

@@ -232,6 +232,7 @@ inline KVData MakeKV(std::mt19937_64& rng, DType dtype, int64_t L, int32_t heads
     kv.view.page_table = kv.pages.data();
     kv.view.page_size = lay.page_size;
     kv.view.page_stride = page_stride;
+    kv.view.num_pages = npages + 1;  // the pool holds one spare page (the shuffle's)
   }
   return kv;
 }

@@ -642,6 +642,7 @@ TEST(Errors, EveryBadShapeHasAStatusNamingTheValue) {
   EXPECT_NE(Attend(plan, qv, paged, {}, ov, ws.data()).message().find("page_size"), std::string::npos);
   paged.page_size = 64;
   paged.page_stride = 64 * 128;
+  paged.num_pages = 16;
   table[3] = -2;
   EXPECT_NE(Attend(plan, qv, paged, {}, ov, ws.data()).message().find("page_table[3]"), std::string::npos);
   // Bad selection from a caller.
@@ -731,6 +732,25 @@ TEST(Q8_0, BadInputHasAStatusNamingTheValue) {
   EXPECT_NE(QuantizeQ8_0(x.data(), 64, q.data()).message().find("in[37]"), std::string::npos);
   x[37] = 1e30f;  // the scale would overflow fp16
   EXPECT_NE(QuantizeQ8_0(x.data(), 64, q.data()).message().find("in[37]"), std::string::npos);
+  x[37] = 8.33e6f;  // just above 65520 * 127: the fp16 scale would round to infinity
+  EXPECT_NE(QuantizeQ8_0(x.data(), 64, q.data()).message().find("in[37]"), std::string::npos);
+  x[37] = 8.31e6f;  // just below: a finite scale near fp16's largest
+  ASSERT_TRUE(QuantizeQ8_0(x.data(), 64, q.data()).ok());
+  // Tiny blocks: fp32-subnormal d (1/d = inf; UB if converted to int8) gives codes 0 and scale 0;
+  // d below half fp16's smallest subnormal (max|x| < 127 * 2^-25) also dequantizes to zeros.
+  for (float tiny : {1e-38f, 1e-40f, 3.0e-6f}) {
+    std::vector<float> t(32, -tiny);
+    t[5] = tiny;
+    ASSERT_TRUE(QuantizeQ8_0(t.data(), 32, q.data()).ok()) << tiny;
+    std::vector<float> back(32, 1.0f);
+    ToFloat32(q.data(), DType::kQ8_0, 32, back.data());
+    for (int j = 0; j < 32; ++j) {
+      EXPECT_EQ(back[static_cast<size_t>(j)], 0.0f) << tiny << " value " << j;
+      if (tiny < 1e-30f) {
+        EXPECT_EQ(q[static_cast<size_t>(2 + j)], 0) << tiny << " code " << j;
+      }
+    }
+  }
   // A trailing incomplete block has no values: NaN, never stale memory.
   x[37] = 1.0f;
   ASSERT_TRUE(QuantizeQ8_0(x.data(), 32, q.data()).ok());
@@ -771,6 +791,7 @@ TEST(Q8_0, BadInputHasAStatusNamingTheValue) {
   paged.page_table = table.data();
   paged.page_size = 64;
   paged.page_stride = 64 * 128 + 16;
+  paged.num_pages = 16;
   st = Attend(plan, {qv.data(), 512, 64}, paged, {}, {o.data(), 512, 64}, ws.data());
   EXPECT_NE(st.message().find("page_stride"), std::string::npos) << st.ToString();
 }

@@ -332,6 +332,7 @@ sb::KVCacheView PagedView(PagePool& pool, const Request& r, int layer) {
   kv.page_table = r.page_table.data();
   kv.page_size = kPage;
   kv.page_stride = kPageStride;
+  kv.num_pages = pool.num_pages();
   return kv;
 }
 sb::QueryView QView(const Request& r, int layer) {

@@ -97,8 +97,12 @@ void ToFloat32(const void* in, DType dtype, int64_t n, float* out) noexcept;
 /// 34 bytes, any alignment), exactly as ggml's reference quantize_row_q8_0: per block d =
 /// max|x| / 127, stored as fp16, q = round(x / d) computed as roundf(x * (1 / d)) with the fp32 d
 /// (q = 0 for an all-zero block). Round trip: |ToFloat32(q8) - x| <= d/2 + |x| * 2^-11 (the fp16
-/// rounding of d). Errors (nothing written): kInvalidArgument for a null pointer, n not a positive
-/// multiple of 32, or a non-finite input (the message names its index). O(n), allocates nothing,
+/// rounding of d) while d is a normal fp16 (block max|x| >= 127 * 2^-14, about 7.8e-3); below
+/// that the scale is an fp16 subnormal with an absolute step of 2^-24, adding up to 127 * 2^-25
+/// (about 3.8e-6) to the bound, and a block with max|x| < about 3.8e-6 dequantizes to all zeros.
+/// Errors (nothing written): kInvalidArgument for a null pointer, n not a positive multiple of
+/// 32, or an input that is not finite or has |x| >= 65520 * 127 (about 8.32e6; its scale would
+/// round to an fp16 infinity); the message names its index. O(n), allocates nothing,
 /// thread-safe.
 Status QuantizeQ8_0(const float* in, int64_t n, void* out);
 
@@ -118,6 +122,10 @@ struct KVCacheView {
   const int32_t* page_table = nullptr;  ///< null = contiguous
   int64_t page_size = 0;    ///< paged only: tokens per page, a positive multiple of block_size
   int64_t page_stride = 0;  ///< paged only: elements between consecutive pages
+  /// Paged only: pages in the pool K and V point into, >= 1; every page_table entry must lie in
+  /// [0, num_pages). The library cannot see the pool's size, so this is what makes an entry past
+  /// the pool an error (kInvalidArgument naming it) instead of a read past the caller's memory.
+  int64_t num_pages = 0;
 };
 
 /// Queries (fp32) and outputs (fp32): row (query i, q head h) at data + i*token_stride +

@@ -142,9 +142,11 @@ typedef enum sb_dtype {
   SB_DTYPE_Q8_0 = 3
 } sb_dtype;
 /** Quantizes n fp32 values (n a positive multiple of 32) to q8_0 blocks at out (n / 32 * 34
- * bytes, any alignment), as sparsebudget::QuantizeQ8_0 (ggml's reference rule). Errors
- * (nothing written): SB_ERROR_INVALID_ARGUMENT for null pointers, a bad n or a non-finite value.
- * O(n), allocates nothing, thread-safe. */
+ * bytes, any alignment), as sparsebudget::QuantizeQ8_0 (ggml's reference rule; its header gives
+ * the round-trip bound, looser for blocks with max|x| below about 7.8e-3, whose fp16 scale is
+ * subnormal). Errors (nothing written): SB_ERROR_INVALID_ARGUMENT for null pointers, a bad n, or
+ * a value that is not finite or has |x| >= 65520 * 127 (about 8.32e6: the scale would overflow
+ * fp16); the message names its index. O(n), allocates nothing, thread-safe. */
 SB_API sb_status sb_quantize_q8_0(const float* in, int64_t n, void* out);
 /** Block scoring for selection (values equal sparsebudget::Scoring): MEAN needs summaries with
  * keep_mean, BOUND (Quest's upper bound) needs keep_bound. */
@@ -254,7 +256,7 @@ SB_API sb_status sb_plan_workspace_bytes(const sb_plan* plan, size_t* bytes);
  *             + h*head_stride + d
  * and V likewise with the same strides. head_dim is contiguous. In the paged layout page_size
  * must be a positive multiple of block_size (so a block never straddles pages), page_table has
- * ceil(context_length / page_size) entries, and pages must not overlap. Paged and contiguous
+ * ceil(context_length / page_size) entries, each in [0, num_pages), and pages must not overlap. Paged and contiguous
  * layouts give bit-identical results. bf16 and f16 values are raw 16-bit patterns. */
 typedef struct sb_kv_view {
   size_t struct_size;   /**< sizeof(sb_kv_view) */
@@ -266,6 +268,8 @@ typedef struct sb_kv_view {
   const int32_t* page_table; /**< NULL = contiguous */
   int64_t page_size;         /**< tokens per page */
   int64_t page_stride;       /**< elements between pages */
+  int64_t num_pages; /**< paged: pages in the pool k and v point into, >= 1; every page_table
+                      * entry must be in [0, num_pages) (checked: the library cannot see the pool) */
 } sb_kv_view;
 
 /** fp32 queries: row (query i, q head h) at data + i*token_stride + h*head_stride (elements);
@@ -307,7 +311,7 @@ typedef struct sb_selection_stats {
 } sb_selection_stats;
 
 /** Checks that the views cover the plan's shape (rows do not overlap, extents do not overflow,
- * page table entries are in range). O(pages). `out` may be NULL. The execute calls run it
+ * every page table entry lies in [0, num_pages)). O(pages). `out` may be NULL. The execute calls run it
  * themselves; this is for engines that want to check once up front. */
 SB_API sb_status sb_validate_views(const sb_plan* plan, const sb_query_view* q,
                                    const sb_kv_view* kv, const sb_output_view* out);

@@ -247,6 +247,7 @@ KvArrays MakeKv(const py::array& k, const std::optional<py::array>& v, const std
   r.view.page_table = t;
   r.view.page_size = k.shape(1);
   r.view.page_stride = st[0];
+  r.view.num_pages = k.shape(0);
   r.tokens = table.shape(0) * k.shape(1);
   r.keep_table = table;
   return r;

@@ -270,12 +270,20 @@ Status CheckKvLayout(const KVCacheView& kv, int64_t t0, int64_t t1, int32_t head
   const int64_t pages = CeilDiv(t1, kv.page_size);
   if (pages > 1 && kv.page_stride < page_extent)
     return Bad("kv.page_stride " + S(kv.page_stride) + " is smaller than one page's extent " + S(page_extent));
+  if (kv.num_pages < 1)
+    return Bad("kv.num_pages (pages in the pool the page table points into) must be >= 1 for a paged view, got " +
+               S(kv.num_pages));
+  // The pool's extent fits in int64 bytes, so every entry in [0, num_pages) addresses memory
+  // inside the pool the caller declared.
+  int64_t pool_extent;
+  if (!CheckedMul<int64_t>(kv.num_pages - 1, kv.page_stride, &pool_extent) ||
+      !CheckedAdd(pool_extent, page_extent, &pool_extent) || DTypeBytes(elem, pool_extent) < 0)
+    return Bad("kv.num_pages " + S(kv.num_pages) + " x kv.page_stride " + S(kv.page_stride) + " overflows");
   for (int64_t i = t0 / kv.page_size; i < pages; ++i) {
     const int64_t pg = kv.page_table[i];
-    int64_t off;
-    if (pg < 0 || !CheckedMul<int64_t>(pg, kv.page_stride, &off) || !CheckedAdd(off, page_extent, &off) ||
-        DTypeBytes(elem, off) < 0)
-      return Bad("kv.page_table[" + S(i) + "] = " + S(pg) + " is negative or overflows");
+    if (pg < 0 || pg >= kv.num_pages)
+      return Bad("kv.page_table[" + S(i) + "] = " + S(pg) +
+                 " is outside the pool's [0, kv.num_pages = " + S(kv.num_pages) + ")");
   }
   return OkStatus();
 }

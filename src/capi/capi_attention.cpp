@@ -80,6 +80,7 @@ sb_status ToKv(const char* fn, const sb_kv_view* in, KVCacheView* out) {
   out->page_table = v.page_table;
   out->page_size = v.page_size;
   out->page_stride = v.page_stride;
+  out->num_pages = v.num_pages;
   if (v.page_table != nullptr && v.page_stride < 0)
     return Fail(fn, SB_ERROR_INVALID_ARGUMENT, "kv->page_stride must be >= 0, got " + S(v.page_stride));
   return SB_OK;

@@ -293,6 +293,7 @@ static void check_shape(const shape* s, sb_isa isa, uint64_t seed) {
     paged.page_table = table;
     paged.page_size = page_size;
     paged.page_stride = page_stride;
+    paged.num_pages = pages;
     memset(out2, 0, (size_t)nq_el * sizeof(float));
     CHECK_OK(sb_validate_views(plan, &qv, &paged, &ov2));
     CHECK_OK(sb_attend(plan, &qv, &paged, NULL, &ov2, ws, NULL));

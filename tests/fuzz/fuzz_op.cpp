@@ -65,7 +65,8 @@ std::string Describe(const sb_step_request& s, const sb_op_config& oc) {
                   " D=" + std::to_string(oc.head_dim) + " Hkv=" + std::to_string(oc.num_kv_heads) +
                   " B=" + std::to_string(oc.block_size) + " ts=" + std::to_string(s.kv.token_stride) +
                   " hs=" + std::to_string(s.kv.head_stride) + " page_size=" + std::to_string(s.kv.page_size) +
-                  " page_stride=" + std::to_string(s.kv.page_stride) + " budget_mode=" + std::to_string(s.budget.mode);
+                  " page_stride=" + std::to_string(s.kv.page_stride) + " num_pages=" + std::to_string(s.kv.num_pages) +
+                  " budget_mode=" + std::to_string(s.budget.mode);
   if (s.kv.page_table != nullptr && s.kv.page_size > 0 && s.context_length > 0) {
     d += " table=";
     const int64_t np = s.context_length / s.kv.page_size + (s.context_length % s.kv.page_size != 0);
@@ -148,6 +149,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       buf[r].table.resize(static_cast<size_t>(npages) + 1);
       for (auto& t : buf[r].table) t = in.Byte() % 8 ? static_cast<int32_t>(in.Range(0, 3)) : Pick32(in, 0, 10);
       s.kv.page_table = buf[r].table.data();
+      // Mostly the pool the entries fit (4 pages), else any count: entries past it must be refused.
+      s.kv.num_pages = in.Byte() % 4 ? 4 : Pick(in, -2, 12);
       tok = s.kv.page_size < L ? s.kv.page_size : L;
     }
     if (head_major) {
@@ -201,6 +204,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       c.kv.page_table = s.kv.page_table;
       c.kv.page_size = s.kv.page_size;
       c.kv.page_stride = s.kv.page_stride;
+      c.kv.num_pages = s.kv.num_pages;
       c.q.token_stride = s.q_token_stride;
       c.q.head_stride = s.q_head_stride;
       c.out.token_stride = s.out_token_stride;
@@ -246,6 +250,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           break;
         }
         SBFUZZ_CHECK(off >= 0, "sb_op_plan accepted a page before the buffer: " + Describe(s, oc));
+        SBFUZZ_CHECK(buf[r].table[static_cast<size_t>(i)] < s.kv.num_pages,
+                     "sb_op_plan accepted a page past the pool: " + Describe(s, oc));
         if (off > hi) hi = off;
       }
       kvext = hi;

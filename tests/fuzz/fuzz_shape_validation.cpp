@@ -144,6 +144,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     table.resize(static_cast<size_t>(npages) + 1);
     for (auto& t : table) t = in.Byte() % 8 ? static_cast<int32_t>(in.Range(0, 4)) : Pick32(in, 0, 10);
     kv.page_table = table.data();
+    // Mostly the pool the entries fit (5 pages), else any count: entries past it must be refused.
+    kv.num_pages = in.Byte() % 4 ? 5 : Pick(in, -2, 12);
   }
   const int64_t tok = paged ? (kv.page_size < L ? kv.page_size : L) : rows_in_layout;
   if (head_major) {
@@ -170,7 +172,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   sb_output_view co{sizeof(sb_output_view), o.data, o.token_stride, o.head_stride};
   sb_kv_view ckv{sizeof(sb_kv_view), kv.k,           kv.v,          static_cast<sb_dtype>(kv.dtype),
                  kv.token_stride,    kv.head_stride, kv.page_table, kv.page_size,
-                 kv.page_stride};
+                 kv.page_stride,     kv.num_pages};
   const sb_status cvst = sb_validate_views(plan, &cq, &ckv, &co);
   // (An empty plan accepts any views in C++; the C API still converts the enums first.)
   SBFUZZ_CHECK(!vst.ok() || cvst == SB_OK || plan_cpp.empty || (paged && kv.page_stride < 0),
@@ -194,6 +196,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         hi = -1;
         break;
       }
+      SBFUZZ_CHECK(table[static_cast<size_t>(i)] >= 0 && table[static_cast<size_t>(i)] < kv.num_pages,
+                   "ValidateViews accepted page_table[" + std::to_string(i) +
+                       "] = " + std::to_string(table[static_cast<size_t>(i)]) + " outside num_pages " +
+                       std::to_string(kv.num_pages));
       SBFUZZ_CHECK(off >= 0, "ValidateViews accepted page_table[" + std::to_string(i) +
                                  "] = " + std::to_string(table[static_cast<size_t>(i)]) + " with page_stride " +
                                  std::to_string(kv.page_stride) + ": a page before the buffer");

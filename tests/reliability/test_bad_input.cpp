@@ -294,7 +294,22 @@ TEST(BadInput, AttentionViews) {
     kv.page_table = table;
     kv.page_size = 64;
     kv.page_stride = 64 * 128;
+    kv.num_pages = 16;
   };
+  // The pool's size is the only thing that can stop an entry past the caller's memory.
+  views("page_table entry 16 past a pool of 16 pages", dec, [&](QueryView&, KVCacheView& kv, OutputView&) {
+    paged(kv);
+    static int32_t t5[16] = {0, 1, 2, 16};
+    kv.page_table = t5;
+  }, {kInv}, "page_table[3] = 16 is outside");
+  views("page_table entry -1", dec, [&](QueryView&, KVCacheView& kv, OutputView&) {
+    paged(kv);
+    static int32_t t6[16] = {0, -1};
+    kv.page_table = t6;
+  }, {kInv}, "page_table[1] = -1");
+  views("num_pages 0 (pool size not given)", dec, [&](QueryView&, KVCacheView& kv, OutputView&) { paged(kv); kv.num_pages = 0; }, {kInv}, "num_pages");
+  views("num_pages -3", dec, [&](QueryView&, KVCacheView& kv, OutputView&) { paged(kv); kv.num_pages = -3; }, {kInv}, "-3");
+  views("num_pages INT64_MAX (pool extent overflows)", dec, [&](QueryView&, KVCacheView& kv, OutputView&) { paged(kv); kv.num_pages = INT64_MAX; }, {kInv, kRange}, "num_pages");
   views("page_size 0", dec, [&](QueryView&, KVCacheView& kv, OutputView&) { paged(kv); kv.page_size = 0; }, {kInv}, "page_size");
   views("page_size -64", dec, [&](QueryView&, KVCacheView& kv, OutputView&) { paged(kv); kv.page_size = -64; }, {kInv}, "-64");
   views("page_stride below one page's extent", dec, [&](QueryView&, KVCacheView& kv, OutputView&) { paged(kv); kv.page_stride = 100; }, {kInv}, "page_stride");
@@ -311,7 +326,7 @@ TEST(BadInput, AttentionViews) {
     kv.page_stride = INT64_MAX - 100;
     static int32_t t3[16] = {1};
     kv.page_table = t3;
-  }, {kInv, kRange}, "page_table");
+  }, {kInv, kRange}, "num_pages");
   views("page_size 2^63-64 (one page; page count must not overflow)", dec, [&](QueryView&, KVCacheView& kv, OutputView&) {
     paged(kv);
     kv.page_size = INT64_MAX - 63;
@@ -329,6 +344,7 @@ TEST(BadInput, AttentionViews) {
             kv.page_table = t4;
             kv.page_size = 64;
             kv.page_stride = -64 * 128;
+            kv.num_pages = 2;
           },
           {kInv}, "page_stride");
   }
@@ -387,7 +403,7 @@ TEST(BadInput, SummariesSelectAttend) {
   append("kv.k null", [](KVCacheView& kv) { kv.k = nullptr; }, 200, {kInv}, "kv.k");
   append("kv.dtype 7", [](KVCacheView& kv) { kv.dtype = static_cast<DType>(7); }, 200, {kInv}, "dtype");
   append("negative token_stride", [](KVCacheView& kv) { kv.token_stride = -128; }, 200, {kInv}, "stride");
-  append("page_size 48", [](KVCacheView& kv) { static int32_t t[16] = {}; kv.page_table = t; kv.page_size = 48; kv.page_stride = 64 * 128; }, 200, {kInv}, "page_size");
+  append("page_size 48", [](KVCacheView& kv) { static int32_t t[16] = {}; kv.page_table = t; kv.page_size = 48; kv.page_stride = 64 * 128; kv.num_pages = 16; }, 200, {kInv}, "page_size");
   append("same count again (no-op)", [](KVCacheView&) {}, 100, {kOk}, "");
   // A negative page-table entry: tokens 100..199 live on page 1, mapped to -1. The view sits in
   // the middle of a large buffer so the (unchecked) read stays inside memory we own and the
@@ -395,7 +411,7 @@ TEST(BadInput, SummariesSelectAttend) {
   rows.push_back({"BlockSummaries::Append", "page_table[1] = -1 (page before the buffer)", [] {
                     static std::vector<float> big(64 * 128 * 8, 1.0f);
                     static int32_t t[16] = {4, -1, 5, 6};
-                    KVCacheView kv{big.data() + 64 * 128 * 3, big.data() + 64 * 128 * 3, DType::kF32, 128, 64, t, 64, 64 * 128};
+                    KVCacheView kv{big.data() + 64 * 128 * 3, big.data() + 64 * 128 * 3, DType::kF32, 128, 64, t, 64, 64 * 128, 8};
                     auto s = BlockSummaries::Create({2, 64, 64, 1000, true, true});
                     return R(s->Append(kv, 200));
                   },
@@ -865,7 +881,8 @@ TEST(BadInput, Issue12Rows) {
     kv.page_table = t;
     kv.page_size = 64;
     kv.page_stride = INT64_MAX;
-  }, {kInv, kRange}, "page_table[1]");
+    kv.num_pages = 4;
+  }, {kInv, kRange}, "num_pages");
   row("ProbeStatsFromSummaries", "q_head_stride INT64_MAX with 4 heads", [&w] {
     return R(ProbeStatsFromSummaries(w.sum, w.q.data(), INT64_MAX, 4));
   }, {kRange}, "q_head_stride");

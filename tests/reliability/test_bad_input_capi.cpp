@@ -64,7 +64,7 @@ struct CWorld {
     size_t bytes = 0;
     EXPECT_EQ(sb_plan_workspace_bytes(plan, &bytes), SB_OK);
     ws = Guarded<unsigned char>(bytes + 64);
-    kv = {sizeof(sb_kv_view), k.data(), v.data(), SB_DTYPE_F32, 128, 64, nullptr, 0, 0};
+    kv = {sizeof(sb_kv_view), k.data(), v.data(), SB_DTYPE_F32, 128, 64, nullptr, 0, 0, 0};
     qv = {sizeof(sb_query_view), q.data(), 512, 64};
     ov = {sizeof(sb_output_view), out.data(), 512, 64};
     sel = {sizeof(sb_block_selection), idx.data(), cnt.data(), 16};
@@ -202,6 +202,18 @@ TEST(BadInputCapi, NullPointersAndStructSizes) {
     kv.page_table = t; kv.page_size = 64; kv.page_stride = -1;
     return sb_validate_views(P, &w.qv, &kv, &w.ov);
   }, {kInv}, "page_stride");
+  add("sb_validate_views kv page_table entry past num_pages", [&] {
+    sb_kv_view kv = w.kv;
+    static int32_t t[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    kv.page_table = t; kv.page_size = 64; kv.page_stride = 64 * 128; kv.num_pages = 15;
+    return sb_validate_views(P, &w.qv, &kv, &w.ov);
+  }, {kInv}, "page_table[15] = 15 is outside");
+  add("sb_attend kv paged without num_pages", [&] {
+    sb_kv_view kv = w.kv;
+    static int32_t t[16] = {};
+    kv.page_table = t; kv.page_size = 64; kv.page_stride = 64 * 128; kv.num_pages = 0;
+    return sb_attend(P, &w.qv, &kv, nullptr, &w.ov, w.ws.data(), nullptr);
+  }, {kInv}, "num_pages");
   add("sb_validate_views kv token_stride 2^62", [&] { sb_kv_view kv = w.kv; kv.token_stride = int64_t{1} << 62; return sb_validate_views(P, &w.qv, &kv, &w.ov); }, {kRange}, "kv");
   add("sb_validate_views q heads overlap", [&] { sb_query_view q = w.qv; q.head_stride = 10; return sb_validate_views(P, &q, &w.kv, &w.ov); }, {kInv}, "overlap");
   // Summaries.

@@ -147,7 +147,7 @@ struct World {
     sb_plan_workspace_bytes(prefill, &b2);
     ws = Guarded<unsigned char>((b1 > b2 ? b1 : b2) + 64);
     for (int i = 0; i < 16; ++i) table[static_cast<size_t>(i)] = i;
-    kv = {sizeof(sb_kv_view), k.data(), v.data(), SB_DTYPE_F32, 128, 64, nullptr, 0, 0};
+    kv = {sizeof(sb_kv_view), k.data(), v.data(), SB_DTYPE_F32, 128, 64, nullptr, 0, 0, 0};
     qv = {sizeof(sb_query_view), q.data(), 512, 64};
     ov = {sizeof(sb_output_view), out.data(), 512, 64};
     sel = {sizeof(sb_block_selection), idx.data(), cnt.data(), 16};
@@ -343,7 +343,8 @@ TEST(ExtremeFields, EveryIntegerAndFloatFieldOfEveryCStruct) {
   const std::vector<Field> kv_fields = {
       SB_FIELD(sb_kv_view, struct_size, kSize), SB_FIELD(sb_kv_view, dtype, kEnum),
       SB_FIELD(sb_kv_view, token_stride, kI64), SB_FIELD(sb_kv_view, head_stride, kI64),
-      SB_FIELD(sb_kv_view, page_size, kI64), SB_FIELD(sb_kv_view, page_stride, kI64)};
+      SB_FIELD(sb_kv_view, page_size, kI64), SB_FIELD(sb_kv_view, page_stride, kI64),
+      SB_FIELD(sb_kv_view, num_pages, kI64)};
   for (int paged = 0; paged < 2; ++paged) {
     ForEach(w, paged ? "sb_kv_view(paged)" : "sb_kv_view", kv_fields, [&](Bytes& b, const std::string& what) {
       run_views(P, 1, &w.qv, b.As<sb_kv_view>(), &w.ov, what);
@@ -353,6 +354,7 @@ TEST(ExtremeFields, EveryIntegerAndFloatFieldOfEveryCStruct) {
         kv.page_table = w.table.data();
         kv.page_size = 64;
         kv.page_stride = 64 * 128;
+        kv.num_pages = 16;
       }
       return Bytes(kv);
     });
