@@ -67,10 +67,11 @@ struct AttentionOpConfig {
 };
 
 /// One request of a step. `kv`, `q` and `out` give LAYOUTS only: their data pointers are ignored
-/// (the layer's pointers come in LayerInput); strides, dtype and page table are validated by
-/// Plan and must stay valid (the page table alive and unchanged) until the last RunLayer of the
-/// step. Every layer of a request uses the same layout (vLLM/FlashInfer: one page table per
-/// request, one cache tensor per layer).
+/// (the layer's pointers come in LayerInput); strides, dtype, page table and num_pages (every
+/// layer's pool holds that many pages) are validated by Plan and must stay valid (the page
+/// table alive and unchanged) until the last RunLayer of the step. Every layer of a request
+/// uses the same layout (vLLM/FlashInfer: one page table per request, one cache tensor per
+/// layer).
 struct StepRequest {
   int64_t context_length = 0;  ///< tokens in the cache, this step's queries included
   int32_t num_queries = 1;     ///< the LAST num_queries positions (1 = decode); 0 = skip

@@ -256,8 +256,9 @@ SB_API sb_status sb_plan_workspace_bytes(const sb_plan* plan, size_t* bytes);
  *             + h*head_stride + d
  * and V likewise with the same strides. head_dim is contiguous. In the paged layout page_size
  * must be a positive multiple of block_size (so a block never straddles pages), page_table has
- * ceil(context_length / page_size) entries, each in [0, num_pages), and pages must not overlap. Paged and contiguous
- * layouts give bit-identical results. bf16 and f16 values are raw 16-bit patterns. */
+ * ceil(context_length / page_size) entries, each in [0, num_pages), and pages must not overlap.
+ * Paged and contiguous layouts give bit-identical results. bf16 and f16 values are raw 16-bit
+ * patterns. */
 typedef struct sb_kv_view {
   size_t struct_size;   /**< sizeof(sb_kv_view) */
   const void* k;        /**< K, elements of `dtype` */
@@ -268,8 +269,9 @@ typedef struct sb_kv_view {
   const int32_t* page_table; /**< NULL = contiguous */
   int64_t page_size;         /**< tokens per page */
   int64_t page_stride;       /**< elements between pages */
-  int64_t num_pages; /**< paged: pages in the pool k and v point into, >= 1; every page_table
-                      * entry must be in [0, num_pages) (checked: the library cannot see the pool) */
+  int64_t num_pages;         /**< paged: pages in the pool k and v point into, >= 1; every
+                              * page_table entry must be in [0, num_pages) (checked: the
+                              * library cannot see the pool) */
 } sb_kv_view;
 
 /** fp32 queries: row (query i, q head h) at data + i*token_stride + h*head_stride (elements);
@@ -311,8 +313,8 @@ typedef struct sb_selection_stats {
 } sb_selection_stats;
 
 /** Checks that the views cover the plan's shape (rows do not overlap, extents do not overflow,
- * every page table entry lies in [0, num_pages)). O(pages). `out` may be NULL. The execute calls run it
- * themselves; this is for engines that want to check once up front. */
+ * every page table entry lies in [0, num_pages)). O(pages). `out` may be NULL. The execute calls
+ * run it themselves; this is for engines that want to check once up front. */
 SB_API sb_status sb_validate_views(const sb_plan* plan, const sb_query_view* q,
                                    const sb_kv_view* kv, const sb_output_view* out);
 
@@ -598,8 +600,8 @@ SB_API void sb_op_destroy(sb_op* op);
 /** *isa = the ISA every call on this op runs. */
 SB_API sb_status sb_op_isa(const sb_op* op, sb_isa* isa);
 
-/** One request of a step. kv gives the LAYOUT (dtype, strides, page table; kv.k and kv.v are
- * ignored); the page table must stay valid until the step's last layer call. */
+/** One request of a step. kv gives the LAYOUT (dtype, strides, page table, num_pages; kv.k and
+ * kv.v are ignored); the page table must stay valid until the step's last layer call. */
 typedef struct sb_step_request {
   size_t struct_size;       /**< sizeof(sb_step_request) */
   int64_t context_length;   /**< tokens in the cache, this step's queries included */
