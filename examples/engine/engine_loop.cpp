@@ -421,7 +421,7 @@ struct Engine {
     if (plan.workspace_bytes() > workspace.bytes || dense_plan.workspace_bytes() > dense_workspace.bytes)
       Fail("workspace", sb::Status(sb::StatusCode::kInternal, "sized for the final lengths, yet too small"));
     for (size_t i = 0; i < reqs.size(); ++i)
-      reqs[i].dense_fallback = sb::PlanRunsDense(plan.request_plan(static_cast<int32_t>(i)));
+      reqs[i].dense_fallback = sb::PlanRunsDense(*plan.request_plan(static_cast<int32_t>(i)));
   }
 
   void Prefill(int ith) {
@@ -728,7 +728,7 @@ bool CheckAgainstSparseAttention(Engine& e) {
   }
   for (size_t i = 0; i < e.reqs.size(); ++i) {
     Request& r = e.reqs[i];
-    const sb::AttentionPlan& plan = last.request_plan(static_cast<int32_t>(i));
+    const sb::AttentionPlan& plan = *last.request_plan(static_cast<int32_t>(i));
     ws.Reserve(plan.workspace_bytes);
     for (int l = 0; l < e.opt.layers; ++l) {
       sb::OutputView ov{ref.data(), kHeadDim * kQHeads, kHeadDim};
@@ -751,7 +751,7 @@ bool CheckAgainstSparseAttention(Engine& e) {
   const auto longest =
       std::max_element(e.reqs.begin(), e.reqs.end(), [](const Request& a, const Request& b) { return a.len < b.len; });
   const Request& r = *longest;
-  const sb::AttentionPlan& plan = last.request_plan(static_cast<int32_t>(longest - e.reqs.begin()));
+  const sb::AttentionPlan& plan = *last.request_plan(static_cast<int32_t>(longest - e.reqs.begin()));
   std::vector<uint16_t> k(static_cast<size_t>(r.len * kTokenStride)), v(k.size());
   const sb::KVCacheView paged = PagedView(*e.pool, r, 0);
   for (int64_t t = 0; t < r.len; ++t) {

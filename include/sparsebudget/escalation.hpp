@@ -33,7 +33,7 @@ inline constexpr size_t kMaxEscalationRungs = 64;
 struct EscalationState {
   int64_t total_blocks = 0;   ///< current budget in total kept blocks (budget.hpp's counting)
   int64_t causal_blocks = 0;  ///< of the request's current decode step
-  int32_t escalations = 0;    ///< steps recomputed so far
+  int32_t escalations = 0;    ///< steps recomputed so far (saturates at INT32_MAX)
 };
 
 /// How the policy reacts to an unsure token.

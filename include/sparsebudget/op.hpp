@@ -131,9 +131,11 @@ class StepPlan {
   /// Alignment the workspace must have (64).
   size_t workspace_alignment() const noexcept { return 64; }
   /// Request r's single-request plan (its budget unscaled), for inspection and for engines that
-  /// mix this API with the per-request calls.
-  const AttentionPlan& request_plan(int32_t r) const noexcept {
-    return entries_[static_cast<size_t>(r)].plan;
+  /// mix this API with the per-request calls; null when r is outside [0, num_requests()). Valid
+  /// until the next Plan into this StepPlan. O(1).
+  const AttentionPlan* request_plan(int32_t r) const noexcept {
+    return r >= 0 && static_cast<size_t>(r) < num_requests_ ? &entries_[static_cast<size_t>(r)].plan
+                                                            : nullptr;
   }
 
   /// One request as Plan stored it (its layouts, its plan, its workspace region).

@@ -430,10 +430,10 @@ typedef struct sb_request_features {
   double probe_entropy;   /**< entropy of the block mass, nats; NaN = unknown */
   double probe_top5_mass; /**< mass of the heaviest 5% of blocks, in [0, 1]; NaN = unknown */
   int32_t num_task_probs; /**< task_prob_names/values: probabilities over task classes */
-  const char* const* task_prob_names; /**< num_task_probs class names */
+  const char* const* task_prob_names; /**< num_task_probs class names, distinct */
   const double* task_prob_values;     /**< num_task_probs probabilities, each in [0, 1] */
   int32_t num_extra;                  /**< extra_names/values: other numeric features */
-  const char* const* extra_names;     /**< num_extra feature names */
+  const char* const* extra_names;     /**< num_extra feature names, distinct */
   const double* extra_values;         /**< num_extra finite values */
 } sb_request_features;
 
@@ -536,7 +536,7 @@ typedef struct sb_escalation_state {
   size_t struct_size;    /**< sizeof(sb_escalation_state) */
   int64_t total_blocks;  /**< the budget the request decodes at now, in total kept blocks */
   int64_t causal_blocks; /**< of the request's decode step */
-  int32_t escalations;   /**< steps recomputed so far */
+  int32_t escalations;   /**< steps recomputed so far (saturates at INT32_MAX) */
 } sb_escalation_state;
 
 /** Starts a request at a prediction's budget (total_blocks, causal_blocks). */

@@ -65,6 +65,14 @@ struct TraceRecord {
   ///@}
 };
 
+/// The value rules of a record, the one place they live (ParseTraceRecord applies them to every
+/// line; FitPredictor, Calibrate and Evaluate to records built in memory): id and task non-empty,
+/// context_length and block_size >= 1, curve non-empty with blocks strictly ascending in [1,
+/// causal_blocks] and each fraction = blocks / causal_blocks (to 1e-4), qualities and top-1
+/// probabilities in [0, 1], min_top1_prob <= top1_prob, dense_quality in [0, 1], the oracle's
+/// blocks in [1, causal_blocks] with its fraction, the features (ValidateFeatures). Error
+/// (kInvalidArgument) names the key: "key 'curve[3].quality' must be in [0, 1], got 2". O(curve).
+Status ValidateTraceRecord(const TraceRecord& record);
 /// Parses and validates one JSONL line. Errors: "line N: key 'curve[3].quality' ...".
 Expected<TraceRecord> ParseTraceRecord(const std::string& line, int64_t line_number);
 /// Reads a whole file (duplicate ids are errors). Errors name the file and line.

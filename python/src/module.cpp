@@ -1137,7 +1137,7 @@ q.shape[0]; context_length defaults to the tokens k holds. out: an array giving 
             if (r < 0 || r >= p.plan.num_requests())
               throw py::index_error("request " + std::to_string(r) + " is outside [0, " +
                                     std::to_string(p.plan.num_requests()) + ")");
-            return sb::PlanRunsDense(p.plan.request_plan(r));
+            return sb::PlanRunsDense(*p.plan.request_plan(r));
           },
           py::arg("request"),
           "True if request r runs dense at budget_scale 1 (dense budget, or one keeping >= 90% of the blocks).");

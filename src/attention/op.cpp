@@ -9,6 +9,7 @@
 #include <string>
 
 #include "attention/internal.hpp"
+#include "core/checked.hpp"
 #include "kernels/kernels.hpp"
 #include "sparsebudget/thread_pool.hpp"
 
@@ -17,6 +18,7 @@ namespace sparsebudget {
 namespace {
 
 Status Bad(const std::string& m) { return Status(StatusCode::kInvalidArgument, m); }
+Status OutOfRange(const std::string& m) { return Status(StatusCode::kOutOfRange, m); }
 // The error `st` of request r, prefixed with the request (built only on the error path).
 Status At(size_t r, const Status& st) {
   return Status(st.code(), "request " + std::to_string(r) + ": " + st.message());
@@ -177,7 +179,7 @@ Status AttentionOp::CheckLayer(const StepPlan& plan, const LayerArgs& args) cons
     const AttentionParams& p = e.plan.params;
     if (p.shape.num_q_heads != config_.num_q_heads || p.shape.num_kv_heads != config_.num_kv_heads ||
         p.shape.head_dim != config_.head_dim || p.shape.block_size != config_.block_size ||
-        p.kv_dtype != config_.kv_dtype || p.scoring != config_.scoring)
+        p.kv_dtype != config_.kv_dtype || p.scoring != config_.scoring || !(p.scale == config_.scale))
       return Bad("the StepPlan was made by an AttentionOp of another configuration");
     if (e.plan.empty) continue;
     const LayerInput& in = args.inputs[r];
@@ -319,9 +321,23 @@ Status MergeAttentionStates(int64_t rows, int32_t head_dim, const float* v_other
   if (rows == 0) return OkStatus();
   if (v_other == nullptr || lse_other == nullptr || v == nullptr || lse == nullptr)
     return Bad("MergeAttentionStates: a pointer is null");
+  if (head_dim > kernels::kMaxHeadDim)
+    return Bad("head_dim must be <= " + std::to_string(kernels::kMaxHeadDim) + ", got " + std::to_string(head_dim));
   if ((rows > 1 && (v_stride < head_dim || v_other_stride < head_dim)))
     return Bad("MergeAttentionStates: strides must be >= head_dim (" + std::to_string(head_dim) + "), got " +
                std::to_string(v_stride) + " and " + std::to_string(v_other_stride));
+  // Every row's address must be defined pointer arithmetic: (rows - 1) * stride + head_dim floats.
+  int64_t extent = 0, bytes = 0;
+  if (rows > 1 && !(detail::CheckedExtent(rows, v_stride, head_dim, &extent) &&
+                    detail::CheckedBytes(extent, sizeof(float), &bytes)))
+    return OutOfRange("MergeAttentionStates: rows " + std::to_string(rows) + " x v_stride " + std::to_string(v_stride) +
+                      " overflows the address space");
+  if (rows > 1 && !(detail::CheckedExtent(rows, v_other_stride, head_dim, &extent) &&
+                    detail::CheckedBytes(extent, sizeof(float), &bytes)))
+    return OutOfRange("MergeAttentionStates: rows " + std::to_string(rows) + " x v_other_stride " +
+                      std::to_string(v_other_stride) + " overflows the address space");
+  if (!detail::CheckedBytes(rows, sizeof(float), &bytes))
+    return OutOfRange("MergeAttentionStates: rows " + std::to_string(rows) + " overflows the address space");
   for (int64_t r = 0; r < rows; ++r) {
     const float la = lse[r], lb = lse_other[r];
     float* va = v + r * v_stride;

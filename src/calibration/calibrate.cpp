@@ -312,6 +312,7 @@ Expected<CalibrationResult> Calibrate(const std::string& type, const Predictor* 
   if (!(opt.delta >= 0 && opt.delta < 1))
     return Status(StatusCode::kInvalidArgument, "calibrate: delta must be in [0, 1), got " + std::to_string(opt.delta));
   if (traces.size() < 2) return Status(StatusCode::kInvalidArgument, "calibrate: need at least 2 traces");
+  if (Status st = detail::CheckTraces("calibrate", traces); !st.ok()) return st;
 
   CalibrationResult res;
   std::vector<size_t> fit_idx, hold_idx, all_idx(traces.size());

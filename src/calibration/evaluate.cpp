@@ -105,6 +105,7 @@ Expected<EvalReport> Evaluate(const std::vector<TraceRecord>& traces,
                               const std::vector<std::pair<std::string, const Predictor*>>& predictors,
                               const EvalOptions& opt) {
   if (traces.empty()) return Status(StatusCode::kInvalidArgument, "evaluate: no traces");
+  if (Status st = detail::CheckTraces("evaluate", traces); !st.ok()) return st;
   if (opt.sweep_points < 1 || opt.sweep_points > 1000)
     return Status(StatusCode::kInvalidArgument, "evaluate: sweep_points must be in [1, 1000]");
   if (!(opt.kv_bytes_per_token > 0))

@@ -16,6 +16,16 @@
 namespace sparsebudget {
 namespace detail {
 
+Status CheckTraces(const char* fn, const std::vector<TraceRecord>& traces) {
+  for (size_t i = 0; i < traces.size(); ++i) {
+    const Status st = ValidateTraceRecord(traces[i]);
+    if (!st.ok())
+      return Status(st.code(), std::string(fn) + ": traces[" + std::to_string(i) + "] (id '" + traces[i].id +
+                                   "'): " + st.message());
+  }
+  return OkStatus();
+}
+
 double FitTargetBlocks(const TraceRecord& r) {
   const int64_t o = MonotoneOracleBlocks(r);
   int64_t lower = 0;
@@ -359,6 +369,7 @@ Expected<std::unique_ptr<Predictor>> FitPredictor(const std::string& type, const
   if (traces.empty()) return Status(StatusCode::kInvalidArgument, "fit: no traces");
   Status st = ValidateLimits(opt.limits);
   if (!st.ok()) return st;
+  if (st = CheckTraces("fit", traces); !st.ok()) return st;
   std::vector<const TraceRecord*> all, inf;
   for (const auto& r : traces) {
     all.push_back(&r);

@@ -33,6 +33,10 @@ class Rng {
   uint64_t s_;
 };
 
+// Every record through ValidateTraceRecord (records built in memory skip the reader's checks);
+// the error names the call, the index and the id: "calibrate: traces[3] (id 'a'): key ...".
+Status CheckTraces(const char* fn, const std::vector<TraceRecord>& traces);
+
 // Fit target in blocks: the geometric midpoint of the oracle's censoring interval
 // (largest curve point below the monotone oracle, oracle]; the oracle itself when it is the
 // smallest curve point.

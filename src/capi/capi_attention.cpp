@@ -38,12 +38,10 @@ sb_status ToParams(const char* fn, const sb_attention_params* in, AttentionParam
   r.kv_dtype = static_cast<DType>(dt);
   r.scoring = static_cast<Scoring>(sc);
   r.scale = p.scale;
-  // The nested budget must lie inside the caller's params object.
-  if (offsetof(sb_attention_params, budget) + p.budget.struct_size > p.struct_size &&
-      p.budget.struct_size > sizeof(sb_budget))
-    return Fail(fn, SB_ERROR_INVALID_ARGUMENT,
-                "params->budget.struct_size " + S(static_cast<int64_t>(p.budget.struct_size)) +
-                    " reaches past params->struct_size " + S(static_cast<int64_t>(p.struct_size)));
+  if (sb_status st = CheckNested(fn, "params->budget", p.budget.struct_size, offsetof(sb_attention_params, budget),
+                                 sizeof(sb_budget), p.struct_size, sizeof(sb_attention_params));
+      st != SB_OK)
+    return st;
   if (sb_status st = ToBudget(fn, "params->budget", &in->budget, &r.budget); st != SB_OK) return st;
   *out = r;
   return SB_OK;
@@ -67,11 +65,12 @@ sb_status ToOutput(const char* fn, const sb_output_view* in, OutputView* out) {
   return SB_OK;
 }
 
-sb_status ToKv(const char* fn, const sb_kv_view* in, KVCacheView* out) {
+sb_status ToKv(const char* fn, const char* what, const sb_kv_view* in, KVCacheView* out) {
   sb_kv_view v{};
-  if (sb_status st = ReadIn(fn, "kv", in, sizeof(sb_kv_view), &v); st != SB_OK) return st;
+  if (sb_status st = ReadIn(fn, what, in, sizeof(sb_kv_view), &v); st != SB_OK) return st;
   const int dt = EnumBits(v.dtype);
-  if (dt < 0 || dt > 3) return Fail(fn, SB_ERROR_INVALID_ARGUMENT, "kv->dtype is not an sb_dtype: " + S(dt));
+  if (dt < 0 || dt > 3)
+    return Fail(fn, SB_ERROR_INVALID_ARGUMENT, std::string(what) + "->dtype is not an sb_dtype: " + S(dt));
   out->k = v.k;
   out->v = v.v;
   out->dtype = static_cast<DType>(dt);
@@ -82,7 +81,8 @@ sb_status ToKv(const char* fn, const sb_kv_view* in, KVCacheView* out) {
   out->page_stride = v.page_stride;
   out->num_pages = v.num_pages;
   if (v.page_table != nullptr && v.page_stride < 0)
-    return Fail(fn, SB_ERROR_INVALID_ARGUMENT, "kv->page_stride must be >= 0, got " + S(v.page_stride));
+    return Fail(fn, SB_ERROR_INVALID_ARGUMENT,
+                std::string(what) + "->page_stride must be >= 0, got " + S(v.page_stride));
   return SB_OK;
 }
 
@@ -121,7 +121,9 @@ void ToStats(const SelectionStats& st, sb_selection_stats* out) {
 
 }  // namespace
 
-sb_status ToKvView(const char* fn, const sb_kv_view* in, KVCacheView* out) { return ToKv(fn, in, out); }
+sb_status ToKvView(const char* fn, const char* what, const sb_kv_view* in, KVCacheView* out) {
+  return ToKv(fn, what, in, out);
+}
 
 }  // namespace sparsebudget::capi
 
@@ -213,7 +215,7 @@ sb_status sb_validate_views(const sb_plan* plan, const sb_query_view* q, const s
     KVCacheView kvv;
     OutputView ov;
     if (sb_status st = capi::ToQuery(fn, q, &qv); st != SB_OK) return st;
-    if (sb_status st = capi::ToKv(fn, kv, &kvv); st != SB_OK) return st;
+    if (sb_status st = capi::ToKv(fn, "kv", kv, &kvv); st != SB_OK) return st;
     if (out != nullptr)
       if (sb_status st = capi::ToOutput(fn, out, &ov); st != SB_OK) return st;
     return capi::FromStatus(fn, ValidateViews(plan->plan, qv, kvv, out != nullptr ? &ov : nullptr));
@@ -259,7 +261,7 @@ sb_status sb_summaries_append(sb_summaries* summaries, const sb_kv_view* kv, int
   return Guard(fn, [&]() -> sb_status {
     if (summaries == nullptr) return Null(fn, "summaries");
     KVCacheView v;
-    if (sb_status st = capi::ToKv(fn, kv, &v); st != SB_OK) return st;
+    if (sb_status st = capi::ToKv(fn, "kv", kv, &v); st != SB_OK) return st;
     return capi::FromStatus(fn, summaries->summaries.Append(v, new_num_tokens));
   });
 }
@@ -359,7 +361,7 @@ sb_status sb_attend(const sb_plan* plan, const sb_query_view* q, const sb_kv_vie
     OutputView ov;
     BlockSelection sel;
     if (sb_status st = capi::ToQuery(fn, q, &qv); st != SB_OK) return st;
-    if (sb_status st = capi::ToKv(fn, kv, &kvv); st != SB_OK) return st;
+    if (sb_status st = capi::ToKv(fn, "kv", kv, &kvv); st != SB_OK) return st;
     if (sb_status st = capi::ToOutput(fn, out, &ov); st != SB_OK) return st;
     if (sb_status st = capi::ToSelection(fn, "selection", selection, true, &sel); st != SB_OK) return st;
     return capi::FromStatus(fn, Attend(plan->plan, qv, kvv, capi::AsConst(sel), ov, workspace,
@@ -378,7 +380,7 @@ sb_status sb_attend_partition(const sb_plan* plan, const sb_query_view* q, const
     OutputView ov;
     BlockSelection sel;
     if (sb_status st = capi::ToQuery(fn, q, &qv); st != SB_OK) return st;
-    if (sb_status st = capi::ToKv(fn, kv, &kvv); st != SB_OK) return st;
+    if (sb_status st = capi::ToKv(fn, "kv", kv, &kvv); st != SB_OK) return st;
     if (sb_status st = capi::ToOutput(fn, out, &ov); st != SB_OK) return st;
     if (sb_status st = capi::ToSelection(fn, "selection", selection, true, &sel); st != SB_OK) return st;
     return capi::FromStatus(fn, AttendPartition(plan->plan, qv, kvv, capi::AsConst(sel), ov, workspace, ith, nth));
@@ -412,7 +414,7 @@ sb_status sb_sparse_attention(const sb_plan* plan, const sb_query_view* q, const
     OutputView ov;
     BlockSelection sel;
     if (sb_status st = capi::ToQuery(fn, q, &qv); st != SB_OK) return st;
-    if (sb_status st = capi::ToKv(fn, kv, &kvv); st != SB_OK) return st;
+    if (sb_status st = capi::ToKv(fn, "kv", kv, &kvv); st != SB_OK) return st;
     if (sb_status st = capi::ToOutput(fn, out, &ov); st != SB_OK) return st;
     if (sb_status st = capi::ToSelection(fn, "selection_out", selection_out, true, &sel); st != SB_OK) return st;
     SelectionStats s;

@@ -95,6 +95,24 @@ sb_status ReadIn(const char* fn, const char* what, const T* in, size_t first_ver
   return SB_OK;
 }
 
+// A struct embedded by value in another (sb_attention_params::budget, sb_step_request::kv):
+// its struct_size must keep it inside the enclosing struct's declared size, and one that is not
+// the enclosing struct's last member cannot be larger than this library's sizeof, since a newer
+// nested layout would move the siblings after it. Checked before ReadIn reads the nested bytes.
+inline sb_status CheckNested(const char* fn, const char* what, size_t nested_size, size_t offset, size_t nested_sizeof,
+                             size_t enclosing_size, size_t enclosing_sizeof) noexcept {
+  const bool last_member = offset + nested_sizeof == enclosing_sizeof;
+  if (nested_size > nested_sizeof && !last_member)
+    return Fail(fn, SB_ERROR_INVALID_ARGUMENT,
+                std::string(what) + ".struct_size " + std::to_string(nested_size) + " is not this library's " +
+                    std::to_string(nested_sizeof) + " (the struct is embedded by value; set it to sizeof the struct)");
+  if (nested_size > nested_sizeof && nested_size > enclosing_size - offset)
+    return Fail(fn, SB_ERROR_INVALID_ARGUMENT,
+                std::string(what) + ".struct_size " + std::to_string(nested_size) +
+                    " reaches past the enclosing struct_size " + std::to_string(enclosing_size));
+  return SB_OK;
+}
+
 // Output struct: non-null, struct_size >= first version.
 template <typename T>
 sb_status CheckOut(const char* fn, const char* what, const T* out, size_t first_version_size) noexcept {
@@ -124,8 +142,9 @@ void WriteOut(T* out, T value) noexcept {
 // rest where the caller needs it); `what` names the struct in messages.
 sb_status ToBudget(const char* fn, const char* what, const sb_budget* in, Budget* out) noexcept;
 sb_budget FromBudget(const Budget& budget) noexcept;
-// sb_kv_view -> KVCacheView: struct_size and the dtype enum (the C++ calls check the rest).
-sb_status ToKvView(const char* fn, const sb_kv_view* in, KVCacheView* out);
+// sb_kv_view -> KVCacheView: struct_size and the dtype enum (the C++ calls check the rest);
+// `what` names the view in messages.
+sb_status ToKvView(const char* fn, const char* what, const sb_kv_view* in, KVCacheView* out);
 
 // The C++ predictor behind a handle (capi_predictor.cpp); `p` must not be null.
 const Predictor* PredictorOf(const sb_predictor* p) noexcept;

@@ -63,15 +63,24 @@ void ToStats(const LayerStats& s, sb_layer_stats* out) {
 
 sb_status ToRequest(const char* fn, const sb_step_request* in, int32_t r, StepRequest* out) {
   // Names for messages without a heap allocation (this runs every step).
-  char what[48], budget[48];
+  char what[48], budget[48], kv[48];
   (void)std::snprintf(what, sizeof what, "requests[%d]", static_cast<int>(r));
   (void)std::snprintf(budget, sizeof budget, "requests[%d].budget", static_cast<int>(r));
+  (void)std::snprintf(kv, sizeof kv, "requests[%d].kv", static_cast<int>(r));
   sb_step_request v{};
   if (sb_status st = ReadIn(fn, what, in, sizeof(sb_step_request), &v); st != SB_OK) return st;
+  if (sb_status st = CheckNested(fn, budget, v.budget.struct_size, offsetof(sb_step_request, budget), sizeof(sb_budget),
+                                 v.struct_size, sizeof(sb_step_request));
+      st != SB_OK)
+    return st;
+  if (sb_status st = CheckNested(fn, kv, v.kv.struct_size, offsetof(sb_step_request, kv), sizeof(sb_kv_view),
+                                 v.struct_size, sizeof(sb_step_request));
+      st != SB_OK)
+    return st;
   out->context_length = v.context_length;
   out->num_queries = v.num_queries;
   if (sb_status st = ToBudget(fn, budget, &in->budget, &out->budget); st != SB_OK) return st;
-  if (sb_status st = ToKvView(fn, &in->kv, &out->kv); st != SB_OK) return st;
+  if (sb_status st = ToKvView(fn, kv, &in->kv, &out->kv); st != SB_OK) return st;
   out->q = QueryView{nullptr, v.q_token_stride, v.q_head_stride};
   out->out = OutputView{nullptr, v.out_token_stride, v.out_head_stride};
   return SB_OK;

@@ -64,7 +64,11 @@ sb_status ToFeatures(const char* fn, const sb_request_features* in, RequestFeatu
       if (l.names[i] == nullptr)
         return Fail(fn, SB_ERROR_INVALID_ARGUMENT,
                     std::string("features->") + l.what + "_names[" + std::to_string(i) + "] is null");
-      (*l.into)[l.names[i]] = l.values[i];
+      // A repeated name is an error, as in the JSON reader (a map would keep the last silently).
+      if (!l.into->emplace(l.names[i], l.values[i]).second)
+        return Fail(fn, SB_ERROR_INVALID_ARGUMENT,
+                    std::string("features->") + l.what + "_names[" + std::to_string(i) + "] '" + l.names[i] +
+                        "' repeats an earlier name");
     }
   }
   *out = std::move(r);

@@ -202,6 +202,11 @@ class ObjectReader {
       FailKey(key, std::string("must be an integer, got ") + JsonTypeName(*v) + " " + v->dump());
       return false;
     }
+    // An unsigned above INT64_MAX would read back as a negative number (and be reported as one).
+    if (v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) {
+      FailKey(key, "is out of range (above 2^63 - 1): " + v->dump());
+      return false;
+    }
     *out = v->is_number_float() ? static_cast<int64_t>(v->get<double>()) : v->get<int64_t>();
     return true;
   }

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "core/checked.hpp"
 #include "io/json_util.hpp"
 #include "sparsebudget/attention.hpp"
 #include "sparsebudget/calibration.hpp"
@@ -91,8 +92,9 @@ Expected<NpyArray> ReadNpy(const std::string& path) {
   }
   uint64_t count = 1;
   for (int64_t d : a.shape) {
-    count *= static_cast<uint64_t>(d);
-    if (count > (uint64_t{1} << 34)) return bad("array too large");
+    // Checked: (2^34, 2^30) would wrap to 0 elements and "read" a file with no data.
+    if (!detail::CheckedMul<uint64_t>(count, static_cast<uint64_t>(d), &count) || count > (uint64_t{1} << 34))
+      return bad("array too large: 'shape' " + shape + " holds more than 2^34 values");
   }
   // Never allocate more than the file can hold: a short header may declare a huge array.
   const std::streampos here = in.tellg();
@@ -124,7 +126,8 @@ Status WriteNpy(const std::string& path, const std::vector<int64_t>& shape, cons
       return Status(StatusCode::kInvalidArgument,
                     path + ": shape[" + std::to_string(i) + "] = " + std::to_string(shape[i]) + " is negative");
     dims += (i ? ", " : "") + std::to_string(shape[i]);
-    count *= static_cast<uint64_t>(shape[i]);
+    if (!detail::CheckedMul<uint64_t>(count, static_cast<uint64_t>(shape[i]), &count))
+      return Status(StatusCode::kInvalidArgument, path + ": shape (" + dims + ") holds more values than 2^64");
   }
   if (shape.size() == 1) dims += ",";  // "(5,)"
   if (count != data.size())

@@ -20,6 +20,67 @@ using detail::ObjectReader;
 using detail::kOptionalFeatureFields;
 }  // namespace
 
+namespace {
+
+Status BadKey(const std::string& key, const std::string& what) {
+  return Status(StatusCode::kInvalidArgument, "key '" + key + "' " + what);
+}
+
+// The scalar keys, which the reader checks before the curve: every curve rule depends on them.
+Status ValidateRecordHeader(const TraceRecord& rec) {
+  const RequestFeatures& f = rec.features;
+  if (rec.id.empty()) return BadKey("id", "must not be empty");
+  if (f.task.empty()) return BadKey("task", "must not be empty");
+  if (f.context_length < 1) return BadKey("context_length", "must be >= 1, got " + std::to_string(f.context_length));
+  if (f.block_size < 1) return BadKey("block_size", "must be >= 1, got " + std::to_string(f.block_size));
+  return OkStatus();
+}
+
+}  // namespace
+
+Status ValidateTraceRecord(const TraceRecord& rec) {
+  const auto bad = BadKey;
+  const RequestFeatures& f = rec.features;
+  if (Status st = ValidateRecordHeader(rec); !st.ok()) return st;
+  if (rec.curve.empty()) return bad("curve", "must be a non-empty array");
+  const int64_t nb = f.causal_blocks();
+  const double nbd = static_cast<double>(nb);
+  for (size_t i = 0; i < rec.curve.size(); ++i) {
+    const CurvePoint& p = rec.curve[i];
+    const std::string k = "curve[" + std::to_string(i) + "]";
+    if (p.blocks < 1 || p.blocks > nb)
+      return bad(k + ".blocks",
+                 "must be in [1, causal_blocks " + std::to_string(nb) + "], got " + std::to_string(p.blocks));
+    if (i > 0 && p.blocks <= rec.curve[i - 1].blocks)
+      return bad(k + ".blocks", "must be strictly ascending, got " + std::to_string(p.blocks) + " after " +
+                                    std::to_string(rec.curve[i - 1].blocks));
+    // !(|d| <= tol) also rejects a NaN fraction.
+    if (!(std::fabs(p.fraction - static_cast<double>(p.blocks) / nbd) <= 1e-4))
+      return bad(k + ".fraction",
+                 "must equal blocks / causal_blocks = " + std::to_string(static_cast<double>(p.blocks) / nbd) +
+                     ", got " + std::to_string(p.fraction));
+    if (!(p.quality >= 0 && p.quality <= 1))
+      return bad(k + ".quality", "must be in [0, 1], got " + std::to_string(p.quality));
+    if (p.top1_prob && !(*p.top1_prob >= 0 && *p.top1_prob <= 1))
+      return bad(k + ".top1_prob", "must be in [0, 1] or null, got " + std::to_string(*p.top1_prob));
+    if (p.min_top1_prob && !(*p.min_top1_prob >= 0 && *p.min_top1_prob <= 1))
+      return bad(k + ".min_top1_prob", "must be in [0, 1] or null, got " + std::to_string(*p.min_top1_prob));
+    if (p.top1_prob && p.min_top1_prob && *p.min_top1_prob > *p.top1_prob + 1e-6)
+      return bad(k + ".min_top1_prob", "must be <= top1_prob " + std::to_string(*p.top1_prob) +
+                                           " (a minimum over the answer's tokens, the first included), got " +
+                                           std::to_string(*p.min_top1_prob));
+  }
+  if (!(rec.dense_quality >= 0 && rec.dense_quality <= 1))
+    return bad("dense_quality", "must be in [0, 1], got " + std::to_string(rec.dense_quality));
+  if (rec.oracle.blocks < 1 || rec.oracle.blocks > nb)
+    return bad("oracle.blocks",
+               "must be in [1, causal_blocks " + std::to_string(nb) + "], got " + std::to_string(rec.oracle.blocks));
+  if (!(std::fabs(rec.oracle.fraction - static_cast<double>(rec.oracle.blocks) / nbd) <= 1e-4))
+    return bad("oracle.fraction", "must equal blocks / causal_blocks, got " + std::to_string(rec.oracle.fraction));
+  if (Status st = ValidateFeatures(f); !st.ok()) return st;
+  return OkStatus();
+}
+
 Expected<TraceRecord> ParseTraceRecord(const std::string& text, int64_t line_number) {
   const std::string where = "line " + std::to_string(line_number);
   auto parsed = detail::ParseJson(text, where);
@@ -29,15 +90,13 @@ Expected<TraceRecord> ParseTraceRecord(const std::string& text, int64_t line_num
   TraceRecord rec;
   rec.line = line_number;
   RequestFeatures& f = rec.features;
+  // Types and keys here; the value rules in ValidateTraceRecord (shared with in-memory records).
   r.String("id", &rec.id, true);
   r.String("task", &f.task, true);
   r.Integer("context_length", &f.context_length, true);
   r.Int32("block_size", &f.block_size, true);
-  if (r.ok() && rec.id.empty()) r.FailKey("id", "must not be empty");
-  if (r.ok() && f.task.empty()) r.FailKey("task", "must not be empty");
-  if (r.ok() && f.context_length < 1)
-    r.FailKey("context_length", "must be >= 1, got " + std::to_string(f.context_length));
-  if (r.ok() && f.block_size < 1) r.FailKey("block_size", "must be >= 1, got " + std::to_string(f.block_size));
+  if (r.ok())
+    if (Status st = ValidateRecordHeader(rec); !st.ok()) r.Fail(StatusCode::kParseError, where + ": " + st.message());
   if (const json* feats = r.Get("features", true)) {
     if (!feats->is_object()) {
       r.FailKey("features", "must be an object");
@@ -63,7 +122,6 @@ Expected<TraceRecord> ParseTraceRecord(const std::string& text, int64_t line_num
       }
     }
   }
-  const int64_t nb = f.causal_blocks();
   if (const json* curve = r.Get("curve", true)) {
     if (!curve->is_array() || curve->empty()) {
       r.FailKey("curve", "must be a non-empty array");
@@ -77,56 +135,23 @@ Expected<TraceRecord> ParseTraceRecord(const std::string& text, int64_t line_num
         cr.NumberOrNull("top1_prob", &p.top1_prob, false);
         cr.NumberOrNull("min_top1_prob", &p.min_top1_prob, false);
         Status st = cr.Finish();
-        if (st.ok()) {
-          const std::string k = "curve[" + std::to_string(i) + "]";
-          if (p.blocks < 1 || p.blocks > nb)
-            r.FailKey(k + ".blocks",
-                      "must be in [1, causal_blocks " + std::to_string(nb) + "], got " + std::to_string(p.blocks));
-          else if (!rec.curve.empty() && p.blocks <= rec.curve.back().blocks)
-            r.FailKey(k + ".blocks", "must be strictly ascending, got " + std::to_string(p.blocks) + " after " +
-                                         std::to_string(rec.curve.back().blocks));
-          else if (std::fabs(p.fraction - static_cast<double>(p.blocks) / static_cast<double>(nb)) > 1e-4)
-            r.FailKey(k + ".fraction", "must equal blocks / causal_blocks = " +
-                                           std::to_string(static_cast<double>(p.blocks) / static_cast<double>(nb)) +
-                                           ", got " + std::to_string(p.fraction));
-          else if (!(p.quality >= 0 && p.quality <= 1))
-            r.FailKey(k + ".quality", "must be in [0, 1], got " + std::to_string(p.quality));
-          else if (p.top1_prob && !(*p.top1_prob >= 0 && *p.top1_prob <= 1))
-            r.FailKey(k + ".top1_prob", "must be in [0, 1] or null, got " + std::to_string(*p.top1_prob));
-          else if (p.min_top1_prob && !(*p.min_top1_prob >= 0 && *p.min_top1_prob <= 1))
-            r.FailKey(k + ".min_top1_prob", "must be in [0, 1] or null, got " + std::to_string(*p.min_top1_prob));
-          else if (p.top1_prob && p.min_top1_prob && *p.min_top1_prob > *p.top1_prob + 1e-6)
-            r.FailKey(k + ".min_top1_prob", "must be <= top1_prob " + std::to_string(*p.top1_prob) +
-                                                " (a minimum over the answer's tokens, the first included), got " +
-                                                std::to_string(*p.min_top1_prob));
-        } else {
-          r.Fail(st.code(), st.message());
-        }
+        if (!st.ok()) r.Fail(st.code(), st.message());
         rec.curve.push_back(p);
       }
     }
   }
-  if (r.Number("dense_quality", &rec.dense_quality, true) && !(rec.dense_quality >= 0 && rec.dense_quality <= 1))
-    r.FailKey("dense_quality", "must be in [0, 1], got " + std::to_string(rec.dense_quality));
+  r.Number("dense_quality", &rec.dense_quality, true);
   if (const json* o = r.Get("oracle", true)) {
     ObjectReader orr(*o, where + ": oracle");
     orr.Integer("blocks", &rec.oracle.blocks, true);
     orr.Number("fraction", &rec.oracle.fraction, true);
     orr.String("criterion", &rec.oracle.criterion, true);
     Status st = orr.Finish();
-    if (!st.ok()) {
-      r.Fail(st.code(), st.message());
-    } else if (rec.oracle.blocks < 1 || rec.oracle.blocks > nb) {
-      r.FailKey("oracle.blocks",
-                "must be in [1, causal_blocks " + std::to_string(nb) + "], got " + std::to_string(rec.oracle.blocks));
-    } else if (std::fabs(rec.oracle.fraction - static_cast<double>(rec.oracle.blocks) / static_cast<double>(nb)) >
-               1e-4) {
-      r.FailKey("oracle.fraction", "must equal blocks / causal_blocks, got " + std::to_string(rec.oracle.fraction));
-    }
+    if (!st.ok()) r.Fail(st.code(), st.message());
   }
   Status st = r.FinishLenient();  // other top-level keys are welcome
   if (!st.ok()) return st;
-  st = ValidateFeatures(f);
+  st = ValidateTraceRecord(rec);
   if (!st.ok()) return Status(StatusCode::kParseError, where + ": " + st.message());
   return rec;
 }

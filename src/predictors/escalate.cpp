@@ -2,6 +2,7 @@
 #include "sparsebudget/escalation.hpp"
 
 #include <cmath>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -104,7 +105,8 @@ EscalationDecision EscalationPolicy::Step(EscalationState* s, double top1_prob, 
   d.restart = mode_ == EscalationMode::kRestartAnswer && answer_position > 0;
   d.total_blocks = NextRung(s->total_blocks, s->causal_blocks, sink, local);
   s->total_blocks = d.total_blocks;
-  ++s->escalations;
+  // A count, not an index: saturates rather than overflowing for a caller-made state near the top.
+  if (s->escalations < INT32_MAX) ++s->escalations;
   return d;
 }
 

@@ -1,6 +1,7 @@
 // linear: log(total blocks) = intercept + w . terms(features).
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -47,7 +48,16 @@ class LinearPredictor final : public PredictorBase {
         v = m_.impute[k];
         fb = true;
       }
-      z += m_.weights[k] * v;
+      // Features are finite (Predict validated them), but a product of large ones, or a large
+      // weight, can overflow: an infinite term would make the sum inf - inf = NaN.
+      const double term = m_.weights[k] * v;
+      if (!std::isfinite(term)) {
+        char what[96];
+        (void)std::snprintf(what, sizeof what, "' = weight %.6g x value %.6g is not finite", m_.weights[k], v);
+        return Status(StatusCode::kOutOfRange,
+                      "predictor 'linear': term '" + m_.terms[k] + what + " for this request's features");
+      }
+      z += term;
     }
     z = std::min(z, 60.0);
     return Estimate{std::exp(z), fb};

@@ -318,6 +318,7 @@ TEST(CellsCalibration, UncertifiableCellAbstainsToDenseAndIsReported) {
       for (auto& p : r.curve)
         if (p.blocks < r.causal_blocks()) p.quality = 0;
       r.oracle.blocks = sb::MonotoneOracleBlocks(r);
+      r.oracle.fraction = static_cast<double>(r.oracle.blocks) / static_cast<double>(r.causal_blocks());
     }
   auto res = CalibrateOrDie("auto", Unlabelled(tr), 0.1);
   ASSERT_FALSE(res.abstained_cells.empty());

@@ -29,6 +29,7 @@
 
 #include "reliability_util.hpp"
 #include "sparsebudget/calibration.hpp"
+#include "sparsebudget/escalation.hpp"
 #include "sparsebudget/predictor.hpp"
 #include "sparsebudget/probe.hpp"
 #include "sparsebudget/sparsebudget.hpp"
@@ -1016,6 +1017,149 @@ TEST(BadInput, Issue12ProbeStatsSurviveScoresNearDoubleMax) {
     ent -= p * std::log(p);
   }
   EXPECT_NEAR(o->entropy, ent, 1e-12);
+}
+
+
+// Hostile-input pass of 2026-12-03 (docs/reliability.md), C++ half: each row failed before its fix.
+TEST(BadInput, HostilePass20261203Rows) {
+  World w;
+  Files files;
+  std::vector<Row> rows;
+  auto row = [&](const std::string& entry, const std::string& what, std::function<Result()> f, std::vector<int> want,
+                 const std::string& needle) { rows.push_back({entry, what, std::move(f), std::move(want), needle}); };
+
+  // Finding 2: MergeAttentionStates formed r * stride unchecked (signed overflow, then a wrapped row address).
+  Guarded<float> mv{3 * 4, 0.5f}, mo{3 * 4, 0.25f}, ml{3, 0.0f}, mlo{3, 0.0f};
+  for (int64_t stride : {INT64_MAX, int64_t{1} << 62, int64_t{1} << 61}) {
+    const std::string c = std::to_string(stride);
+    row("MergeAttentionStates", "3 rows, v_stride " + c, [&, stride] {
+      return R(MergeAttentionStates(3, 4, mo.data(), 4, mlo.data(), mv.data(), stride, ml.data()));
+    }, {kRange}, "x v_stride " + c);
+    row("MergeAttentionStates", "3 rows, v_other_stride " + c, [&, stride] {
+      return R(MergeAttentionStates(3, 4, mo.data(), stride, mlo.data(), mv.data(), 4, ml.data()));
+    }, {kRange}, "v_other_stride " + c);
+  }
+  row("MergeAttentionStates", "head_dim 4097", [&] {
+    return R(MergeAttentionStates(1, 4097, mo.data(), 4097, mlo.data(), mv.data(), 4097, ml.data()));
+  }, {kInv}, "4097");
+
+  // Finding 4: a StepPlan from an op of another softmax scale ran with this op's scale.
+  row("AttentionOp::RunLayer", "StepPlan made by an op with scale 0.5 (this op: 0 = 1/sqrt(d))", [&w] {
+    AttentionOpConfig c;
+    c.num_q_heads = 8;
+    c.num_kv_heads = 2;
+    c.head_dim = 64;
+    AttentionOpConfig other = c;
+    other.scale = 0.5f;
+    auto op = AttentionOp::Create(c);
+    auto maker = AttentionOp::Create(other);
+    EXPECT_TRUE(op.ok() && maker.ok());
+    StepRequest s;
+    s.context_length = 1000;
+    s.budget = Budget::Blocks(2);
+    s.kv = w.kv;
+    s.kv.k = s.kv.v = nullptr;
+    s.q = {nullptr, 512, 64};
+    s.out = {nullptr, 512, 64};
+    StepPlan plan;
+    EXPECT_TRUE(maker->Plan(&s, 1, &plan).ok());
+    std::vector<unsigned char> buf(plan.workspace_bytes() + 64);
+    unsigned char* ws = buf.data() + (64 - reinterpret_cast<uintptr_t>(buf.data()) % 64) % 64;
+    const LayerInput in{w.q.data(), w.out.data(), w.k.data(), w.v.data(), &w.sum, nullptr};
+    LayerArgs a;
+    a.inputs = &in;
+    a.workspace = ws;
+    return R(op->RunLayer(plan, a));
+  }, {kInv}, "another configuration");
+
+  // Finding 5: weights [1e300, -1] on entropy and entropy*entropy at entropy 1e200 summed
+  // inf + -inf: kInternal "NaN estimate".
+  row("Predictor::Predict", "linear term overflows (1e300 x 1e200)", [] {
+    auto p = PredictorFromJson(R"({"schema_version": 1, "type": "linear", "terms": ["entropy", "entropy*entropy"],)"
+                               R"( "weights": [1e300, -1], "impute": [0, 0], "intercept": 0})");
+    EXPECT_TRUE(p.ok()) << p.status().ToString();
+    RequestFeatures f;
+    f.context_length = 1000;
+    f.entropy = 1e200;
+    return R((*p)->Predict(f));
+  }, {kRange}, "entropy");
+
+  // Finding 6: the element count wrapped: (2^34, 2^30) is 0 mod 2^64 and "read" a file with no data.
+  row("ReadNpy", "shape (17179869184, 1073741824), no data", [&files] {
+    return R(ReadNpy(files.Write("wrap.npy", NpyBytes("{'descr': '<f4', 'fortran_order': False, 'shape': (17179869184, 1073741824), }", ""))));
+  }, {kParse}, "too large");
+  row("WriteNpy", "shape (2^40, 2^40, 2^40) with no data (2^120 wraps to 0)", [&files] {
+    const int64_t e = int64_t{1} << 40;
+    return R(WriteNpy(files.dir + "/wrap_out.npy", {e, e, e}, {}));
+  }, {kInv}, "shape");
+
+  // Finding 8: a key above INT64_MAX was reported as its wrapped value ("got -1").
+  row("PredictorFromJson", "min_blocks 18446744073709551615", [] {
+    return R(PredictorFromJson(R"({"schema_version": 1, "type": "length_law", "min_blocks": 18446744073709551615})"));
+  }, {kParse}, "18446744073709551615");
+
+  // Finding 8: records built in memory skipped the reader's value rules (now ValidateTraceRecord,
+  // applied by the reader and by FitPredictor, Calibrate and Evaluate).
+  auto good = ParseTraceRecord(kTrace, 1);
+  ASSERT_TRUE(good.ok()) << good.status().ToString();
+  TraceRecord other = *good;
+  other.id = "b";
+  row("Calibrate", "in-memory record with curve[1].quality 2", [&] {
+    TraceRecord bad = other;
+    bad.curve[1].quality = 2.0;
+    CalibrationOptions o;
+    o.target_degraded = 0.1;
+    return R(Calibrate("fixed", nullptr, {*good, bad}, o));
+  }, {kInv}, "traces[1] (id 'b'): key 'curve[1].quality' must be in [0, 1], got 2");
+  row("FitPredictor", "in-memory record with oracle.blocks 0", [&] {
+    TraceRecord bad = other;
+    bad.oracle.blocks = 0;
+    return R(FitPredictor("length_law", {*good, bad}));
+  }, {kInv}, "traces[1] (id 'b'): key 'oracle.blocks'");
+  row("Evaluate", "in-memory record with a descending curve", [&] {
+    TraceRecord bad = other;
+    std::swap(bad.curve[0], bad.curve[1]);
+    return R(Evaluate({bad}, {}));
+  }, {kInv}, "traces[0] (id 'b'): key 'curve[1].blocks' must be strictly ascending");
+  row("Evaluate", "in-memory record with a NaN dense_quality", [&] {
+    TraceRecord bad = other;
+    bad.dense_quality = kNaN;
+    return R(Evaluate({*good, bad}, {}));
+  }, {kInv}, "key 'dense_quality'");
+  row("ValidateTraceRecord", "the parsed record", [&] { return R(ValidateTraceRecord(*good)); }, {kOk}, "");
+
+  int failures = 0;
+  RunRows(w, rows, &failures);
+  EXPECT_EQ(failures, 0);
+
+  // Finding 3 (value check): the escalation count saturates instead of overflowing.
+  auto policy = EscalationPolicy::Create(0.9, EscalationPolicy::DefaultLadder());
+  ASSERT_TRUE(policy.ok());
+  EscalationState st{2, 100, INT32_MAX};
+  const EscalationDecision d = policy->Step(&st, 0.1);
+  EXPECT_TRUE(d.recompute);
+  EXPECT_GT(st.total_blocks, 2);
+  EXPECT_EQ(st.escalations, INT32_MAX);
+
+  // Finding 7: request_plan out of range read past the plan's entries (SEGV); null now.
+  AttentionOpConfig c;
+  c.num_q_heads = 8;
+  c.num_kv_heads = 2;
+  c.head_dim = 64;
+  auto op = AttentionOp::Create(c);
+  ASSERT_TRUE(op.ok());
+  StepPlan plan;
+  StepRequest s;
+  s.context_length = 1000;
+  s.kv = w.kv;
+  s.q = {nullptr, 512, 64};
+  s.out = {nullptr, 512, 64};
+  ASSERT_TRUE(op->Plan(&s, 1, &plan).ok());
+  EXPECT_NE(plan.request_plan(0), nullptr);
+  EXPECT_EQ(plan.request_plan(1), nullptr);
+  EXPECT_EQ(plan.request_plan(-1), nullptr);
+  EXPECT_EQ(plan.request_plan(INT32_MAX), nullptr);
+  EXPECT_EQ(StepPlan().request_plan(0), nullptr);
 }
 
 }  // namespace

@@ -594,5 +594,112 @@ TEST(BadInputCapi, Issue12ThreadPoolThatCannotStartItsThreadsFailsIntoAStatus) {
 #endif
 }
 
+
+// Hostile-input pass of 2026-12-03 (docs/reliability.md), C half: each row failed before its fix.
+TEST(BadInputCapi, HostilePass20261203Rows) {
+  CWorld w;
+  std::vector<Row> rows;
+  auto add = [&](const std::string& what, std::function<sb_status()> f, std::vector<sb_status> want, const std::string& needle) {
+    rows.push_back({what, std::move(f), std::move(want), needle});
+  };
+  sb_op_config oc;
+  sb_op_config_init(&oc);
+  oc.num_q_heads = 8;
+  oc.num_kv_heads = 2;
+  oc.head_dim = 64;
+  sb_op* op = nullptr;
+  ASSERT_EQ(sb_op_create(&oc, &op), SB_OK) << sb_last_error();
+  sb_step_plan* sp = nullptr;
+  ASSERT_EQ(sb_step_plan_create(2, &sp), SB_OK) << sb_last_error();
+  sb_step_request good;
+  sb_step_request_init(&good);
+  good.context_length = 1000;
+  good.kv = w.kv;
+  good.q_token_stride = good.out_token_stride = 512;
+  good.q_head_stride = good.out_head_stride = 64;
+  ASSERT_EQ(sb_op_plan(op, &good, 1, sp), SB_OK) << sb_last_error();
+
+  // Finding 1: the nested kv / budget struct_size was not bounded by the enclosing request: read
+  // past a heap object (ASan), or swallowed the sibling fields after it as "extra" bytes.
+  add("sb_op_plan requests[0].kv.struct_size + 32 (swallows the strides after it)", [&] {
+    sb_step_request r = good;
+    r.kv.struct_size = sizeof(sb_kv_view) + 32;
+    return sb_op_plan(op, &r, 1, sp);
+  }, {kInv}, "requests[0].kv.struct_size");
+  add("sb_op_plan requests[1].budget.struct_size + 8", [&] {
+    sb_step_request r[2] = {good, good};
+    r[1].budget.struct_size = sizeof(sb_budget) + 8;
+    return sb_op_plan(op, r, 2, sp);
+  }, {kInv}, "requests[1].budget.struct_size");
+  add("sb_op_plan kv.struct_size SB_MAX_STRUCT_SIZE in a request that ends its heap block", [&] {
+    std::vector<sb_step_request> one(1, good);  // nothing after it for the read to land on
+    one[0].kv.struct_size = SB_MAX_STRUCT_SIZE;
+    return sb_op_plan(op, one.data(), 1, sp);
+  }, {kInv}, "requests[0].kv.struct_size");
+  add("sb_op_plan budget.struct_size SB_MAX_STRUCT_SIZE in a request that ends its heap block", [&] {
+    std::vector<sb_step_request> one(1, good);
+    one[0].budget.struct_size = SB_MAX_STRUCT_SIZE;
+    return sb_op_plan(op, one.data(), 1, sp);
+  }, {kInv}, "requests[0].budget.struct_size");
+  add("sb_op_plan requests[0].kv.dtype 9 names the request", [&] {
+    sb_step_request r = good;
+    int bad = 9;
+    std::memcpy(&r.kv.dtype, &bad, sizeof bad);
+    return sb_op_plan(op, &r, 1, sp);
+  }, {kInv}, "requests[0].kv->dtype");
+
+  // Finding 2: unchecked r * stride in sb_merge_states.
+  Guarded<float> mv{3 * 4, 0.5f}, mo{3 * 4, 0.25f}, ml{3, 0.0f}, mlo{3, 0.0f};
+  for (int64_t stride : {INT64_MAX, int64_t{1} << 62, int64_t{1} << 61}) {
+    const std::string c = std::to_string(stride);
+    add("sb_merge_states 3 rows v_stride " + c, [&, stride] {
+      return sb_merge_states(3, 4, mo.data(), 4, mlo.data(), mv.data(), stride, ml.data());
+    }, {kRange}, "x v_stride " + c);
+    add("sb_merge_states 3 rows v_other_stride " + c, [&, stride] {
+      return sb_merge_states(3, 4, mo.data(), stride, mlo.data(), mv.data(), 4, ml.data());
+    }, {kRange}, "v_other_stride " + c);
+  }
+
+  // Finding 8: duplicate names in the C feature lists silently kept the last value.
+  add("sb_predictor_predict extra_names repeated", [&] {
+    sb_request_features f = w.feat;
+    const char* names[2] = {"x", "x"};
+    const double values[2] = {1.0, 2.0};
+    f.num_extra = 2;
+    f.extra_names = names;
+    f.extra_values = values;
+    sb_prediction pr;
+    pr.struct_size = sizeof pr;
+    return sb_predictor_predict(w.pred, &f, &pr);
+  }, {kInv}, "extra_names[1] 'x'");
+  add("sb_predictor_predict task_prob_names repeated", [&] {
+    sb_request_features f = w.feat;
+    const char* names[3] = {"qa", "sum", "qa"};
+    const double values[3] = {0.5, 0.25, 0.25};
+    f.num_task_probs = 3;
+    f.task_prob_names = names;
+    f.task_prob_values = values;
+    sb_prediction pr;
+    pr.struct_size = sizeof pr;
+    return sb_predictor_predict(w.pred, &f, &pr);
+  }, {kInv}, "task_prob_names[2] 'qa'");
+  RunRows(w, rows);
+  sb_step_plan_destroy(sp);
+  sb_op_destroy(op);
+
+  // Finding 3: escalations = INT32_MAX overflowed on the next escalation; it saturates now.
+  const double ladder[3] = {0.25, 0.5, 1.0};
+  sb_escalation_policy* policy = nullptr;
+  ASSERT_EQ(sb_escalation_policy_create(0.9, ladder, 3, SB_ESCALATE_RECOMPUTE_STEP, &policy), SB_OK) << sb_last_error();
+  sb_escalation_state st{sizeof(sb_escalation_state), 2, 100, INT32_MAX};
+  sb_escalation_action action = SB_ESCALATION_CONTINUE;
+  int64_t total = 0;
+  EXPECT_EQ(sb_escalation_step(policy, &st, 0.1, 0, 1, 1, &action, &total), SB_OK) << sb_last_error();
+  EXPECT_EQ(action, SB_ESCALATION_RECOMPUTE);
+  EXPECT_EQ(st.escalations, INT32_MAX);
+  EXPECT_GT(total, 2);
+  sb_escalation_policy_destroy(policy);
+}
+
 }  // namespace
 // clang-format on
