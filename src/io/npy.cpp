@@ -126,8 +126,11 @@ Status WriteNpy(const std::string& path, const std::vector<int64_t>& shape, cons
       return Status(StatusCode::kInvalidArgument,
                     path + ": shape[" + std::to_string(i) + "] = " + std::to_string(shape[i]) + " is negative");
     dims += (i ? ", " : "") + std::to_string(shape[i]);
-    if (!detail::CheckedMul<uint64_t>(count, static_cast<uint64_t>(shape[i]), &count))
-      return Status(StatusCode::kInvalidArgument, path + ": shape (" + dims + ") holds more values than 2^64");
+    if (!detail::CheckedMul<uint64_t>(count, static_cast<uint64_t>(shape[i]), &count)) {
+      std::string msg = path;
+      msg.append(": shape (").append(dims).append(") holds more values than 2^64");
+      return Status(StatusCode::kInvalidArgument, msg);
+    }
   }
   if (shape.size() == 1) dims += ",";  // "(5,)"
   if (count != data.size())
