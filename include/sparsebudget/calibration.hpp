@@ -53,7 +53,8 @@ struct FitOptions {
 
 /// Fits a predictor of `type` (fixed, length_law, task_length_law, linear, probe, table) on the
 /// traces. For table, the allocation of the whole Lagrangian path's least-miss end (callers use
-/// Calibrate for a target). Error on empty traces or an unknown type (kNotFound).
+/// Calibrate for a target). Error on empty traces or an unknown type (kNotFound); a record that
+/// fails ValidateTraceRecord is kInvalidArgument "fit: traces[i] (id '...'): key ...".
 Expected<std::unique_ptr<Predictor>> FitPredictor(const std::string& type,
                                                   const std::vector<TraceRecord>& traces,
                                                   const FitOptions& options = {});
@@ -116,7 +117,8 @@ struct CalibrationResult {
 /// level picked on the held-out part (the guarantee above). The result is a "cells" predictor
 /// (wrapped in "escalate" with `escalation`). Mean mode: fits `type` on all traces and calibrates its scale
 /// (table: the Lagrangian path). Pass `base` to calibrate a copy of an existing predictor's
-/// scale (`type` ignored). Needs >= 2 traces; errors name the bad option. Cost: auto fits a few
+/// scale (`type` ignored). Needs >= 2 traces, each passing ValidateTraceRecord; errors name the
+/// bad option or record. Cost: auto fits a few
 /// hundred cell tables (seconds for thousands of traces).
 Expected<CalibrationResult> Calibrate(const std::string& type, const Predictor* base,
                                       const std::vector<TraceRecord>& traces,
@@ -184,7 +186,8 @@ struct EvalReport {
 
 /// Evaluates each (name, predictor) on the traces; when they carry task labels, each non-fixed
 /// predictor again with the labels removed (variant "label_free"). An "escalate" predictor is
-/// simulated from the curve points' top1_prob / min_top1_prob. O(predictors x sweep x traces).
+/// simulated from the curve points' top1_prob / min_top1_prob. Each record must pass
+/// ValidateTraceRecord (the error names it). O(predictors x sweep x traces).
 Expected<EvalReport> Evaluate(
     const std::vector<TraceRecord>& traces,
     const std::vector<std::pair<std::string, const Predictor*>>& predictors,

@@ -212,8 +212,9 @@ class AttentionOp {
 /// so attention over disjoint key sets (cascades, split-K across an engine's workers) merges
 /// into attention over their union, exact up to fp32 rounding. A state with lse = -inf (no key)
 /// leaves the other unchanged. Rows are head_dim floats at v + r * v_stride (v_other likewise);
-/// lse entries are contiguous. Errors on null pointers or bad sizes. O(rows x head_dim), no
-/// allocation, thread-safe for disjoint rows.
+/// lse entries are contiguous. head_dim in [1, 4096]; with rows > 1 each stride >= head_dim.
+/// Errors: kInvalidArgument (null pointers, bad sizes), kOutOfRange (rows x stride overflows the
+/// address space). O(rows x head_dim), no allocation, thread-safe for disjoint rows.
 Status MergeAttentionStates(int64_t rows, int32_t head_dim, const float* v_other,
                             int64_t v_other_stride, const float* lse_other, float* v,
                             int64_t v_stride, float* lse);

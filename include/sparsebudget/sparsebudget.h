@@ -22,6 +22,9 @@
  *     struct) (the *_init functions do it and fill defaults). A size smaller than the first
  *     version of the struct is rejected; a larger one (a newer header) is accepted when the bytes
  *     beyond what this library knows are zero. Output structs are filled up to struct_size.
+ *     Exceptions: a struct embedded by value in another (sb_step_request's budget and kv) and an
+ *     element of an array of structs (sb_op_plan's requests) must have exactly this library's
+ *     size, since the members or elements after them sit where this header puts them.
  *     A struct_size above SB_MAX_STRUCT_SIZE is rejected (SB_ERROR_INVALID_ARGUMENT): the library
  *     never reads or checks more than that many bytes of a caller's struct.
  *   - Alignment: pointers to floats and int32s (views, selections, workspaces) must be aligned
@@ -686,7 +689,8 @@ SB_API sb_status sb_op_merge_phase(const sb_op* op, const sb_step_plan* plan,
 
 /** Folds a partial attention state (v_other, lse_other) into (v, lse) for `rows` rows of head_dim
  * floats (sparsebudget::MergeAttentionStates): attention over disjoint key sets merges into
- * attention over their union. */
+ * attention over their union. head_dim in [1, 4096]; with rows > 1 each stride >= head_dim;
+ * SB_ERROR_OUT_OF_RANGE when rows x stride overflows the address space. */
 SB_API sb_status sb_merge_states(int64_t rows, int32_t head_dim, const float* v_other,
                                  int64_t v_other_stride, const float* lse_other, float* v,
                                  int64_t v_stride, float* lse);

@@ -30,7 +30,7 @@ namespace sparsebudget {
 /// One measured budget of a record's quality-vs-budget curve.
 struct CurvePoint {
   int64_t blocks = 0;     ///< total kept blocks, in [1, causal_blocks]
-  double fraction = 0.0;  ///< blocks / causal_blocks (checked to 1e-4 when read)
+  double fraction = 0.0;  ///< blocks / causal_blocks (to 1e-4: ValidateTraceRecord)
   double quality = 0.0;   ///< task quality at this budget, in [0, 1]
   /// Self-check under sparsity (optional, in [0, 1]): top-1 probability of the first answer
   /// token decoded at this budget, and the minimum over the answer's tokens at this budget.
@@ -42,7 +42,7 @@ struct CurvePoint {
 /// The record's oracle budget, as labelled by whoever produced the trace.
 struct OracleLabel {
   int64_t blocks = 0;     ///< total kept blocks, in [1, causal_blocks]
-  double fraction = 0.0;  ///< blocks / causal_blocks (checked to 1e-4 when read)
+  double fraction = 0.0;  ///< blocks / causal_blocks (to 1e-4: ValidateTraceRecord)
   std::string criterion;  ///< e.g. "exact_match", "rel_l2<=0.05"
 };
 

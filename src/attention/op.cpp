@@ -318,11 +318,11 @@ Status MergeAttentionStates(int64_t rows, int32_t head_dim, const float* v_other
                             const float* lse_other, float* v, int64_t v_stride, float* lse) {
   if (rows < 0) return Bad("rows must be >= 0, got " + std::to_string(rows));
   if (head_dim < 1) return Bad("head_dim must be >= 1, got " + std::to_string(head_dim));
+  if (head_dim > kernels::kMaxHeadDim)
+    return Bad("head_dim must be <= " + std::to_string(kernels::kMaxHeadDim) + ", got " + std::to_string(head_dim));
   if (rows == 0) return OkStatus();
   if (v_other == nullptr || lse_other == nullptr || v == nullptr || lse == nullptr)
     return Bad("MergeAttentionStates: a pointer is null");
-  if (head_dim > kernels::kMaxHeadDim)
-    return Bad("head_dim must be <= " + std::to_string(kernels::kMaxHeadDim) + ", got " + std::to_string(head_dim));
   if ((rows > 1 && (v_stride < head_dim || v_other_stride < head_dim)))
     return Bad("MergeAttentionStates: strides must be >= head_dim (" + std::to_string(head_dim) + "), got " +
                std::to_string(v_stride) + " and " + std::to_string(v_other_stride));

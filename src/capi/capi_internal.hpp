@@ -101,6 +101,10 @@ sb_status ReadIn(const char* fn, const char* what, const T* in, size_t first_ver
 // nested layout would move the siblings after it. Checked before ReadIn reads the nested bytes.
 inline sb_status CheckNested(const char* fn, const char* what, size_t nested_size, size_t offset, size_t nested_sizeof,
                              size_t enclosing_size, size_t enclosing_sizeof) noexcept {
+  // The caller read the enclosing struct with ReadIn (enclosing_size >= its sizeof), so the
+  // nested struct's own bytes are inside it and enclosing_size - offset cannot wrap.
+  if (enclosing_size < offset + nested_sizeof)
+    return Fail(fn, SB_ERROR_INVALID_ARGUMENT, std::string(what) + " lies past the enclosing struct_size");
   const bool last_member = offset + nested_sizeof == enclosing_sizeof;
   if (nested_size > nested_sizeof && !last_member)
     return Fail(fn, SB_ERROR_INVALID_ARGUMENT,

@@ -67,6 +67,12 @@ sb_status ToRequest(const char* fn, const sb_step_request* in, int32_t r, StepRe
   (void)std::snprintf(what, sizeof what, "requests[%d]", static_cast<int>(r));
   (void)std::snprintf(budget, sizeof budget, "requests[%d].budget", static_cast<int>(r));
   (void)std::snprintf(kv, sizeof kv, "requests[%d].kv", static_cast<int>(r));
+  // An array element: sb_op_plan steps by this library's sizeof, so a larger struct_size cannot
+  // be a newer header's request (and ReadIn would scan past the caller's array for its tail).
+  if (in->struct_size > sizeof(sb_step_request))
+    return Fail(fn, SB_ERROR_INVALID_ARGUMENT,
+                std::string(what) + "->struct_size " + std::to_string(in->struct_size) + " is not this library's " +
+                    std::to_string(sizeof(sb_step_request)) + " (requests is an array: set it to sizeof the struct)");
   sb_step_request v{};
   if (sb_status st = ReadIn(fn, what, in, sizeof(sb_step_request), &v); st != SB_OK) return st;
   if (sb_status st = CheckNested(fn, budget, v.budget.struct_size, offsetof(sb_step_request, budget), sizeof(sb_budget),

@@ -130,6 +130,12 @@ inline bool IsIntegral(const json& v) {
   return false;
 }
 
+// An unsigned JSON integer above INT64_MAX: read as int64 it would wrap to a negative number (and
+// be reported as one).
+inline bool AboveInt64(const json& v) {
+  return v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX);
+}
+
 // Reads keys of one object; remembers the first error; Finish() also rejects unknown keys.
 class ObjectReader {
  public:
@@ -202,8 +208,7 @@ class ObjectReader {
       FailKey(key, std::string("must be an integer, got ") + JsonTypeName(*v) + " " + v->dump());
       return false;
     }
-    // An unsigned above INT64_MAX would read back as a negative number (and be reported as one).
-    if (v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) {
+    if (AboveInt64(*v)) {
       FailKey(key, "is out of range (above 2^63 - 1): " + v->dump());
       return false;
     }
@@ -270,6 +275,10 @@ class ObjectReader {
       const json& e = (*v)[i];
       if (!IsIntegral(e)) {
         FailKey(key + "[" + std::to_string(i) + "]", std::string("must be an integer, got ") + JsonTypeName(e));
+        return false;
+      }
+      if (AboveInt64(e)) {
+        FailKey(key + "[" + std::to_string(i) + "]", "is out of range (above 2^63 - 1): " + e.dump());
         return false;
       }
       out->push_back(e.is_number_float() ? static_cast<int64_t>(e.get<double>()) : e.get<int64_t>());

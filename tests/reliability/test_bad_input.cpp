@@ -1098,7 +1098,15 @@ TEST(BadInput, HostilePass20261203Rows) {
     return R(PredictorFromJson(R"({"schema_version": 1, "type": "length_law", "min_blocks": 18446744073709551615})"));
   }, {kParse}, "18446744073709551615");
 
-  // Finding 8: records built in memory skipped the reader's value rules (now ValidateTraceRecord,
+  row("PredictorFromJson", "table length_edges [1024, 18446744073709551615]", [] {
+    return R(PredictorFromJson(R"({"schema_version": 1, "type": "table", "length_edges": [1024, 18446744073709551615],)"
+                               R"( "cells": [{"task": "qa", "length_bucket": 0, "fraction": 0.5}]})"));
+  }, {kParse}, "length_edges[1]' is out of range (above 2^63 - 1): 18446744073709551615");
+  row("MergeAttentionStates", "0 rows, head_dim 10^6 (sizes checked before the empty return)", [&] {
+    return R(MergeAttentionStates(0, 1000000, mo.data(), 4, mlo.data(), mv.data(), 4, ml.data()));
+  }, {kInv}, "1000000");
+
+  // Finding 9: records built in memory skipped the reader's value rules (now ValidateTraceRecord,
   // applied by the reader and by FitPredictor, Calibrate and Evaluate).
   auto good = ParseTraceRecord(kTrace, 1);
   ASSERT_TRUE(good.ok()) << good.status().ToString();

@@ -641,6 +641,16 @@ TEST(BadInputCapi, HostilePass20261203Rows) {
     one[0].budget.struct_size = SB_MAX_STRUCT_SIZE;
     return sb_op_plan(op, one.data(), 1, sp);
   }, {kInv}, "requests[0].budget.struct_size");
+  add("sb_op_plan requests[0].struct_size + 8 in an array that ends its heap block", [&] {
+    std::vector<sb_step_request> one(1, good);  // the array steps by sizeof: no newer element size
+    one[0].struct_size = sizeof(sb_step_request) + 8;
+    return sb_op_plan(op, one.data(), 1, sp);
+  }, {kInv}, "requests[0]->struct_size");
+  add("sb_op_plan requests[0].struct_size + 8 with a valid request after it", [&] {
+    sb_step_request r[2] = {good, good};
+    r[0].struct_size = sizeof(sb_step_request) + 8;
+    return sb_op_plan(op, r, 2, sp);
+  }, {kInv}, "requests is an array");
   add("sb_op_plan requests[0].kv.dtype 9 names the request", [&] {
     sb_step_request r = good;
     int bad = 9;
