@@ -177,10 +177,18 @@ Status AttentionOp::CheckLayer(const StepPlan& plan, const LayerArgs& args) cons
   for (size_t r = 0; r < plan.num_requests_; ++r) {
     const StepPlan::Entry& e = plan.entries_[r];
     const AttentionParams& p = e.plan.params;
-    if (p.shape.num_q_heads != config_.num_q_heads || p.shape.num_kv_heads != config_.num_kv_heads ||
-        p.shape.head_dim != config_.head_dim || p.shape.block_size != config_.block_size ||
-        p.kv_dtype != config_.kv_dtype || p.scoring != config_.scoring || !(p.scale == config_.scale))
-      return Bad("the StepPlan was made by an AttentionOp of another configuration");
+    // The first field that differs, named in the message (built only on the error path).
+    const char* differs = p.shape.num_q_heads != config_.num_q_heads     ? "num_q_heads"
+                          : p.shape.num_kv_heads != config_.num_kv_heads ? "num_kv_heads"
+                          : p.shape.head_dim != config_.head_dim         ? "head_dim"
+                          : p.shape.block_size != config_.block_size     ? "block_size"
+                          : p.kv_dtype != config_.kv_dtype               ? "kv_dtype"
+                          : p.scoring != config_.scoring                 ? "scoring"
+                          : !(p.scale == config_.scale)                  ? "scale"
+                                                                         : nullptr;
+    if (differs != nullptr)
+      return Bad(std::string("the StepPlan was made by an AttentionOp of another configuration (its ") + differs +
+                 " differs from this op's)");
     if (e.plan.empty) continue;
     const LayerInput& in = args.inputs[r];
     if (in.q == nullptr) return At(r, Bad("q is null"));

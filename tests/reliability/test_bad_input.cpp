@@ -1070,7 +1070,7 @@ TEST(BadInput, HostilePass20261203Rows) {
     a.inputs = &in;
     a.workspace = ws;
     return R(op->RunLayer(plan, a));
-  }, {kInv}, "another configuration");
+  }, {kInv}, "another configuration (its scale differs");
 
   // Finding 5: weights [1e300, -1] on entropy and entropy*entropy at entropy 1e200 summed
   // inf + -inf: kInternal "NaN estimate".
