@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <utility>
 
 #include "attention/internal.hpp"
 #include "core/checked.hpp"
@@ -334,16 +335,14 @@ Status MergeAttentionStates(int64_t rows, int32_t head_dim, const float* v_other
   if ((rows > 1 && (v_stride < head_dim || v_other_stride < head_dim)))
     return Bad("MergeAttentionStates: strides must be >= head_dim (" + std::to_string(head_dim) + "), got " +
                std::to_string(v_stride) + " and " + std::to_string(v_other_stride));
-  // Every row's address must be defined pointer arithmetic: (rows - 1) * stride + head_dim floats.
+  // Every row's address must be defined pointer arithmetic: (rows - 1) * stride + head_dim floats
+  // (and rows floats of lse).
   int64_t extent = 0, bytes = 0;
-  if (rows > 1 && !(detail::CheckedExtent(rows, v_stride, head_dim, &extent) &&
-                    detail::CheckedBytes(extent, sizeof(float), &bytes)))
-    return OutOfRange("MergeAttentionStates: rows " + std::to_string(rows) + " x v_stride " + std::to_string(v_stride) +
-                      " overflows the address space");
-  if (rows > 1 && !(detail::CheckedExtent(rows, v_other_stride, head_dim, &extent) &&
-                    detail::CheckedBytes(extent, sizeof(float), &bytes)))
-    return OutOfRange("MergeAttentionStates: rows " + std::to_string(rows) + " x v_other_stride " +
-                      std::to_string(v_other_stride) + " overflows the address space");
+  for (const auto& [stride, name] : {std::pair{v_stride, "v_stride"}, std::pair{v_other_stride, "v_other_stride"}})
+    if (!(detail::CheckedExtent(rows, stride, head_dim, &extent) &&
+          detail::CheckedBytes(extent, sizeof(float), &bytes)))
+      return OutOfRange("MergeAttentionStates: rows " + std::to_string(rows) + " x " + name + " " +
+                        std::to_string(stride) + " overflows the address space");
   if (!detail::CheckedBytes(rows, sizeof(float), &bytes))
     return OutOfRange("MergeAttentionStates: rows " + std::to_string(rows) + " overflows the address space");
   for (int64_t r = 0; r < rows; ++r) {

@@ -373,7 +373,7 @@ Expected<CalibrationResult> Calibrate(const std::string& type, const Predictor* 
     if (base != nullptr) {
       fitted = base->Clone();
     } else {
-      auto f = FitPredictor(type, fit_tr, opt.fit);
+      auto f = FitCheckedTraces(type, fit_tr, opt.fit);
       if (!f.ok()) return f.status();
       fitted = std::move(f).value();
     }

@@ -278,8 +278,8 @@ Expected<CellsFit> FitCells(const std::vector<TraceRecord>& traces, const std::v
     if (src.rfind("predictor:", 0) == 0) {
       const std::string type = src.substr(10);
       // The label-free tier never sees a task: a task law without labels is the length law.
-      auto p = task_tier ? FitPredictor(type, fit_tr, set.fit)
-                         : FitPredictor(type == "task_length_law" ? "length_law" : type, fit_free, set.fit);
+      auto p = task_tier ? FitCheckedTraces(type, fit_tr, set.fit)
+                         : FitCheckedTraces(type == "task_length_law" ? "length_law" : type, fit_free, set.fit);
       if (!p.ok()) return p.status();
       (task_tier ? model.task_score : model.score) = std::shared_ptr<const Predictor>(std::move(p).value());
       return OkStatus();

@@ -365,11 +365,17 @@ Expected<std::unique_ptr<Predictor>> FitLinear(const std::vector<const TraceReco
 
 Expected<std::unique_ptr<Predictor>> FitPredictor(const std::string& type, const std::vector<TraceRecord>& traces,
                                                   const FitOptions& opt) {
+  if (Status st = detail::CheckTraces("fit", traces); !st.ok()) return st;
+  return detail::FitCheckedTraces(type, traces, opt);
+}
+
+Expected<std::unique_ptr<Predictor>> detail::FitCheckedTraces(const std::string& type,
+                                                              const std::vector<TraceRecord>& traces,
+                                                              const FitOptions& opt) {
   using namespace detail;
   if (traces.empty()) return Status(StatusCode::kInvalidArgument, "fit: no traces");
   Status st = ValidateLimits(opt.limits);
   if (!st.ok()) return st;
-  if (st = CheckTraces("fit", traces); !st.ok()) return st;
   std::vector<const TraceRecord*> all, inf;
   for (const auto& r : traces) {
     all.push_back(&r);

@@ -36,6 +36,10 @@ class Rng {
 // Every record through ValidateTraceRecord (records built in memory skip the reader's checks);
 // the error names the call, the index and the id: "calibrate: traces[3] (id 'a'): key ...".
 Status CheckTraces(const char* fn, const std::vector<TraceRecord>& traces);
+// FitPredictor on traces that already passed CheckTraces (Calibrate's fits on its subsets: the
+// check is not repeated per fit).
+Expected<std::unique_ptr<Predictor>> FitCheckedTraces(const std::string& type, const std::vector<TraceRecord>& traces,
+                                                      const FitOptions& options);
 
 // Fit target in blocks: the geometric midpoint of the oracle's censoring interval
 // (largest curve point below the monotone oracle, oracle]; the oracle itself when it is the

@@ -671,6 +671,11 @@ TEST(BadInputCapi, HostilePass20261203Rows) {
   }
 
   // Finding 8: duplicate names in the C feature lists silently kept the last value.
+  auto predict = [&w](sb_request_features f) {
+    sb_prediction pr;
+    pr.struct_size = sizeof pr;
+    return sb_predictor_predict(w.pred, &f, &pr);
+  };
   add("sb_predictor_predict extra_names repeated", [&] {
     sb_request_features f = w.feat;
     const char* names[2] = {"x", "x"};
@@ -678,9 +683,7 @@ TEST(BadInputCapi, HostilePass20261203Rows) {
     f.num_extra = 2;
     f.extra_names = names;
     f.extra_values = values;
-    sb_prediction pr;
-    pr.struct_size = sizeof pr;
-    return sb_predictor_predict(w.pred, &f, &pr);
+    return predict(f);
   }, {kInv}, "extra_names[1] 'x'");
   add("sb_predictor_predict task_prob_names repeated", [&] {
     sb_request_features f = w.feat;
@@ -689,9 +692,7 @@ TEST(BadInputCapi, HostilePass20261203Rows) {
     f.num_task_probs = 3;
     f.task_prob_names = names;
     f.task_prob_values = values;
-    sb_prediction pr;
-    pr.struct_size = sizeof pr;
-    return sb_predictor_predict(w.pred, &f, &pr);
+    return predict(f);
   }, {kInv}, "task_prob_names[2] 'qa'");
   RunRows(w, rows);
   sb_step_plan_destroy(sp);
