@@ -45,15 +45,16 @@ struct Case {
   Scoring scoring;
   Budget budget;
   LayoutChoice lay;
+  SelectionScope scope = SelectionScope::kPerKvHead;
   std::string ToString() const {
-    char buf[400];
+    char buf[440];
     std::snprintf(buf, sizeof buf,
                   "seed=%llu B=%d D=%d G=%d Hkv=%d nq=%d L=%lld dtype=%s scoring=%s budget=%s(k=%lld f=%.3f p=%.3f) "
-                  "head_major=%d pad=%d misalign=%d page=%lld",
+                  "head_major=%d pad=%d misalign=%d page=%lld scope=%s",
                   static_cast<unsigned long long>(seed), B, D, G, Hkv, nq, static_cast<long long>(L), DTypeName(dtype),
                   ScoringName(scoring), BudgetModeName(budget.mode), static_cast<long long>(budget.blocks),
                   budget.fraction, budget.top_p, lay.head_major, lay.pad, lay.misalign,
-                  static_cast<long long>(lay.page_size));
+                  static_cast<long long>(lay.page_size), SelectionScopeName(scope));
     return buf;
   }
 };
@@ -98,6 +99,7 @@ Case RandomCase(uint64_t seed) {
   c.lay.pad = static_cast<int32_t>(uni(0, 3));
   c.lay.misalign = static_cast<int32_t>(uni(0, 3));
   if (uni(0, 3) == 0) c.lay.page_size = c.B * pick(std::vector<int64_t>{1, 2, 4});
+  if (uni(0, 3) == 0) c.scope = SelectionScope::kAllKvHeads;  // drawn last: earlier draws unchanged
   return c;
 }
 
@@ -122,6 +124,7 @@ void Execute(const Case& c, CaseRun* r, ThreadPool* pool = nullptr) {
   p.kv_dtype = c.dtype;
   p.scoring = c.scoring;
   p.budget = c.budget;
+  p.selection_scope = c.scope;
   ASSERT_TRUE(MakePlan(p, &r->plan).ok()) << c.ToString();
   r->kv = MakeKV(rng, c.dtype, c.L, c.Hkv, c.D, c.lay);
   r->q = MakeQ(rng, c.nq, c.G * c.Hkv, c.D, c.lay.pad, c.lay.misalign);
@@ -196,6 +199,13 @@ void RandomShapesOnIsa(Isa isa, bool q8 = false) {
           for (int32_t j = 0; j < std::min<int64_t>(c.budget.sink_blocks, nb); ++j)
             ASSERT_TRUE(bs.count(j)) << "sink block missing " << c.ToString();
           ASSERT_LT(*bs.rbegin(), nb) << c.ToString();
+          if (c.scope == SelectionScope::kAllKvHeads) {
+            // Every kv head holds kv head 0's list for this query block.
+            const int64_t u0 = u % p.num_query_blocks;
+            ASSERT_EQ(cnt, r.counts[static_cast<size_t>(u0)]) << c.ToString();
+            ASSERT_TRUE(std::equal(blocks.begin(), blocks.end(), r.idx.begin() + u0 * p.num_blocks))
+                << "kv head " << h << "'s list differs from kv head 0's " << c.ToString();
+          }
           if (r.stats.dense_fallback) {
             // The budget kept >= 90% of the last query block's causal blocks: dense ran.
             const ResolvedBudget rl = ResolveBudget(c.budget, p.num_blocks);
@@ -204,8 +214,15 @@ void RandomShapesOnIsa(Isa isa, bool q8 = false) {
           } else if (c.budget.mode != BudgetMode::kTopP) {
             const ResolvedBudget rb = ResolveBudget(c.budget, nb);
             ASSERT_EQ(cnt, rb.total_blocks) << c.ToString();
-            // Selection exactness where the reference's k-th and (k+1)-th scores are apart.
-            const std::vector<double> sc = RefScores(r.kv, r.q, c.scoring, h, c.G, c.L, c.B, qb);
+            // Selection exactness where the reference's k-th and (k+1)-th scores are apart. All
+            // kv heads in scope: the scores summed over every kv head.
+            std::vector<double> sc = RefScores(r.kv, r.q, c.scoring, h, c.G, c.L, c.B, qb);
+            if (c.scope == SelectionScope::kAllKvHeads)
+              for (int32_t h2 = 0; h2 < c.Hkv; ++h2) {
+                if (h2 == h) continue;
+                const std::vector<double> other = RefScores(r.kv, r.q, c.scoring, h2, c.G, c.L, c.B, qb);
+                for (size_t j = 0; j < sc.size(); ++j) sc[j] += other[j];
+              }
             std::vector<int32_t> cand;
             const int64_t sink_end = std::min<int64_t>(c.budget.sink_blocks, nb);
             const int64_t local_begin = std::max<int64_t>(sink_end, nb - std::max(1, c.budget.local_blocks));
@@ -278,6 +295,9 @@ TEST(Selection, TieFreeMatchesReferenceBothScorings) {
       for (int trial = 0; trial < 20; ++trial) {
         Case c = RandomCase(777 + static_cast<uint64_t>(trial));
         c.scoring = scoring;
+        // Odd trials: one list for 3 kv heads, ranked by the scores summed over them.
+        c.scope = trial % 2 ? SelectionScope::kAllKvHeads : SelectionScope::kPerKvHead;
+        if (trial % 2) c.Hkv = 3;
         c.L = 40 * 64 + 17;
         c.B = 64;
         c.nq = 1;
@@ -290,7 +310,12 @@ TEST(Selection, TieFreeMatchesReferenceBothScorings) {
         if (HasFatalFailure()) return;
         for (int64_t u = 0; u < r.plan.num_units; ++u) {
           const int64_t nb = r.plan.num_blocks;
-          const auto sc = RefScores(r.kv, r.q, scoring, static_cast<int32_t>(u), c.G, c.L, c.B, nb - 1);
+          std::vector<double> sc(static_cast<size_t>(nb), 0.0);
+          for (int32_t h = 0; h < c.Hkv; ++h) {
+            if (c.scope == SelectionScope::kPerKvHead && h != u) continue;
+            const auto part = RefScores(r.kv, r.q, scoring, h, c.G, c.L, c.B, nb - 1);
+            for (size_t j = 0; j < sc.size(); ++j) sc[j] += part[j];
+          }
           std::vector<int32_t> cand;
           for (int32_t j = 1; j < nb - 1; ++j) cand.push_back(j);
           std::sort(cand.begin(), cand.end(),
@@ -336,6 +361,7 @@ TEST(Selection, TopPKeepsFewestBlocksReachingP) {
     IsaScope scope(isa);
     for (int trial = 0; trial < 30; ++trial) {
       Case c = RandomCase(4242 + static_cast<uint64_t>(trial));
+      c.scope = SelectionScope::kPerKvHead;  // the reference below ranks per kv head
       c.B = 32;
       c.L = 32 * 30 + 5;
       c.nq = 1;
@@ -438,6 +464,8 @@ TEST(Determinism, BitIdenticalAcrossRerunsPartitionsLayoutsAndDenseEquivalents) 
       c.Hkv = trial >= 12 ? 2 + trial % 3 : 1;
       c.lay.page_size = 0;
       c.budget = trial % 2 ? Budget::Fraction(0.3) : Budget::Dense();
+      // Trials 13 and 17: one list for all kv heads (decode walks it for all heads at once).
+      c.scope = trial == 13 || trial == 17 ? SelectionScope::kAllKvHeads : SelectionScope::kPerKvHead;
       CaseRun base;
       Execute(c, &base);
       if (HasFatalFailure()) return;
@@ -496,6 +524,67 @@ TEST(Determinism, BitIdenticalAcrossRerunsPartitionsLayoutsAndDenseEquivalents) 
       }
     }
   }
+}
+
+// Decode with one block list for every kv head walks each block for all heads at once (the dense
+// walk over a list); the results must be those of the per-unit walk bit for bit. Kv heads 0 and 1
+// keep list A in both runs; kv head 2 gets A or A minus one block, which turns the shared walk off.
+TEST(Attention, SharedListDecodeEqualsPerUnitWalkBitForBit) {
+  constexpr int32_t kHkv = 3, kD = 64, kB = 32;
+  constexpr int64_t kL = kB * 40 + 7;
+  const int64_t nb = (kL + kB - 1) / kB;
+  int shapes = 0;
+  for (Isa isa : IsasToRun()) {
+    IsaScope scope(isa);
+    for (DType dt : {DType::kF32, DType::kF16, DType::kQ8_0})
+      for (bool head_major : {false, true})
+        for (int32_t G : {4, 16}) {  // 16 > 8 rows: the token-major walk goes block by block
+          std::mt19937_64 rng(static_cast<uint64_t>(dt) * 100 + (head_major ? 10 : 0) + static_cast<uint64_t>(G));
+          AttentionParams p;
+          p.shape = {G * kHkv, kHkv, kD, kB, kL, 1};
+          p.kv_dtype = dt;
+          AttentionPlan plan;
+          ASSERT_TRUE(MakePlan(p, &plan).ok());
+          LayoutChoice lay;
+          lay.head_major = head_major;
+          const KVData kv = MakeKV(rng, dt, kL, kHkv, kD, lay);
+          const QData q = MakeQ(rng, 1, G * kHkv, kD, 0, 0);
+          // A: the own block, block 0 and every third block: 15 blocks, two split-K chunks.
+          std::vector<int32_t> a;
+          for (int32_t j = 0; j < nb; ++j)
+            if (j % 3 == 0 || j == nb - 1) a.push_back(j);
+          std::vector<int32_t> shorter(a.begin() + 1, a.end());
+          std::vector<float> ws(plan.workspace_bytes / 4 + 1);
+          auto run = [&](const std::vector<int32_t>& last, ThreadPool* pool) {
+            std::vector<int32_t> idx(static_cast<size_t>(kHkv * nb), -1), cnt(kHkv);
+            for (int32_t h = 0; h < kHkv; ++h) {
+              const std::vector<int32_t>& l = h == kHkv - 1 ? last : a;
+              std::copy(l.begin(), l.end(), idx.begin() + h * nb);
+              cnt[static_cast<size_t>(h)] = static_cast<int32_t>(l.size());
+            }
+            OutData o = MakeOut(1, G * kHkv, kD, 0);
+            EXPECT_TRUE(Attend(plan, q.view, kv.view, {idx.data(), cnt.data(), nb}, o.view, ws.data(), pool).ok());
+            return o;
+          };
+          const OutData shared = run(a, nullptr);
+          const OutData mixed = run(shorter, nullptr);
+          ThreadPool pool(2);
+          const OutData shared2 = run(a, &pool);
+          const std::string what = std::string(IsaName(isa)) + " " + DTypeName(dt) +
+                                   (head_major ? " head-major" : " token-major") + " G=" + std::to_string(G);
+          const size_t kept = static_cast<size_t>(2 * G * kD);  // q heads of kv heads 0 and 1
+          EXPECT_EQ(0, std::memcmp(shared.view.data, mixed.view.data, kept * sizeof(float))) << what;
+          EXPECT_TRUE(SameBits(shared.buf, shared2.buf)) << "2 threads " << what;
+          // Kv head 2 lost a block in the mixed run: its rows must differ (the runs really differ).
+          EXPECT_NE(0, std::memcmp(shared.view.data + kept, mixed.view.data + kept,
+                                   static_cast<size_t>(G * kD) * sizeof(float)))
+              << what;
+          for (size_t i = 0; i < static_cast<size_t>(3 * G * kD); ++i)
+            ASSERT_TRUE(std::isfinite(shared.view.data[i])) << what;
+          ++shapes;
+        }
+  }
+  std::printf("[ shared   ] %d ISA x dtype x layout x group combinations (%s)\n", shapes, IsaList().c_str());
 }
 
 TEST(Attention, NearlyDenseBudgetFallsBackToDenseAndSaysSo) {

@@ -24,6 +24,13 @@
 ///   (rows = heads x queries summed); forced blocks count first, then scored blocks in rank order
 ///   until the cumulative mass reaches top_p; the total is then clamped to [min_blocks,
 ///   max_blocks].
+///   Scope (AttentionParams::selection_scope). kPerKvHead: each unit ranks with its own kv head's
+///   summaries and its group's queries, as above. kAllKvHeads: every kv head of a query block gets
+///   the same list, selected as above with score(j) summed over all kv heads (each kv head's
+///   summaries with its group's queries; rows = all q heads x queries). Decode then reads each
+///   kept block's tokens once for all kv heads, contiguously on a token-major cache (2.5-3x faster
+///   attend than per-kv-head lists at 5% of 64K, docs/performance.md); the price is that a kv
+///   head may lose a block only it would have ranked high (docs/kernel.md measures the mass).
 ///
 /// Numerics. Attention over the kept tokens is exact softmax(scale * q.k) v computed with an
 /// online softmax in fp32 (fp16/bf16 keys and values are widened in registers, q8_0 blocks
@@ -73,11 +80,16 @@ inline constexpr int32_t kQ8_0BlockBytes = 34;
 /// Block scoring for selection (rule above): kMean needs key sums, kBound key min/max in the
 /// BlockSummaries. Numeric values are part of the C ABI (sb_scoring).
 enum class Scoring : int { kMean = 0, kBound = 1 };
+/// Which units share one block list (rule above). Numeric values are part of the C ABI
+/// (sb_selection_scope).
+enum class SelectionScope : int { kPerKvHead = 0, kAllKvHeads = 1 };
 
 /// "f32", "f16", "bf16", "q8_0"; "unknown" for other values.
 const char* DTypeName(DType t) noexcept;
 /// "mean", "bound"; "unknown" for other values.
 const char* ScoringName(Scoring s) noexcept;
+/// "per_kv_head", "all_kv_heads"; "unknown" for other values.
+const char* SelectionScopeName(SelectionScope s) noexcept;
 /// Bytes per element: 4 for kF32, 2 for kF16 and kBF16; 0 for kQ8_0, a block type (use
 /// DTypeBytes).
 size_t DTypeSize(DType t) noexcept;
@@ -160,6 +172,8 @@ struct AttentionParams {
   Scoring scoring = Scoring::kBound;  ///< block scoring used by selection
   float scale = 0.0f;                 ///< 0 = 1/sqrt(head_dim)
   Budget budget;                      ///< validated by MakePlan
+  /// Units that share one block list (Scope in the selection rule above).
+  SelectionScope selection_scope = SelectionScope::kPerKvHead;
 };
 
 /// Everything an execute call needs, validated and precomputed; a plain value (no heap).

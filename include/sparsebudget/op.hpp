@@ -64,6 +64,8 @@ struct AttentionOpConfig {
   DType kv_dtype = DType::kF32;       ///< element type of K and V
   Scoring scoring = Scoring::kBound;  ///< block scoring used by selection
   float scale = 0.0f;                 ///< softmax scale; 0 = 1/sqrt(head_dim)
+  /// Units that share one block list (attention.hpp, selection rule: Scope).
+  SelectionScope selection_scope = SelectionScope::kPerKvHead;
 };
 
 /// One request of a step. `kv`, `q` and `out` give LAYOUTS only: their data pointers are ignored

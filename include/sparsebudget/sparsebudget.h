@@ -154,6 +154,14 @@ SB_API sb_status sb_quantize_q8_0(const float* in, int64_t n, void* out);
 /** Block scoring for selection (values equal sparsebudget::Scoring): MEAN needs summaries with
  * keep_mean, BOUND (Quest's upper bound) needs keep_bound. */
 typedef enum sb_scoring { SB_SCORING_MEAN = 0, SB_SCORING_BOUND = 1 } sb_scoring;
+/** Which units share one block list (values equal sparsebudget::SelectionScope; attention.hpp's
+ * selection rule): PER_KV_HEAD, each kv head its own list (the default); ALL_KV_HEADS, one list
+ * per query block for every kv head, scores summed over all heads (decode then reads a kept
+ * block once for all kv heads). */
+typedef enum sb_selection_scope {
+  SB_SELECTION_PER_KV_HEAD = 0,
+  SB_SELECTION_ALL_KV_HEADS = 1
+} sb_selection_scope;
 /** How a budget sets the number of kept blocks (values equal sparsebudget::BudgetMode). */
 typedef enum sb_budget_mode {
   SB_BUDGET_DENSE = 0,    /**< every causal block */
@@ -218,6 +226,7 @@ typedef struct sb_attention_params {
   sb_scoring scoring;     /**< default SB_SCORING_BOUND */
   float scale;            /**< 0 = 1/sqrt(head_dim) */
   sb_budget budget;       /**< budget.struct_size must be set too (sb_attention_params_init does) */
+  sb_selection_scope selection_scope; /**< default SB_SELECTION_PER_KV_HEAD */
 } sb_attention_params;
 
 /** Sets struct_size (and budget.struct_size) and defaults: block_size 64, num_queries 1, f32,
@@ -589,6 +598,7 @@ typedef struct sb_op_config {
   sb_dtype kv_dtype;    /**< default SB_DTYPE_F32 */
   sb_scoring scoring;   /**< default SB_SCORING_BOUND */
   float scale;          /**< 0 = 1/sqrt(head_dim) */
+  sb_selection_scope selection_scope; /**< default SB_SELECTION_PER_KV_HEAD */
 } sb_op_config;
 /** Sets struct_size and the defaults (block 64, f32, bound, scale 0; heads and head_dim 0). */
 SB_API void sb_op_config_init(sb_op_config* config);

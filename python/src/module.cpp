@@ -173,6 +173,12 @@ sb::Scoring ScoringFromName(const std::string& s) {
   throw py::value_error("scoring must be 'mean' or 'bound', got '" + s + "'");
 }
 
+sb::SelectionScope ScopeFromName(const std::string& s) {
+  if (s == "per_kv_head") return sb::SelectionScope::kPerKvHead;
+  if (s == "all_kv_heads") return sb::SelectionScope::kAllKvHeads;
+  throw py::value_error("selection_scope must be 'per_kv_head' or 'all_kv_heads', got '" + s + "'");
+}
+
 sb::BudgetMode ModeFromName(const std::string& s) {
   if (s == "dense") return sb::BudgetMode::kDense;
   if (s == "blocks") return sb::BudgetMode::kBlocks;
@@ -352,7 +358,7 @@ py::object Attention(const py::array& q, const py::array& k, const py::array& v,
                      const py::object& budget_obj, const std::string& scoring, float scale, const py::object& selection,
                      PySummaries* summaries, const py::object& out_obj, const std::optional<std::string>& dtype,
                      const py::object& page_table, std::optional<int64_t> context_length, int num_threads,
-                     bool return_stats) {
+                     bool return_stats, const std::string& selection_scope) {
   sb::AttentionParams p;
   int64_t qts, qhs;
   RowsView(q, "q", &qts, &qhs);
@@ -369,6 +375,7 @@ py::object Attention(const py::array& q, const py::array& k, const py::array& v,
   p.shape.context_length = L;
   p.kv_dtype = kv.view.dtype;
   p.scoring = ScoringFromName(scoring);
+  p.selection_scope = ScopeFromName(selection_scope);
   p.scale = scale;
   p.budget = MakeBudget(budget_obj);
   if (!selection.is_none()) p.budget = sb::Budget::Dense();  // the given blocks decide
@@ -454,7 +461,8 @@ py::object Attention(const py::array& q, const py::array& k, const py::array& v,
 }
 
 py::tuple SelectBlocksPy(const py::array& q, PySummaries& summaries, const py::object& budget_obj,
-                         const std::string& scoring, float scale, std::optional<int64_t> context_length) {
+                         const std::string& scoring, float scale, std::optional<int64_t> context_length,
+                         const std::string& selection_scope) {
   int64_t qts, qhs;
   RowsView(q, "q", &qts, &qhs);
   const auto& c = summaries.s.config();
@@ -466,6 +474,7 @@ py::tuple SelectBlocksPy(const py::array& q, PySummaries& summaries, const py::o
   p.shape.block_size = c.block_size;
   p.shape.context_length = context_length ? *context_length : summaries.s.num_tokens();
   p.scoring = ScoringFromName(scoring);
+  p.selection_scope = ScopeFromName(selection_scope);
   p.scale = scale;
   p.budget = MakeBudget(budget_obj);
   if (q.shape(2) != c.head_dim)
@@ -1063,22 +1072,23 @@ PYBIND11_MODULE(_core, m) {
         py::arg("budget") = py::none(), py::arg("scoring") = "bound", py::arg("scale") = 0.0f,
         py::arg("selection") = py::none(), py::arg("summaries") = nullptr, py::arg("out") = py::none(),
         py::arg("dtype") = py::none(), py::arg("page_table") = py::none(), py::arg("context_length") = py::none(),
-        py::arg("num_threads") = 1, py::arg("return_stats") = false,
+        py::arg("num_threads") = 1, py::arg("return_stats") = false, py::arg("selection_scope") = "per_kv_head",
         R"doc(Block-sparse attention of the last q.shape[0] positions over a context of K/V.
 
 q: [num_queries, q_heads, head_dim] float32. k, v: [context_length, kv_heads, head_dim] float32 or
 float16 (bf16: uint16 arrays with dtype='bf16'; q8_0: uint8 [..., head_dim / 32 * 34] ggml blocks with dtype='q8_0', see quantize_q8_0); paged: [pages, page_size, kv_heads, head_dim] with
 page_table (int32, one entry per page of the context) and optionally context_length.
 budget: None/'dense', a mode name or a Budget; a non-dense budget selects blocks from `summaries`
-(built from k if not given). selection=(indices [units, >=num_blocks], counts [units]) int32 attends
-over exactly those blocks instead. out: optional float32 array of q's shape, written in place.
+(built from k if not given); selection_scope 'all_kv_heads' gives every kv head one list (scores
+summed over all heads; attention.hpp). selection=(indices [units, >=num_blocks], counts [units])
+int32 attends over exactly those blocks instead. out: optional float32 array of q's shape, written in place.
 Returns out (and a stats dict if return_stats). The GIL is released while the kernel runs.)doc");
 
   m.def("select_blocks", &SelectBlocksPy, py::arg("q"), py::arg("summaries"), py::kw_only(),
         py::arg("budget") = py::none(), py::arg("scoring") = "bound", py::arg("scale") = 0.0f,
-        py::arg("context_length") = py::none(),
+        py::arg("context_length") = py::none(), py::arg("selection_scope") = "per_kv_head",
         "Chosen blocks for every (kv head, query block) unit: (indices [units, num_blocks] padded with -1, "
-        "counts [units], stats).");
+        "counts [units], stats). selection_scope 'all_kv_heads': one list per query block for every kv head.");
 
   // ---- the engine API (op.hpp) ----
   m.attr("MAX_STEP_REQUESTS") = sb::kMaxStepRequests;
@@ -1147,7 +1157,8 @@ q.shape[0]; context_length defaults to the tokens k holds. out: an array giving 
       R"doc(The attention of one model configuration (op.hpp): created once, it captures the kernels of the
 ISA active now (op.isa), so every call on it runs that one ISA. Immutable; share it freely.)doc")
       .def(py::init([](int32_t num_q_heads, int32_t num_kv_heads, int32_t head_dim, int32_t block_size,
-                       const std::string& kv_dtype, const std::string& scoring, float scale) {
+                       const std::string& kv_dtype, const std::string& scoring, float scale,
+                       const std::string& selection_scope) {
              sb::AttentionOpConfig c;
              c.num_q_heads = num_q_heads;
              c.num_kv_heads = num_kv_heads;
@@ -1156,11 +1167,12 @@ ISA active now (op.isa), so every call on it runs that one ISA. Immutable; share
              c.kv_dtype = DTypeFromName(kv_dtype);
              c.scoring = ScoringFromName(scoring);
              c.scale = scale;
+             c.selection_scope = ScopeFromName(selection_scope);
              return Take(sb::AttentionOp::Create(c));
            }),
            py::arg("num_q_heads"), py::arg("num_kv_heads"), py::arg("head_dim"), py::kw_only(),
            py::arg("block_size") = 64, py::arg("kv_dtype") = "f32", py::arg("scoring") = "bound",
-           py::arg("scale") = 0.0f)
+           py::arg("scale") = 0.0f, py::arg("selection_scope") = "per_kv_head")
       .def_property_readonly("isa", [](const sb::AttentionOp& op) { return std::string(sb::IsaName(op.isa())); })
       .def_property_readonly("num_q_heads", [](const sb::AttentionOp& op) { return op.config().num_q_heads; })
       .def_property_readonly("num_kv_heads", [](const sb::AttentionOp& op) { return op.config().num_kv_heads; })
@@ -1171,6 +1183,9 @@ ISA active now (op.isa), so every call on it runs that one ISA. Immutable; share
       .def_property_readonly(
           "scoring", [](const sb::AttentionOp& op) { return std::string(sb::ScoringName(op.config().scoring)); })
       .def_property_readonly("scale", [](const sb::AttentionOp& op) { return op.config().scale; })
+      .def_property_readonly(
+          "selection_scope",
+          [](const sb::AttentionOp& op) { return std::string(sb::SelectionScopeName(op.config().selection_scope)); })
       .def("plan", &PlanPy, py::arg("requests"), py::arg("plan") = py::none(),
            R"doc(Validates a step's batch (a sequence of StepRequest) and fills `plan` (a StepPlan; a new one if
 None), which it returns. Every check of the C++ Plan runs (the message names the request and the

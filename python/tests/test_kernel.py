@@ -94,6 +94,40 @@ def test_budget_uses_the_selected_blocks(scoring, budget):
     assert_close(dense, reference_numpy(q, k, v, 16), 64, what="fraction 1 = dense")
 
 
+@pytest.mark.parametrize("scoring", ["bound", "mean"])
+def test_selection_scope_all_kv_heads_shares_one_list(scoring):
+    # Decode, 4 kv heads: one list per query block for every kv head, ranked by the block scores
+    # summed over all heads (the float64 ranking below), attended like any selection.
+    shape = (16, 4, 64, 16, 640, 1)
+    q, k, v = make(shape, 11)
+    summaries = sb.BlockSummaries(4, 64, block_size=16, max_tokens=640)
+    summaries.append(k)
+    budget = sb.Budget.of_blocks(5)
+    idx, counts, stats = sb.select_blocks(q, summaries, budget=budget, scoring=scoring,
+                                          selection_scope="all_kv_heads")
+    assert stats["units"] == 4 and (counts == counts[0]).all()
+    for u in range(1, 4):
+        np.testing.assert_array_equal(idx[u, :counts[u]], idx[0, :counts[0]])
+    nb = 40
+    blocks = k.astype(np.float64).reshape(nb, 16, 4, 64)
+    q64 = q[0].astype(np.float64).reshape(4, 4, 64)  # [kv head, group, d]
+    if scoring == "mean":
+        score = np.einsum("hgd,bhd->b", q64, blocks.mean(axis=1))
+    else:
+        lo, hi = blocks.min(axis=1), blocks.max(axis=1)
+        score = np.maximum(np.einsum("hgd,bhd->bhgd", q64, lo), np.einsum("hgd,bhd->bhgd", q64, hi)).sum(axis=(1, 2, 3))
+    cand = sorted(range(1, nb - 1), key=lambda j: -score[j])
+    assert set(idx[0, :counts[0]]) == {0, nb - 1, *cand[:5]}
+    per_head, _, _ = sb.select_blocks(q, summaries, budget=budget, scoring=scoring)
+    assert any(not np.array_equal(per_head[u], per_head[0]) for u in range(1, 4))  # the scope matters here
+    out = sb.attention(q, k, v, block_size=16, budget=budget, scoring=scoring, summaries=summaries,
+                       selection_scope="all_kv_heads")
+    np.testing.assert_array_equal(out, sb.attention(q, k, v, block_size=16, selection=(idx, counts)))
+    assert_close(out, reference_torch(q, k, v, 16, (idx, counts)), 64, what=f"all_kv_heads {scoring}")
+    with pytest.raises(ValueError, match="selection_scope must be 'per_kv_head' or 'all_kv_heads', got 'layer'"):
+        sb.select_blocks(q, summaries, budget=budget, selection_scope="layer")
+
+
 def test_fp16_and_bf16_kv(isa):
     shape = (4, 2, 64, 16, 200, 3)
     q, k, v = make(shape, 5)

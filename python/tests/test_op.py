@@ -95,6 +95,24 @@ def test_mixed_batch_equals_attention_bitwise(isa, kv_dtype, scoring):
     assert sparse_seen, "no layer ran sparse: the batch tests nothing beyond dense"
 
 
+@pytest.mark.parametrize("kv_dtype", ["f32", "f16"])
+def test_all_kv_heads_scope_equals_attention_bitwise(kv_dtype):
+    # One list per query block for every kv head: the op's layer call equals sb.attention with the
+    # same scope, and every kv head's rows attend over kv head 0's blocks.
+    op = sb.AttentionOp(HQ, HKV, D, block_size=B, kv_dtype=kv_dtype, selection_scope="all_kv_heads")
+    assert op.selection_scope == "all_kv_heads"
+    assert sb.AttentionOp(HQ, HKV, D).selection_scope == "per_kv_head"
+    reqs = make_batch(kv_dtype, "bound")
+    plan = op.plan([r.step_request() for r in reqs])
+    for l in range(2):
+        for threads in (None, 2):
+            outs = op.run_layer(plan, *layer_args(reqs, l), num_threads=threads)
+            for i, (got, r) in enumerate(zip(outs, reqs)):
+                want = sb.attention(r.q[l], r.k[l], r.v[l], block_size=B, budget=r.budget, summaries=r.summaries[l],
+                                    page_table=r.page_table, context_length=r.L, selection_scope="all_kv_heads")
+                assert np.array_equal(got, want), f"request {i} layer {l} threads {threads} {kv_dtype}"
+
+
 def test_out_written_in_place_and_plan_reused_across_steps():
     """One StepPlan refilled every step as the contexts grow (summaries appended), outputs in
     caller arrays; the plan keeps its own copy of the page tables."""
@@ -276,6 +294,7 @@ def small():
     (dict(head_dim=0), ValueError, "head_dim.*0"),
     (dict(kv_dtype="f64"), ValueError, "'f64'"),
     (dict(scoring="max"), ValueError, "'max'"),
+    (dict(selection_scope="per_head"), ValueError, "'per_head'"),
 ])
 def test_bad_op_config(kwargs, exc, match):
     args = dict(num_q_heads=4, num_kv_heads=2, head_dim=16)
@@ -399,6 +418,11 @@ def test_plan_from_another_op_config_is_rejected():
     scaled = sb.AttentionOp(4, 2, 16, block_size=16, scale=0.5)
     plan = scaled.plan([sb.StepRequest(q, k)])
     with pytest.raises(ValueError, match=r"another configuration \(its scale differs"):
+        op.run_layer(plan, [q], [k], [k], [s])
+    # Another selection scope only.
+    shared = sb.AttentionOp(4, 2, 16, block_size=16, selection_scope="all_kv_heads")
+    plan = shared.plan([sb.StepRequest(q, k)])
+    with pytest.raises(ValueError, match=r"another configuration \(its selection_scope differs"):
         op.run_layer(plan, [q], [k], [k], [s])
     with pytest.raises(ValueError, match="holds no valid batch"):
         op.run_layer(sb.StepPlan(), [], [], [], [])

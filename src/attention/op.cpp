@@ -38,6 +38,7 @@ AttentionParams ParamsOf(const AttentionOpConfig& c, int64_t context_length, int
   p.scoring = c.scoring;
   p.scale = c.scale;
   p.budget = budget;
+  p.selection_scope = c.selection_scope;
   return p;
 }
 
@@ -186,6 +187,7 @@ Status AttentionOp::CheckLayer(const StepPlan& plan, const LayerArgs& args) cons
                           : p.kv_dtype != config_.kv_dtype               ? "kv_dtype"
                           : p.scoring != config_.scoring                 ? "scoring"
                           : !(p.scale == config_.scale)                  ? "scale"
+                          : p.selection_scope != config_.selection_scope ? "selection_scope"
                                                                          : nullptr;
     if (differs != nullptr)
       return Bad(std::string("the StepPlan was made by an AttentionOp of another configuration (its ") + differs +

@@ -27,6 +27,14 @@ const char* ScoringName(Scoring s) noexcept {
   return "unknown";
 }
 
+const char* SelectionScopeName(SelectionScope s) noexcept {
+  switch (s) {
+    case SelectionScope::kPerKvHead: return "per_kv_head";
+    case SelectionScope::kAllKvHeads: return "all_kv_heads";
+  }
+  return "unknown";
+}
+
 size_t DTypeSize(DType t) noexcept {
   switch (t) {
     case DType::kF32: return 4;
@@ -133,6 +141,8 @@ Status MakePlan(const AttentionParams& params, AttentionPlan* plan) {
     return Bad("head_dim must be a multiple of 32 for q8_0 K/V, got " + S(s.head_dim));
   const auto sc = static_cast<int>(params.scoring);
   if (sc < 0 || sc > 1) return Bad("scoring is not a Scoring: " + S(sc));
+  const auto scope = static_cast<int>(params.selection_scope);
+  if (scope < 0 || scope > 1) return Bad("selection_scope is not a SelectionScope: " + S(scope));
   if (!std::isfinite(params.scale)) return Bad("scale must be finite, got " + std::to_string(params.scale));
   if (Status st = ValidateBudget(params.budget); !st.ok()) return st;
 

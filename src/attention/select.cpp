@@ -54,26 +54,33 @@ int64_t SelectUnit(const AttentionPlan& p, const kernels::KernelTable& kt, const
   float* scores = At<float>(ws, w.scores) + u * p.num_blocks;
   int32_t* order = At<int32_t>(ws, w.order) + u * p.num_blocks;
   std::fill(scores, scores + nb, 0.0f);
-  const int32_t h0 = unit.kv_head * p.group;
+  // The kv heads whose scores are summed: the unit's own, or all of them (kAllKvHeads).
+  const bool all_heads = p.params.selection_scope == SelectionScope::kAllKvHeads;
+  const int32_t head_begin = all_heads ? 0 : unit.kv_head;
+  const int32_t head_end = all_heads ? p.params.shape.num_kv_heads : unit.kv_head + 1;
   int64_t rows = 0;
-  if (p.params.scoring == Scoring::kMean) {
-    // sum_rows q . mean(K_j) = (sum_rows q) . sum(K_j) / count_j
-    float* qsum = At<float>(ws, w.qsum) + u * dim;
-    std::fill(qsum, qsum + dim, 0.0f);
-    for (int32_t i = unit.q_begin; i < unit.q_end; ++i)
-      for (int32_t g = 0; g < p.group; ++g, ++rows) {
-        const float* qr = q.data + i * q.token_stride + (h0 + g) * q.head_stride;
-        for (int32_t d = 0; d < dim; ++d) qsum[d] += qr[d];
-      }
-    kt.dot_rows(qsum, sum.key_sum(unit.kv_head, 0), dim, nb, dim, scores);
-    for (int64_t j = 0; j < nb; ++j) scores[j] /= static_cast<float>(sum.block_count(j));
-  } else {
-    for (int32_t i = unit.q_begin; i < unit.q_end; ++i)
-      for (int32_t g = 0; g < p.group; ++g, ++rows) {
-        const float* qr = q.data + i * q.token_stride + (h0 + g) * q.head_stride;
-        kt.bound_rows(qr, sum.key_min(unit.kv_head, 0), sum.key_max(unit.kv_head, 0), dim, nb, dim, scores);
-      }
+  for (int32_t kvh = head_begin; kvh < head_end; ++kvh) {
+    const int32_t h0 = kvh * p.group;
+    if (p.params.scoring == Scoring::kMean) {
+      // sum_rows q . mean(K_j) = (sum_rows q) . sum(K_j) / count_j (divided once, after the heads)
+      float* qsum = At<float>(ws, w.qsum) + u * dim;
+      std::fill(qsum, qsum + dim, 0.0f);
+      for (int32_t i = unit.q_begin; i < unit.q_end; ++i)
+        for (int32_t g = 0; g < p.group; ++g, ++rows) {
+          const float* qr = q.data + i * q.token_stride + (h0 + g) * q.head_stride;
+          for (int32_t d = 0; d < dim; ++d) qsum[d] += qr[d];
+        }
+      kt.dot_rows(qsum, sum.key_sum(kvh, 0), dim, nb, dim, scores);
+    } else {
+      for (int32_t i = unit.q_begin; i < unit.q_end; ++i)
+        for (int32_t g = 0; g < p.group; ++g, ++rows) {
+          const float* qr = q.data + i * q.token_stride + (h0 + g) * q.head_stride;
+          kt.bound_rows(qr, sum.key_min(kvh, 0), sum.key_max(kvh, 0), dim, nb, dim, scores);
+        }
+    }
   }
+  if (p.params.scoring == Scoring::kMean)
+    for (int64_t j = 0; j < nb; ++j) scores[j] /= static_cast<float>(sum.block_count(j));
 
   int64_t ncand = 0;
   for (int64_t j = sink_end; j < local_begin; ++j) order[ncand++] = static_cast<int32_t>(j);
@@ -120,25 +127,33 @@ int64_t SelectUnit(const AttentionPlan& p, const kernels::KernelTable& kt, const
 }
 
 // Units [U*ith/nth, U*(ith+1)/nth); adds to *st (units, clamped, kept, causal; dense is ANDed).
-// With kernel_ns, adds the time spent per unit.
+// With kAllKvHeads the slices are of query blocks: kv head 0's unit is selected and its list
+// copied to the other kv heads' units (unit u = kv_head * num_query_blocks + query block), each
+// counted as a unit. With kernel_ns, adds the time spent per selection.
 void SelectRun(const AttentionPlan& plan, const kernels::KernelTable& kt, const QueryView& q,
                const BlockSummaries& summaries, const BlockSelection& out, void* workspace, int ith, int nth,
                SelectionStats* st, int64_t* kernel_ns) {
   WorkspaceLayout w;
   ComputeLayout(plan, &w);
-  const int64_t U = plan.num_units;
+  const bool all_heads = plan.params.selection_scope == SelectionScope::kAllKvHeads;
+  const int64_t Q = plan.num_query_blocks;
+  const int64_t U = all_heads ? Q : plan.num_units;
+  const int64_t copies = all_heads ? plan.params.shape.num_kv_heads : 1;
   for (int64_t u = U * ith / nth; u < U * (ith + 1) / nth; ++u) {
     bool clamped = false;
     int32_t* idx = out.indices + u * out.capacity;
     const int64_t t0 = kernel_ns ? NowNs() : 0;
     const int64_t n = SelectUnit(plan, kt, q, summaries, u, workspace, w, idx, &clamped);
+    for (int64_t h = 1; h < copies; ++h) std::copy(idx, idx + n, out.indices + (h * Q + u) * out.capacity);
     if (kernel_ns) *kernel_ns += NowNs() - t0;
-    out.counts[u] = static_cast<int32_t>(n);
     const int64_t nb = UnitOf(plan, u).query_block + 1;
-    st->units += 1;
-    st->units_clamped += clamped ? 1 : 0;
-    st->kept_blocks += n;
-    st->causal_blocks += nb;
+    for (int64_t h = 0; h < copies; ++h) {
+      out.counts[h * Q + u] = static_cast<int32_t>(n);
+      st->units += 1;
+      st->units_clamped += clamped ? 1 : 0;
+      st->kept_blocks += n;
+      st->causal_blocks += nb;
+    }
     st->dense = st->dense && n == nb;
   }
 }
@@ -195,7 +210,9 @@ Status detail::SelectBlocksOn(const kernels::KernelTable& kt, const AttentionPla
   if (Status st = CheckSelect(plan, q, summaries, out, workspace); !st.ok()) return st;
   SelectionStats total;
   total.dense = true;
-  if (pool == nullptr || pool->size() == 1 || plan.num_units == 1) {
+  const int64_t selections =
+      plan.params.selection_scope == SelectionScope::kAllKvHeads ? plan.num_query_blocks : plan.num_units;
+  if (pool == nullptr || pool->size() == 1 || selections == 1) {
     detail::SelectRun(plan, kt, q, summaries, out, workspace, 0, 1, &total, nullptr);
   } else {
     // Units are independent (own workspace rows, own output rows); the totals are summed after.

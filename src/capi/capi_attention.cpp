@@ -16,14 +16,17 @@ namespace {
 static_assert(static_cast<int>(SB_DTYPE_BF16) == static_cast<int>(DType::kBF16) &&
                   static_cast<int>(SB_DTYPE_Q8_0) == static_cast<int>(DType::kQ8_0) &&
                   static_cast<int>(SB_DTYPE_F16) == static_cast<int>(DType::kF16) &&
-                  static_cast<int>(SB_SCORING_BOUND) == static_cast<int>(Scoring::kBound),
-              "sb_dtype / sb_scoring must mirror DType / Scoring");
+                  static_cast<int>(SB_SCORING_BOUND) == static_cast<int>(Scoring::kBound) &&
+                  static_cast<int>(SB_SELECTION_ALL_KV_HEADS) == static_cast<int>(SelectionScope::kAllKvHeads),
+              "sb_dtype / sb_scoring / sb_selection_scope must mirror DType / Scoring / SelectionScope");
 
 std::string S(int64_t v) { return std::to_string(v); }
 
 sb_status ToParams(const char* fn, const sb_attention_params* in, AttentionParams* out) {
   sb_attention_params p{};
-  if (sb_status st = ReadIn(fn, "params", in, sizeof(sb_attention_params), &p); st != SB_OK) return st;
+  // First version: up to the budget (selection_scope came later, zero = per kv head).
+  if (sb_status st = ReadIn(fn, "params", in, offsetof(sb_attention_params, selection_scope), &p); st != SB_OK)
+    return st;
   AttentionParams r;
   r.shape.num_q_heads = p.num_q_heads;
   r.shape.num_kv_heads = p.num_kv_heads;
@@ -35,8 +38,12 @@ sb_status ToParams(const char* fn, const sb_attention_params* in, AttentionParam
   if (dt < 0 || dt > 3) return Fail(fn, SB_ERROR_INVALID_ARGUMENT, "params->kv_dtype is not an sb_dtype: " + S(dt));
   const int sc = EnumBits(p.scoring);
   if (sc < 0 || sc > 1) return Fail(fn, SB_ERROR_INVALID_ARGUMENT, "params->scoring is not an sb_scoring: " + S(sc));
+  const int scope = EnumBits(p.selection_scope);
+  if (scope < 0 || scope > 1)
+    return Fail(fn, SB_ERROR_INVALID_ARGUMENT, "params->selection_scope is not an sb_selection_scope: " + S(scope));
   r.kv_dtype = static_cast<DType>(dt);
   r.scoring = static_cast<Scoring>(sc);
+  r.selection_scope = static_cast<SelectionScope>(scope);
   r.scale = p.scale;
   if (sb_status st = CheckNested(fn, "params->budget", p.budget.struct_size, offsetof(sb_attention_params, budget),
                                  sizeof(sb_budget), p.struct_size, sizeof(sb_attention_params));

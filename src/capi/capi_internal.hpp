@@ -70,7 +70,9 @@ int EnumBits(const E& e) noexcept {
 }
 
 // Input struct: non-null, struct_size >= first version, bytes past what we know are zero. Copies
-// the known part into *copy.
+// the known part into *copy: min(struct_size, sizeof(T)) bytes, so fields a caller's older,
+// smaller struct lacks keep the values *copy holds (callers pass a zeroed T: each later field's
+// zero is its default).
 template <typename T>
 sb_status ReadIn(const char* fn, const char* what, const T* in, size_t first_version_size, T* copy) noexcept {
   if (in == nullptr) return Null(fn, what);
@@ -91,7 +93,7 @@ sb_status ReadIn(const char* fn, const char* what, const T* in, size_t first_ver
                     std::string(what) + "->struct_size " + std::to_string(size) + " is larger than this library's " +
                         std::to_string(sizeof(T)) + " and the extra fields are set");
   }
-  std::memcpy(static_cast<void*>(copy), static_cast<const void*>(in), sizeof(T));
+  std::memcpy(static_cast<void*>(copy), static_cast<const void*>(in), size < sizeof(T) ? size : sizeof(T));
   return SB_OK;
 }
 
@@ -101,8 +103,8 @@ sb_status ReadIn(const char* fn, const char* what, const T* in, size_t first_ver
 // nested layout would move the siblings after it. Checked before ReadIn reads the nested bytes.
 inline sb_status CheckNested(const char* fn, const char* what, size_t nested_size, size_t offset, size_t nested_sizeof,
                              size_t enclosing_size, size_t enclosing_sizeof) noexcept {
-  // The caller read the enclosing struct with ReadIn (enclosing_size >= its sizeof), so the
-  // nested struct's own bytes are inside it and enclosing_size - offset cannot wrap.
+  // The caller read the enclosing struct with ReadIn (enclosing_size >= its first version, which
+  // holds the nested struct), so enclosing_size - offset cannot wrap.
   if (enclosing_size < offset + nested_sizeof)
     return Fail(fn, SB_ERROR_INVALID_ARGUMENT, std::string(what) + " lies past the enclosing struct_size");
   const bool last_member = offset + nested_sizeof == enclosing_sizeof;

@@ -137,7 +137,9 @@ sb_status sb_op_create(const sb_op_config* config, sb_op** op) {
     if (op == nullptr) return Null(fn, "op");
     *op = nullptr;
     sb_op_config c{};
-    if (sb_status st = capi::ReadIn(fn, "config", config, sizeof(sb_op_config), &c); st != SB_OK) return st;
+    // First version: up to scale (selection_scope came later, zero = per kv head).
+    if (sb_status st = capi::ReadIn(fn, "config", config, offsetof(sb_op_config, selection_scope), &c); st != SB_OK)
+      return st;
     const int dt = capi::EnumBits(c.kv_dtype), sc = capi::EnumBits(c.scoring);
     AttentionOpConfig oc;
     oc.num_q_heads = c.num_q_heads;
@@ -147,6 +149,7 @@ sb_status sb_op_create(const sb_op_config* config, sb_op** op) {
     // Raw values go through as ints; AttentionOp::Create rejects the ones outside the enums.
     oc.kv_dtype = static_cast<DType>(dt);
     oc.scoring = static_cast<Scoring>(sc);
+    oc.selection_scope = static_cast<SelectionScope>(capi::EnumBits(c.selection_scope));
     oc.scale = c.scale;
     Expected<AttentionOp> made = AttentionOp::Create(oc);
     if (!made.ok()) return Fail(fn, made.status());

@@ -71,9 +71,10 @@ struct KernelTable {
   Isa isa;
   // Updates the rows' state with every token of args.blocks (masked by position and by L).
   void (*attend_blocks)(RowSet* rows, const AttendArgs& args);
-  // Dense decode: updates sets[h] (the rows of kv head args.head + h, at most 8 rows each) with
-  // blocks [block_begin, block_begin + num_blocks) for num_heads heads; bit-identical to calling
-  // attend_blocks for each head, but reads the block in token order across heads.
+  // Decode over one block list shared by num_heads kv heads: updates sets[h] (the rows of kv head
+  // args.head + h, at most 8 rows each) with args.blocks (or blocks [block_begin, block_begin +
+  // num_blocks) when null); bit-identical to calling attend_blocks for each head, but reads each
+  // block in token order across heads.
   void (*attend_heads)(RowSet* sets, int32_t num_heads, const AttendArgs& args);
   // scores[j] += dot(q, rows[j*ld ..]) for j < n (mean-key scoring with a summed query).
   void (*dot_rows)(const float* q, const float* rows, int64_t ld, int64_t n, int32_t dim, float* scores);

@@ -22,6 +22,7 @@ sb::AttentionParams ToParams(const sb_attention_params* p) {
   r.shape.num_queries = p->num_queries;
   r.kv_dtype = static_cast<sb::DType>(p->kv_dtype);
   r.scoring = static_cast<sb::Scoring>(p->scoring);
+  r.selection_scope = static_cast<sb::SelectionScope>(p->selection_scope);
   r.scale = p->scale;
   r.budget.mode = static_cast<sb::BudgetMode>(p->budget.mode);
   r.budget.blocks = p->budget.blocks;

@@ -3,6 +3,7 @@
  * predictors, probes, and the error statuses and messages of bad calls.
  * Exit status 0 = all checks passed; each failure prints the check, the seed and the shape. */
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -369,6 +370,38 @@ static void check_shape(const shape* s, sb_isa isa, uint64_t seed) {
     CHECK(close_to(out, ref, nq_el, s->d, 1.0));
     CHECK(ref_cpp_attend(&sp, q, k, v, idx, counts, info.num_blocks, out_cpp) == 0);
     CHECK(memcmp(out, out_cpp, (size_t)nq_el * sizeof(float)) == 0);
+    /* one list per query block for every kv head: the C++ API's lists, the same for each kv head
+     * (unit = kv head * query blocks + query block), attended as the reference says */
+    {
+      sb_attention_params ap = sp;
+      sb_plan* aplan = NULL;
+      sb_plan_info ainfo;
+      int64_t qbs;
+      set_context("sparse all_kv_heads", s, isa, seed);
+      ap.selection_scope = SB_SELECTION_ALL_KV_HEADS;
+      CHECK_OK(sb_plan_create(&ap, &aplan));
+      ainfo.struct_size = sizeof ainfo;
+      CHECK_OK(sb_plan_get_info(aplan, &ainfo));
+      qbs = ainfo.num_units / s->hkv;
+      CHECK_OK(sb_select_blocks(aplan, &qv, sum, &sel, ws, &stats));
+      CHECK(stats.units == info.num_units);
+      CHECK(ref_cpp_select(&ap, q, k, idx_cpp, counts_cpp, info.num_blocks) == 0);
+      for (u = 0; u < info.num_units; ++u) {
+        const int64_t u0 = u % qbs;
+        CHECK(counts[u] == counts_cpp[u] && counts[u] == counts[u0]);
+        CHECK(memcmp(idx + u * info.num_blocks, idx_cpp + u * info.num_blocks, (size_t)counts[u] * sizeof(int32_t)) ==
+              0);
+        CHECK(memcmp(idx + u * info.num_blocks, idx + u0 * info.num_blocks, (size_t)counts[u] * sizeof(int32_t)) == 0);
+      }
+      CHECK_OK(sb_attend(aplan, &qv, &kvv, &sel, &ov, ws, NULL));
+      reference(s, q, k, v, idx, counts, info.num_blocks, ref);
+      CHECK(close_to(out, ref, nq_el, s->d, 1.0));
+      sb_plan_destroy(aplan);
+      /* back to the per-kv-head lists for the checks below */
+      CHECK_OK(sb_select_blocks(splan, &qv, sum, &sel, ws, &stats));
+      CHECK_OK(sb_attend(splan, &qv, &kvv, &sel, &ov, ws, NULL));
+      set_context("sparse", s, isa, seed);
+    }
     /* partitioned with the selection */
     for (nth = 1; nth <= 3; nth += 2) {
       int32_t ith;
@@ -497,6 +530,16 @@ static void check_errors(void) {
   CHECK_STATUS(sb_plan_create(&p, &plan), SB_ERROR_INVALID_ARGUMENT);
   CHECK_MESSAGE("kv_dtype");
   p.kv_dtype = SB_DTYPE_BF16;
+  p.selection_scope = (sb_selection_scope)5;
+  CHECK_STATUS(sb_plan_create(&p, &plan), SB_ERROR_INVALID_ARGUMENT);
+  CHECK_MESSAGE("params->selection_scope is not an sb_selection_scope: 5");
+  p.selection_scope = SB_SELECTION_PER_KV_HEAD;
+  /* a caller built against the header before selection_scope: its struct ends at budget */
+  p.struct_size = offsetof(sb_attention_params, selection_scope);
+  CHECK_OK(sb_plan_create(&p, &plan));
+  sb_plan_destroy(plan);
+  plan = NULL;
+  p.struct_size = sizeof p;
   p.budget.fraction = 2.0;
   p.budget.mode = SB_BUDGET_FRACTION;
   CHECK_STATUS(sb_plan_create(&p, &plan), SB_ERROR_INVALID_ARGUMENT);
