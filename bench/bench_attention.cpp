@@ -175,6 +175,7 @@ struct DecodeArgs {
   int threads;
   int32_t num_queries = 1;
   bool head_major = false;
+  SelectionScope scope = SelectionScope::kPerKvHead;  // named in the row only when not the default
 };
 
 // The plan parameters of a decode row: its shape (32 q / 8 kv heads, d 128), K/V type, scoring,
@@ -185,6 +186,7 @@ AttentionParams DecodeParams(const DecodeArgs& a) {
   p.kv_dtype = a.dtype;
   p.scoring = a.scoring;
   p.budget = a.fraction >= 1.0 ? Budget::Dense() : Budget::Fraction(a.fraction);
+  p.selection_scope = a.scope;
   return p;
 }
 
@@ -674,10 +676,12 @@ std::string Pct(double f) {
 void RegisterAll(bool quick) {
   const std::string isa = IsaName(ActiveIsa());
   auto name = [&](const char* op, const DecodeArgs& a) {
-    char b[200];
-    std::snprintf(b, sizeof b, "%s/isa:%s/kv:%s%s/L:%lld/budget:%s/score:%s/B:%d/threads:%d", op, isa.c_str(),
+    char b[240];
+    const std::string scope =
+        a.scope == SelectionScope::kPerKvHead ? "" : std::string("/scope:") + SelectionScopeName(a.scope);
+    std::snprintf(b, sizeof b, "%s/isa:%s/kv:%s%s/L:%lld/budget:%s/score:%s%s/B:%d/threads:%d", op, isa.c_str(),
                   DTypeName(a.dtype), a.head_major ? "/layout:head_major" : "", static_cast<long long>(a.L),
-                  Pct(a.fraction).c_str(), ScoringName(a.scoring), a.B, a.threads);
+                  Pct(a.fraction).c_str(), ScoringName(a.scoring), scope.c_str(), a.B, a.threads);
     return std::string(b);
   };
   auto add = [&](const DecodeArgs& a) {
@@ -716,6 +720,21 @@ void RegisterAll(bool quick) {
   {
     DecodeArgs a{DType::kF16, 65536, 0.05, Scoring::kMean, 64, 2};
     a.head_major = true;
+    add(a);
+  }
+  // One block list for every kv head (SelectionScope::kAllKvHeads): decode reads each kept block
+  // once for all heads, contiguously on the token-major cache. f16 and q8_0 at 5%, and the other
+  // sparse budgets for f16 on 2 threads, at 64K.
+  for (DType dt : {DType::kF16, DType::kQ8_0})
+    for (int threads : {1, 2}) {
+      DecodeArgs a{dt, 65536, 0.05, Scoring::kMean, 64, threads};
+      a.scope = SelectionScope::kAllKvHeads;
+      add(a);
+    }
+  for (double f : budgets) {
+    if (f >= 1.0 || f == 0.05) continue;
+    DecodeArgs a{DType::kF16, 65536, f, Scoring::kMean, 64, 2};
+    a.scope = SelectionScope::kAllKvHeads;
     add(a);
   }
 #ifdef SPARSEBUDGET_BENCH_GGML

@@ -141,9 +141,10 @@ class _Layer:
 class _DecodeAttend:
     """Block-sparse attention per row budget over the recorder's own cache (one token a step)."""
 
-    def __init__(self, layers, budgets, block_size, scoring, scale):
+    def __init__(self, layers, budgets, block_size, scoring, scale, selection_scope="per_kv_head"):
         self.layers, self.budgets = layers, budgets
         self.block_size, self.scoring, self.scale = block_size, scoring, scale
+        self.selection_scope = selection_scope
         self.dense = all(b.mode == "dense" for b in budgets)
         self.t = 0
         self.calls = _Calls()
@@ -166,7 +167,8 @@ class _DecodeAttend:
         if self.dense:
             mask = _token_mask(None, Bt, H, 1, L, self.block_size, q.device)
         else:
-            keep = select_blocks(q, c.summ, self.budgets, scoring=self.scoring, scale=self.scale, context_length=L)
+            keep = select_blocks(q, c.summ, self.budgets, scoring=self.scoring, scale=self.scale, context_length=L,
+                                 selection_scope=self.selection_scope)
             mask = _token_mask(keep, Bt, H, 1, L, self.block_size, q.device)
         sc = 1.0 / math.sqrt(q.shape[-1]) if not self.scale else float(self.scale)
         return _masked_attention(q, K, V, mask, sc)
@@ -261,7 +263,7 @@ def _normalise(req, i):
 @torch.no_grad()
 def record_traces(step, requests, out_path, *, grid=DEFAULT_GRID, quality=None, criterion=None, block_size=64,
                   scoring="bound", sink_blocks=1, local_blocks=1, scale=None, tokens_per_batch=65536,
-                  device=None, progress=None, hook=None):
+                  device=None, progress=None, hook=None, selection_scope="per_kv_head"):
     """Runs `step` (protocol above) on every request and appends one trace record per request to
     `out_path` (JSONL, docs/traces.md); ids already in the file are skipped (resume).
 
@@ -277,11 +279,15 @@ def record_traces(step, requests, out_path, *, grid=DEFAULT_GRID, quality=None, 
     hook: optional hook(record, details) called before each record is written, details =
     {"outputs": {blocks: greedy token ids}, "logits": dense last-prompt-token logits (tensor)}.
     progress: a bar on stderr (default: when stderr is a terminal).
+    selection_scope: 'per_kv_head' (default) or 'all_kv_heads' (one block list per query block
+      for every kv head, sparsebudget.torch.select_blocks); the records do not name it.
     Returns {"written", "skipped", "seconds", "model_calls"} (model_calls: step() calls made, one
     prefill plus one per decode step for every batch).
     """
     if scoring not in ("mean", "bound"):
         raise ValueError(f"scoring must be 'mean' or 'bound', got {scoring!r}")
+    if selection_scope not in ("per_kv_head", "all_kv_heads"):
+        raise ValueError(f"selection_scope must be 'per_kv_head' or 'all_kv_heads', got {selection_scope!r}")
     reqs = [_normalise(r, i) for i, r in enumerate(requests)]
     seen = set()
     for r in reqs:
@@ -308,7 +314,7 @@ def record_traces(step, requests, out_path, *, grid=DEFAULT_GRID, quality=None, 
                 j += 1
             batch = todo[i:j]
             recs, ncalls = _record_batch(step, batch, grid, quality, crit, block_size, scoring, sink_blocks,
-                                         local_blocks, scale, dev, hook)
+                                         local_blocks, scale, dev, hook, selection_scope)
             calls += ncalls
             for rec in recs:
                 f.write(json.dumps(rec, separators=(",", ":")) + "\n")
@@ -321,7 +327,7 @@ def record_traces(step, requests, out_path, *, grid=DEFAULT_GRID, quality=None, 
             "model_calls": calls}
 
 
-def _record_batch(step, batch, grid, quality, crit, Bs, scoring, sink, local, scale, dev, hook):
+def _record_batch(step, batch, grid, quality, crit, Bs, scoring, sink, local, scale, dev, hook, scope):
     P = len(batch)
     L = len(batch[0]["prompt"])
     prompts = torch.tensor([r["prompt"] for r in batch], dtype=torch.long, device=dev)
@@ -353,7 +359,7 @@ def _record_batch(step, batch, grid, quality, crit, Bs, scoring, sink, local, sc
     rows = torch.arange(P, device=dev).repeat_interleave(G)
     layers = {li: _Layer(pre.k[li], pre.v[li], rows, L - 1, L - 1 + n, Bs, scoring) for li in range(nlayers)}
     del pre
-    att = _DecodeAttend(layers, budgets, Bs, scoring, scale)
+    att = _DecodeAttend(layers, budgets, Bs, scoring, scale, scope)
     tok = prompts[:, -1].repeat_interleave(G)
     toks, probs = [], []
     for s in range(n):
@@ -440,6 +446,8 @@ def main(argv=None):
                     help="total blocks (ints) or fractions (with a '.'); the dense point is always added")
     ap.add_argument("--block-size", type=int, default=64)
     ap.add_argument("--scoring", choices=["mean", "bound"], default="bound")
+    ap.add_argument("--selection-scope", choices=["per_kv_head", "all_kv_heads"], default="per_kv_head",
+                    help="all_kv_heads: one block list per query block for every kv head")
     ap.add_argument("--sink-blocks", type=int, default=1)
     ap.add_argument("--local-blocks", type=int, default=1)
     ap.add_argument("--scale", type=float, default=None, help="attention scale (default 1/sqrt(head_dim))")
@@ -468,7 +476,8 @@ def main(argv=None):
                 except ValueError as e:
                     raise SystemExit(f"record: {a.requests}: line {n}: {e}") from None
     st = record_traces(step, reqs, a.out, grid=_parse_grid(a.grid), quality=quality, criterion=a.criterion,
-                       block_size=a.block_size, scoring=a.scoring, sink_blocks=a.sink_blocks,
+                       block_size=a.block_size, scoring=a.scoring, selection_scope=a.selection_scope,
+                       sink_blocks=a.sink_blocks,
                        local_blocks=a.local_blocks, scale=a.scale, tokens_per_batch=a.tokens_per_batch, device=dev,
                        progress=None if a.progress == "auto" else a.progress == "on")
     n = max(1, st["written"])

@@ -278,12 +278,15 @@ def _unit_scores(qrows, summaries, nb, scoring, group):
     return total
 
 
-def select_blocks(q, summaries, budget=None, *, scoring="bound", scale=None, context_length=None):
+def select_blocks(q, summaries, budget=None, *, scoring="bound", scale=None, context_length=None,
+                  selection_scope="per_kv_head"):
     """The kernel's block selection for every unit.
 
     q [batch, q_heads, num_queries, head_dim]; summaries: a BlockSummaries of the batch's K;
     budget: None/'dense', a sparsebudget.Budget, or a list of them (one per batch row).
-    context_length defaults to summaries.num_tokens. Returns keep, bool
+    context_length defaults to summaries.num_tokens. selection_scope 'all_kv_heads': one list per
+    query block for every kv head, ranked by the scores summed over the kv heads (attention.hpp's
+    selection rule, Scope). Returns keep, bool
     [batch, kv_heads, num_query_blocks, num_blocks]: keep[b, h, u, j] = block j is attended by
     query block first_query_block + u of kv head h (False past the causal blocks).
     """
@@ -292,6 +295,9 @@ def select_blocks(q, summaries, budget=None, *, scoring="bound", scale=None, con
         raise TypeError("summaries must be a sparsebudget.torch.BlockSummaries")
     if scoring not in ("mean", "bound"):
         raise ValueError(f"scoring must be 'mean' or 'bound', got {scoring!r}")
+    if selection_scope not in ("per_kv_head", "all_kv_heads"):
+        raise ValueError(f"selection_scope must be 'per_kv_head' or 'all_kv_heads', got {selection_scope!r}")
+    all_heads = selection_scope == "all_kv_heads"
     Bt, Hq, nq, D = q.shape
     H = summaries.num_kv_heads
     if Bt != summaries.batch or D != summaries.head_dim:
@@ -334,6 +340,9 @@ def select_blocks(q, summaries, budget=None, *, scoring="bound", scale=None, con
             keep[:, :, u, :nb] = forced | (kcount > 0)[:, None, None]
             continue
         s = _unit_scores(q[:, :, r0:r1], summaries, nb, scoring, group)  # [B, H, nb]
+        if all_heads:  # every kv head ranks the sum over kv heads; the rows are all heads' rows
+            s = s.sum(1, keepdim=True).expand(Bt, H, nb)
+            rows = (r1 - r0) * Hq
         cand = ~forced
         rank, order = _rank(s, cand)
         if any(topp):

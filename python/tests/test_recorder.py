@@ -147,3 +147,31 @@ def test_monotone_oracle():
     assert R.monotone_oracle([2, 3, 4, 8], [0, 1, 0, 1], 1) == 8
     assert R.monotone_oracle([2, 3, 4, 8], [0, 1, 1, 1], 1) == 3
     assert R.monotone_oracle([2, 3, 4, 8], [1, 0, 0, 0], 0) == 2
+
+
+def test_all_kv_heads_scope_selects_one_list_for_every_kv_head(model, tmp_path, monkeypatch):
+    """selection_scope reaches every decode-time selection; with 'all_kv_heads' the kept blocks
+    are the same for each kv head; the dense point is unchanged."""
+    step = M.make_step(model)
+    reqs = M.requests_for("trace_test", "multi_hop", 1024, 1)
+    seen = []
+    real = R.select_blocks
+
+    def spy(*args, **kwargs):
+        keep = real(*args, **kwargs)
+        seen.append((kwargs.get("selection_scope"), bool((keep == keep[:, :1]).all())))
+        return keep
+
+    monkeypatch.setattr(R, "select_blocks", spy)
+    outs = {}
+    for scope in ("per_kv_head", "all_kv_heads"):
+        seen.clear()
+        R.record_traces(step, reqs, str(tmp_path / f"{scope}.jsonl"), selection_scope=scope,
+                        hook=lambda rec, d, s=scope: outs.update({s: d["outputs"]}))
+        assert seen and all(sc == scope for sc, _ in seen)
+        shared = [same for _, same in seen]
+        assert all(shared) if scope == "all_kv_heads" else not all(shared)
+    nb = 1024 // 64
+    assert outs["per_kv_head"][nb] == outs["all_kv_heads"][nb]
+    with pytest.raises(ValueError, match="selection_scope must be 'per_kv_head' or 'all_kv_heads', got 'x'"):
+        R.record_traces(step, reqs, str(tmp_path / "x.jsonl"), selection_scope="x")

@@ -95,9 +95,10 @@ def near_tie(scores, chosen_torch, chosen_cpp, cand):
 
 
 @pytest.mark.parametrize("dev", DEVICES)
+@pytest.mark.parametrize("scope", ["per_kv_head", "all_kv_heads"])
 @pytest.mark.parametrize("scoring", ["mean", "bound"])
 @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
-def test_selection_equals_cpp(shape, scoring, dev):
+def test_selection_equals_cpp(shape, scoring, scope, dev):
     hq, hkv, d, block, L, nq = shape
     group = hq // hkv
     compared = skipped = 0
@@ -111,9 +112,12 @@ def test_selection_equals_cpp(shape, scoring, dev):
         first_qb = (L - nq) // block
         nqb = nb - first_qb
         ref = {qb: float64_scores(q, k, block, scoring, qb, nq, group) for qb in range(first_qb, nb)}
+        if scope == "all_kv_heads":  # every kv head ranks the sum over kv heads (its rows: all heads)
+            ref = {qb: np.repeat(r.sum(0, keepdims=True), hkv, 0) for qb, r in ref.items()}
+            group = hq
         for name, bud in budgets(nb):
-            idx, cnt, _ = sb.select_blocks(q, cs, budget=bud, scoring=scoring)
-            keep = sbt.select_blocks(qt, ts, bud, scoring=scoring)
+            idx, cnt, _ = sb.select_blocks(q, cs, budget=bud, scoring=scoring, selection_scope=scope)
+            keep = sbt.select_blocks(qt, ts, bud, scoring=scoring, selection_scope=scope)
             tidx, tcnt = sbt.keep_to_selection(keep)
             for u in range(hkv * nqb):
                 compared += 1

@@ -73,7 +73,7 @@ def requests_for(split, task, L, n, first=0, TT=T):
 
 
 def run_cell(step, split, task, L, n, tokens_per_chunk, out_path, device=None, crosscheck=None, progress=False,
-             first=0, TT=T):
+             first=0, TT=T, selection_scope="per_kv_head"):
     """Appends the cell's records to out_path (ids already there are skipped); returns the cell's
     records as written. With `crosscheck` (a list), appends the first request's check entry."""
     reqs = requests_for(split, task, L, n, first, TT)
@@ -89,7 +89,7 @@ def run_cell(step, split, task, L, n, tokens_per_chunk, out_path, device=None, c
                           "curve": rec["curve"], "dense_quality": rec["dense_quality"], "oracle": rec["oracle"]})
 
     R.record_traces(step, reqs, out_path, grid=GRID, block_size=BLOCK, tokens_per_batch=tokens_per_chunk,
-                    device=device, progress=progress, hook=hook)
+                    device=device, progress=progress, hook=hook, selection_scope=selection_scope)
     ids = {r["id"] for r in reqs}
     with open(out_path) as f:
         recs = [r for r in (json.loads(line) for line in f if line.strip()) if r["id"] in ids]
@@ -115,6 +115,8 @@ def main(argv=None):
     ap.add_argument("--resume", action="store_true", help="append to existing files, skipping recorded ids")
     ap.add_argument("--progress", action="store_true", help="progress bar on stderr")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--selection-scope", choices=["per_kv_head", "all_kv_heads"], default="per_kv_head",
+                    help="all_kv_heads: one block list per query block for every kv head (attention.hpp)")
     a = ap.parse_args(argv)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -126,7 +128,7 @@ def main(argv=None):
     TT = suite_module(a.suite)
     lengths = [int(x) for x in (a.lengths or ",".join(map(str, TT.LENGTHS))).split(",")]
     tasks = (a.tasks or ",".join(TT.TASKS)).split(",")
-    summary = {"n_per_cell": a.n, "cells": {}, "seconds": {}}
+    summary = {"n_per_cell": a.n, "selection_scope": a.selection_scope, "cells": {}, "seconds": {}}
     t_all = time.time()
     for split in a.splits.split(","):
         t0 = time.time()
@@ -138,7 +140,8 @@ def main(argv=None):
             for L in lengths:
                 tc = time.time()
                 recs = run_cell(step, "trace_" + split, task, L, a.n, a.tokens_per_chunk, path, dev,
-                                crosscheck=cross if L == 1024 else None, progress=a.progress, TT=TT)
+                                crosscheck=cross if L == 1024 else None, progress=a.progress, TT=TT,
+                                selection_scope=a.selection_scope)
                 dq = np.mean([r["dense_quality"] for r in recs])
                 of = np.median([r["oracle"]["fraction"] for r in recs])
                 summary["cells"][f"{split}/{task}/{L}"] = {
