@@ -568,7 +568,7 @@ TEST(Attention, SharedListDecodeEqualsPerUnitWalkBitForBit) {
           };
           const OutData shared = run(a, nullptr);
           const OutData mixed = run(shorter, nullptr);
-          ThreadPool pool(2);
+          ThreadPool pool(2), pool3(3);
           const OutData shared2 = run(a, &pool);
           const std::string what = std::string(IsaName(isa)) + " " + DTypeName(dt) +
                                    (head_major ? " head-major" : " token-major") + " G=" + std::to_string(G);
@@ -581,6 +581,14 @@ TEST(Attention, SharedListDecodeEqualsPerUnitWalkBitForBit) {
               << what;
           for (size_t i = 0; i < static_cast<size_t>(3 * G * kD); ++i)
             ASSERT_TRUE(std::isfinite(shared.view.data[i])) << what;
+          // 3 threads over 2 split-K chunks, and over a short list's single chunk: the kv heads
+          // are split across items too, with the same results.
+          EXPECT_TRUE(SameBits(shared.buf, run(a, &pool3).buf)) << "3 threads " << what;
+          a = {0, static_cast<int32_t>(nb / 2), static_cast<int32_t>(nb - 1)};
+          const OutData short_shared = run(a, &pool3);
+          const OutData short_mixed = run({0, static_cast<int32_t>(nb - 1)}, nullptr);
+          EXPECT_EQ(0, std::memcmp(short_shared.view.data, short_mixed.view.data, kept * sizeof(float)))
+              << "short list " << what;
           ++shapes;
         }
   }

@@ -301,11 +301,13 @@ class BlockSummaries {
 /// scoring kind. Workspace: plan.workspace_bytes (may be shared with Attend of the same call
 /// sequence, not concurrently). O(units x blocks x rows x head_dim) reads of summaries plus a
 /// partial sort; allocates nothing.
-/// With `pool`, units are spread over its threads (same result).
+/// With `pool`, units (kAllKvHeads: query blocks, one selection each) are spread over its threads
+/// (same result).
 Status SelectBlocks(const AttentionPlan& plan, const QueryView& q, const BlockSummaries& summaries,
                     BlockSelection out, void* workspace, SelectionStats* stats = nullptr,
                     ThreadPool* pool = nullptr);
-/// The same work split for an engine's own threads: units [U*ith/nth, U*(ith+1)/nth). `stats`
+/// The same work split for an engine's own threads: units [U*ith/nth, U*(ith+1)/nth) (kAllKvHeads:
+/// query blocks [Q*ith/nth, Q*(ith+1)/nth), each written to every kv head's unit). `stats`
 /// receives this slice's counts (add the slices' counts; AND their `dense`). Spawns nothing.
 Status SelectBlocksPartition(const AttentionPlan& plan, const QueryView& q,
                              const BlockSummaries& summaries, BlockSelection out, void* workspace,

@@ -226,7 +226,9 @@ typedef struct sb_attention_params {
   sb_scoring scoring;     /**< default SB_SCORING_BOUND */
   float scale;            /**< 0 = 1/sqrt(head_dim) */
   sb_budget budget;       /**< budget.struct_size must be set too (sb_attention_params_init does) */
+  /* Added after the first version (struct_size 112, which is still accepted: defaults apply). */
   sb_selection_scope selection_scope; /**< default SB_SELECTION_PER_KV_HEAD */
+  int32_t reserved;                   /**< must be 0 (the init sets it); keeps the tail explicit */
 } sb_attention_params;
 
 /** Sets struct_size (and budget.struct_size) and defaults: block_size 64, num_queries 1, f32,
@@ -598,7 +600,11 @@ typedef struct sb_op_config {
   sb_dtype kv_dtype;    /**< default SB_DTYPE_F32 */
   sb_scoring scoring;   /**< default SB_SCORING_BOUND */
   float scale;          /**< 0 = 1/sqrt(head_dim) */
+  /* The first version ends here (struct_size 40, still accepted: defaults apply); its 4 tail
+   * bytes were padding, so the library ignores this field whatever it holds. */
+  int32_t padding0;
   sb_selection_scope selection_scope; /**< default SB_SELECTION_PER_KV_HEAD */
+  int32_t reserved;                   /**< must be 0 (the init sets it); keeps the tail explicit */
 } sb_op_config;
 /** Sets struct_size and the defaults (block 64, f32, bound, scale 0; heads and head_dim 0). */
 SB_API void sb_op_config_init(sb_op_config* config);

@@ -402,12 +402,12 @@ def keep_to_selection(keep, row=0):
 
 # -------------------------------------------------------------------------------- attention
 def attention(q, k, v, *, block_size=64, budget=None, scoring="bound", scale=None, summaries=None, keep=None,
-              return_keep=False):
+              return_keep=False, selection_scope="per_kv_head"):
     """Block-sparse attention of the last num_queries positions over k/v (layout above).
 
     budget None/'dense' and keep None: dense causal attention. Otherwise the blocks of `keep`
-    (from select_blocks) or, if not given, those select_blocks picks for `budget` from
-    `summaries` (built from k when None). Exact softmax(scale q.k) v over the kept tokens at or
+    (from select_blocks) or, if not given, those select_blocks picks for `budget` (and
+    `selection_scope`) from `summaries` (built from k when None). Exact softmax(scale q.k) v over the kept tokens at or
     before each query's position, in float32; returns q's dtype (and keep if return_keep).
     """
     _check_4d(q, "q")
@@ -428,7 +428,8 @@ def attention(q, k, v, *, block_size=64, budget=None, scoring="bound", scale=Non
         if summaries is None:
             summaries = BlockSummaries.from_keys(k, block_size=block_size, mean=scoring == "mean",
                                                  bound=scoring == "bound")
-        keep = select_blocks(q, summaries, budget, scoring=scoring, scale=scale, context_length=L)
+        keep = select_blocks(q, summaries, budget, scoring=scoring, scale=scale, context_length=L,
+                             selection_scope=selection_scope)
     mask = _token_mask(keep if sparse else None, Bt, H, nq, L, block_size, q.device)
     out = _masked_attention(q, k, v, mask, sc)
     if return_keep and not sparse:

@@ -112,9 +112,10 @@ def test_selection_equals_cpp(shape, scoring, scope, dev):
         first_qb = (L - nq) // block
         nqb = nb - first_qb
         ref = {qb: float64_scores(q, k, block, scoring, qb, nq, group) for qb in range(first_qb, nb)}
+        rows_group = group  # q heads whose rows a unit's top-p mass counts
         if scope == "all_kv_heads":  # every kv head ranks the sum over kv heads (its rows: all heads)
             ref = {qb: np.repeat(r.sum(0, keepdims=True), hkv, 0) for qb, r in ref.items()}
-            group = hq
+            rows_group = hq
         for name, bud in budgets(nb):
             idx, cnt, _ = sb.select_blocks(q, cs, budget=bud, scoring=scoring, selection_scope=scope)
             keep = sbt.select_blocks(qt, ts, bud, scoring=scoring, selection_scope=scope)
@@ -132,7 +133,7 @@ def test_selection_equals_cpp(shape, scoring, scope, dev):
                 if bud.mode == "top_p" and len(mine) == len(theirs):
                     ok = near_tie(ref[qb][h], mine, theirs, cand)
                 elif bud.mode == "top_p":
-                    ok = _top_p_near_threshold(ref[qb][h], cand, se, lb, qb + 1, bud, d, nq, L, block, group)
+                    ok = _top_p_near_threshold(ref[qb][h], cand, se, lb, qb + 1, bud, d, nq, L, block, rows_group)
                 else:
                     ok = near_tie(ref[qb][h], mine, theirs, cand)
                 assert ok, f"{name} {scoring} unit {u}: torch {mine} vs C++ {theirs} (not a near-tie)"

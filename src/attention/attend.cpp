@@ -147,8 +147,8 @@ bool DecodeSharesBlocks(const Ctx& c) {
 }
 
 // Chunk `chunk` of nchunks of the `count` blocks every head walks (the selection's shared list,
-// or blocks 0..count-1 when dense), for all heads.
-void RunSharedDecodeItem(const Ctx& c, int64_t chunk, int64_t nchunks, int64_t count) {
+// or blocks 0..count-1 when dense), for kv heads [h_begin, h_end).
+void RunSharedDecodeItem(const Ctx& c, int64_t chunk, int64_t nchunks, int64_t count, int32_t h_begin, int32_t h_end) {
   const AttentionPlan& p = *c.plan;
   const kernels::KernelTable& kt = *c.kt;
   const int32_t dim = p.params.shape.head_dim;
@@ -162,7 +162,7 @@ void RunSharedDecodeItem(const Ctx& c, int64_t chunk, int64_t nchunks, int64_t c
   float ms[kMaxDenseRows], ls[kMaxDenseRows];
   kernels::RowSet rs[kMaxDenseRows];
   float* parts[kMaxDenseRows];
-  for (int32_t h = 0; h < H; ++h) {
+  for (int32_t h = h_begin; h < h_end; ++h) {
     // Decode: unit index = kv head (one query block).
     float* part =
         nchunks > 1 ? At<float>(c.ws, c.w.partials) + static_cast<size_t>(h * p.max_chunks + chunk) * c.w.partial_stride
@@ -206,18 +206,18 @@ void RunSharedDecodeItem(const Ctx& c, int64_t chunk, int64_t nchunks, int64_t c
   // order): prefetched while this chunk's last block runs, so it does not start cold.
   const int64_t next_chunk_block = b1 < count ? (list ? list[b1] : b1) : -1;
   if (G <= 8 && token_major) {
-    args.head = 0;
+    args.head = h_begin;
     args.blocks = list ? list + b0 : nullptr;
     args.block_begin = b0;
     args.num_blocks = b1 - b0;
     args.prefetch_after = next_chunk_block;
-    kt.attend_heads(rs, H, args);
+    kt.attend_heads(rs + h_begin, h_end - h_begin, args);
   } else if (!token_major) {
     args.blocks = list ? list + b0 : nullptr;
     args.block_begin = b0;
     args.num_blocks = b1 - b0;
     args.prefetch_after = next_chunk_block;
-    for (int32_t h = 0; h < H; ++h) {
+    for (int32_t h = h_begin; h < h_end; ++h) {
       args.head = h;
       kt.attend_blocks(&rs[h], args);
     }
@@ -226,13 +226,13 @@ void RunSharedDecodeItem(const Ctx& c, int64_t chunk, int64_t nchunks, int64_t c
       args.blocks = list ? list + b : nullptr;
       args.block_begin = b;
       args.prefetch_after = b + 1 < b1 ? (list ? list[b + 1] : b + 1) : -1;
-      for (int32_t h = 0; h < H; ++h) {
+      for (int32_t h = h_begin; h < h_end; ++h) {
         args.head = h;
         kt.attend_blocks(&rs[h], args);
       }
     }
   }
-  for (int32_t h = 0; h < H; ++h)
+  for (int32_t h = h_begin; h < h_end; ++h)
     for (int32_t g = 0; g < G; ++g) {
       const int32_t r = h * G + g;
       if (parts[h]) {
@@ -294,7 +294,19 @@ void PartitionRun(const Ctx& c, int ith, int nth) {
     const int64_t t0 = c.kernel_ns ? NowNs() : 0;
     const int64_t count = UnitBlockCount(*c.plan, c.sel, 0);
     const int64_t nch = UnitChunks(*c.plan, count);
-    for (int64_t ch = nch * ith / nth; ch < nch * (ith + 1) / nth; ++ch) RunSharedDecodeItem(c, ch, nch, count);
+    // Items: chunks x groups of kv heads. Chunks alone may be fewer than the threads (a few kept
+    // blocks, or 16+ kv heads, where the plan keeps one chunk per unit); then the heads are split
+    // too. Each head's blocks and chunks are the same for every split, so results do not depend
+    // on it (nor on nth).
+    const int32_t H = c.plan->params.shape.num_kv_heads;
+    int64_t groups = 1;
+    if (nch < nth) groups = (nth + nch - 1) / nch < H ? (nth + nch - 1) / nch : H;
+    const int64_t total = nch * groups;
+    for (int64_t it = total * ith / nth; it < total * (ith + 1) / nth; ++it) {
+      const int64_t ch = it / groups, g = it % groups;
+      RunSharedDecodeItem(c, ch, nch, count, static_cast<int32_t>(H * g / groups),
+                          static_cast<int32_t>(H * (g + 1) / groups));
+    }
     if (c.kernel_ns) *c.kernel_ns += NowNs() - t0;
     return;
   }

@@ -20,6 +20,10 @@ static_assert(static_cast<int>(SB_DTYPE_BF16) == static_cast<int>(DType::kBF16) 
                   static_cast<int>(SB_SELECTION_ALL_KV_HEADS) == static_cast<int>(SelectionScope::kAllKvHeads),
               "sb_dtype / sb_scoring / sb_selection_scope must mirror DType / Scoring / SelectionScope");
 
+// The first version of sb_attention_params was 112 bytes (it ended with the budget).
+static_assert(offsetof(sb_attention_params, selection_scope) == 112,
+              "sb_attention_params' first version must stay a prefix");
+
 std::string S(int64_t v) { return std::to_string(v); }
 
 sb_status ToParams(const char* fn, const sb_attention_params* in, AttentionParams* out) {
@@ -41,6 +45,7 @@ sb_status ToParams(const char* fn, const sb_attention_params* in, AttentionParam
   const int scope = EnumBits(p.selection_scope);
   if (scope < 0 || scope > 1)
     return Fail(fn, SB_ERROR_INVALID_ARGUMENT, "params->selection_scope is not an sb_selection_scope: " + S(scope));
+  if (p.reserved != 0) return Fail(fn, SB_ERROR_INVALID_ARGUMENT, "params->reserved must be 0, got " + S(p.reserved));
   r.kv_dtype = static_cast<DType>(dt);
   r.scoring = static_cast<Scoring>(sc);
   r.selection_scope = static_cast<SelectionScope>(scope);

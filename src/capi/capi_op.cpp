@@ -26,6 +26,10 @@ namespace {
 // sb_layer_input is read in place as LayerInput; sb_summaries* becomes BlockSummaries*, which
 // is its first member of a standard-layout struct (pointer-interconvertible).
 static_assert(SB_MAX_STEP_REQUESTS == kMaxStepRequests, "the C and C++ batch caps must agree");
+// The first version of sb_op_config was 40 bytes (36 of fields, then padding): callers built
+// against it pass struct_size 40, and ReadIn reads no further.
+static_assert(offsetof(sb_op_config, padding0) == 36 && offsetof(sb_op_config, selection_scope) == 40,
+              "sb_op_config's first version must stay a prefix");
 static_assert(std::is_standard_layout_v<sb_summaries> && offsetof(sb_summaries, summaries) == 0,
               "sb_summaries must start with its BlockSummaries");
 // (std::alignment_of_v: clang-tidy 14 takes alignof(X) == alignof(Y) for a redundant expression.)
@@ -137,9 +141,12 @@ sb_status sb_op_create(const sb_op_config* config, sb_op** op) {
     if (op == nullptr) return Null(fn, "op");
     *op = nullptr;
     sb_op_config c{};
-    // First version: up to scale (selection_scope came later, zero = per kv head).
+    // First version: up to scale and its tail padding (padding0, ignored); selection_scope came
+    // later (zero = per kv head).
     if (sb_status st = capi::ReadIn(fn, "config", config, offsetof(sb_op_config, selection_scope), &c); st != SB_OK)
       return st;
+    if (c.reserved != 0)
+      return Fail(fn, SB_ERROR_INVALID_ARGUMENT, "config->reserved must be 0, got " + std::to_string(c.reserved));
     const int dt = capi::EnumBits(c.kv_dtype), sc = capi::EnumBits(c.scoring);
     AttentionOpConfig oc;
     oc.num_q_heads = c.num_q_heads;

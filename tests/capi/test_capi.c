@@ -534,9 +534,16 @@ static void check_errors(void) {
   CHECK_STATUS(sb_plan_create(&p, &plan), SB_ERROR_INVALID_ARGUMENT);
   CHECK_MESSAGE("params->selection_scope is not an sb_selection_scope: 5");
   p.selection_scope = SB_SELECTION_PER_KV_HEAD;
-  /* a caller built against the header before selection_scope: its struct ends at budget */
-  p.struct_size = offsetof(sb_attention_params, selection_scope);
+  p.reserved = 3;
+  CHECK_STATUS(sb_plan_create(&p, &plan), SB_ERROR_INVALID_ARGUMENT);
+  CHECK_MESSAGE("params->reserved must be 0, got 3");
+  /* a caller built against the header before selection_scope: its struct (112 bytes) ends at
+   * the budget, and nothing past it is read */
+  p.struct_size = 112;
+  p.selection_scope = (sb_selection_scope)9;
   CHECK_OK(sb_plan_create(&p, &plan));
+  p.selection_scope = SB_SELECTION_PER_KV_HEAD;
+  p.reserved = 0;
   sb_plan_destroy(plan);
   plan = NULL;
   p.struct_size = sizeof p;

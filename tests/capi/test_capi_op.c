@@ -181,6 +181,34 @@ int main(void) {
   EXPECT(sb_op_run_layer(op, plan, &args, NULL, NULL) == SB_ERROR_INVALID_ARGUMENT);
   EXPECT(strstr(sb_last_error(), "budget_scale") != NULL);
   args.budget_scale = 1.0;
+  /* A caller built against the first sb_op_config (struct_size 40, its last 4 bytes padding):
+   * whatever the padding holds, the op is per kv head. The current struct's selection scope and
+   * reserved field are checked. */
+  {
+    sb_op* old = NULL;
+    sb_op_config first = oc;
+    first.struct_size = 40;
+    first.padding0 = 0x41414141;
+    first.selection_scope = (sb_selection_scope)9; /* past struct_size: never read */
+    EXPECT(sb_op_create(&first, &old) == SB_OK && old != NULL);
+    sb_op_destroy(old);
+    old = NULL;
+    first = oc;
+    first.selection_scope = SB_SELECTION_ALL_KV_HEADS;
+    EXPECT(sb_op_create(&first, &old) == SB_OK && old != NULL);
+    sb_op_destroy(old);
+    old = NULL;
+    first.selection_scope = (sb_selection_scope)2;
+    EXPECT(sb_op_create(&first, &old) == SB_ERROR_INVALID_ARGUMENT && old == NULL);
+    EXPECT(strstr(sb_last_error(), "selection_scope") != NULL);
+    first.selection_scope = SB_SELECTION_PER_KV_HEAD;
+    first.reserved = 1;
+    EXPECT(sb_op_create(&first, &old) == SB_ERROR_INVALID_ARGUMENT && old == NULL);
+    EXPECT(strstr(sb_last_error(), "config->reserved must be 0, got 1") != NULL);
+    first.struct_size = 36;
+    EXPECT(sb_op_create(&first, &old) == SB_ERROR_INVALID_ARGUMENT && old == NULL);
+    EXPECT(strstr(sb_last_error(), "smaller than the first version's 40") != NULL);
+  }
   oc.kv_dtype = (sb_dtype)7;
   {
     sb_op* bad = NULL;
