@@ -28,11 +28,11 @@ def load(path):
 
 def find(runs, **kv):
     out = []
+    kv.setdefault("scope", "per_kv_head")  # rows name the selection scope only when not the default
     for name, r in runs.items():
         parts = dict(p.split(":", 1) for p in name.split("/")[1:] if ":" in p)
         parts["op"] = name.split("/")[0]
-        parts.setdefault("scope", "per_kv_head")  # rows name the selection scope only when not the default
-        kv.setdefault("scope", "per_kv_head")
+        parts.setdefault("scope", "per_kv_head")
         if all(parts.get(k) == str(v) for k, v in kv.items()):
             out.append((name, parts, r))
     return out
@@ -94,20 +94,15 @@ def peer_section(ctx, runs):
         r = tm[0]
         row("dense f16 token-major >= 80% of the read probe", f"{r['ms']:.2f} ms, {r['GB/s']:.1f} GB/s = "
             f"{100 * r['bw_frac']:.0f}% of {bw2:.1f}", r["bw_frac"] >= 0.8)
-    sp = [r for n, pp, r in find(runs, op="decode", kv="f16", L="65536", budget="5%", score="mean", B="64",
-                                 threads="2") if "layout" not in pp]
-    if sp:
-        r = sp[0]
-        roof = r["ms"] * r["bw_frac"]  # bytes read / probe bandwidth
-        row("5% budget within 1.3x of its roofline time (kept K/V + summaries at the probe)",
-            f"{r['ms']:.3f} ms vs {roof:.3f} ms = {r['ms'] / roof:.2f}x", r["ms"] / roof <= 1.3)
-    sh = [r for n, pp, r in find(runs, op="decode", kv="f16", L="65536", budget="5%", score="mean", B="64",
-                                 threads="2", scope="all_kv_heads") if "layout" not in pp]
-    if sh:
-        r = sh[0]
-        roof = r["ms"] * r["bw_frac"]
-        row("the same, one block list for all kv heads (selection scope all_kv_heads)",
-            f"{r['ms']:.3f} ms vs {roof:.3f} ms = {r['ms'] / roof:.2f}x", r["ms"] / roof <= 1.3)
+    for scope, what in [
+            ("per_kv_head", "5% budget within 1.3x of its roofline time (kept K/V + summaries at the probe)"),
+            ("all_kv_heads", "the same, one block list for all kv heads (selection scope all_kv_heads)")]:
+        sp = [r for n, pp, r in find(runs, op="decode", kv="f16", L="65536", budget="5%", score="mean", B="64",
+                                     threads="2", scope=scope) if "layout" not in pp]
+        if sp:
+            r = sp[0]
+            roof = r["ms"] * r["bw_frac"]  # bytes read / probe bandwidth
+            row(what, f"{r['ms']:.3f} ms vs {roof:.3f} ms = {r['ms'] / roof:.2f}x", r["ms"] / roof <= 1.3)
     q8 = [r for n, pp, r in find(runs, op="decode", kv="q8_0", L="65536", budget="dense", score="mean", B="64",
                                  threads="2") if "layout" not in pp]
     if q8 and tm:

@@ -67,6 +67,12 @@ inline Unit UnitOf(const AttentionPlan& p, int64_t u) noexcept {
   return unit;
 }
 
+// Selections a SelectRun makes: one per unit, or one per query block with kAllKvHeads (written
+// to every kv head's unit).
+inline int64_t SelectionCount(const AttentionPlan& p) noexcept {
+  return p.params.selection_scope == SelectionScope::kAllKvHeads ? p.num_query_blocks : p.num_units;
+}
+
 inline int64_t NowNs() noexcept {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
       .count();

@@ -135,10 +135,10 @@ void SelectRun(const AttentionPlan& plan, const kernels::KernelTable& kt, const 
                SelectionStats* st, int64_t* kernel_ns) {
   WorkspaceLayout w;
   ComputeLayout(plan, &w);
-  const bool all_heads = plan.params.selection_scope == SelectionScope::kAllKvHeads;
   const int64_t Q = plan.num_query_blocks;
-  const int64_t U = all_heads ? Q : plan.num_units;
-  const int64_t copies = all_heads ? plan.params.shape.num_kv_heads : 1;
+  const int64_t U = SelectionCount(plan);
+  const int64_t copies =
+      plan.params.selection_scope == SelectionScope::kAllKvHeads ? plan.params.shape.num_kv_heads : 1;
   for (int64_t u = U * ith / nth; u < U * (ith + 1) / nth; ++u) {
     bool clamped = false;
     int32_t* idx = out.indices + u * out.capacity;
@@ -210,9 +210,7 @@ Status detail::SelectBlocksOn(const kernels::KernelTable& kt, const AttentionPla
   if (Status st = CheckSelect(plan, q, summaries, out, workspace); !st.ok()) return st;
   SelectionStats total;
   total.dense = true;
-  const int64_t selections =
-      plan.params.selection_scope == SelectionScope::kAllKvHeads ? plan.num_query_blocks : plan.num_units;
-  if (pool == nullptr || pool->size() == 1 || selections == 1) {
+  if (pool == nullptr || pool->size() == 1 || detail::SelectionCount(plan) == 1) {
     detail::SelectRun(plan, kt, q, summaries, out, workspace, 0, 1, &total, nullptr);
   } else {
     // Units are independent (own workspace rows, own output rows); the totals are summed after.
